@@ -1,0 +1,37 @@
+//! The Atlassian Cloud HTTP client.
+//!
+//! Every URL derives from two bases (`ATLASSIAN_AUTH_BASE_URL`, `ATLASSIAN_API_BASE_URL`) so the same code talks to
+//! Atlassian, to the sandbox in `tests/`, or to any server that speaks the same API. The client exposes one narrow
+//! trait, [`AtlassianApi`], so the connect flow is tested with an in-memory fake.
+//!
+//! Secrets stay in `oauth2`'s secret types (`AccessToken`, `RefreshToken`, `AuthorizationCode`, `ClientSecret`), which
+//! redact `Debug`; error values never carry a response body, because token-endpoint bodies can hold tokens.
+
+mod client;
+mod error;
+mod types;
+
+pub use client::{AtlassianClient, ClientCredentials, Endpoints, http_client};
+pub use error::{ApiError, OAuthError};
+pub use oauth2::{AccessToken, AuthorizationCode, ClientId, ClientSecret, RefreshToken};
+pub use types::{AccessibleResource, Me, TokenGrant};
+
+use std::future::Future;
+
+/// What the connect flow needs from Atlassian.
+pub trait AtlassianApi: Send + Sync {
+    /// `POST {auth}/oauth/token` with `grant_type=authorization_code`.
+    fn exchange_code(
+        &self,
+        code: &AuthorizationCode,
+    ) -> impl Future<Output = Result<TokenGrant, OAuthError>> + Send;
+
+    /// `GET {api}/oauth/token/accessible-resources`: the sites this grant reaches.
+    fn accessible_resources(
+        &self,
+        token: &AccessToken,
+    ) -> impl Future<Output = Result<Vec<AccessibleResource>, ApiError>> + Send;
+
+    /// `GET {api}/me`: the account that consented.
+    fn me(&self, token: &AccessToken) -> impl Future<Output = Result<Me, ApiError>> + Send;
+}

@@ -1,0 +1,273 @@
+//! The DynamoDB implementation. Key layout (one table, `pk`/`sk`, GSI `gsi1` on `gsi1pk`/`gsi1sk`, TTL on `ttl`):
+//!
+//! | item            | pk                    | sk        | gsi1pk             | gsi1sk       | ttl |
+//! |-----------------|-----------------------|-----------|--------------------|--------------|-----|
+//! | connect session | `SESSION#<sha256>`    | `SESSION` |                    |              | yes |
+//! | OAuth state     | `STATE#<sha256>`      | `STATE`   |                    |              | yes |
+//! | connection      | `CONN#<connection id>`| `CONN`    | `TENANT#<tenant>`  | `CONN#<id>`  |     |
+
+use crate::{
+    CompleteError, ConnectSession, Connection, ConnectionStore, OAuthState, SessionStore, StateStore, StoreError,
+};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::collections::HashMap;
+use time::OffsetDateTime;
+
+type Item = HashMap<String, AttributeValue>;
+
+pub const GSI1: &str = "gsi1";
+
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn get<T: DeserializeOwned>(&self, pk: String, sk: &str) -> Result<Option<T>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk))
+            .key("sk", AttributeValue::S(sk.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::dynamo)?;
+        output.item.map(from_item).transpose()
+    }
+
+    async fn put_new(&self, item: Item) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(StoreError::dynamo)?;
+        Ok(())
+    }
+}
+
+/// An item as stored: the keys beside the record's own fields.
+#[derive(Serialize, Deserialize)]
+struct Keyed<T> {
+    pk: String,
+    sk: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
+    /// Epoch seconds after which DynamoDB may delete the item. Deletion is lazy, so readers check expiry too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl: Option<i64>,
+    #[serde(flatten)]
+    record: T,
+}
+
+fn to_item<T: Serialize>(keyed: &Keyed<T>) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(keyed).map_err(StoreError::Corrupt)
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    let keyed: Keyed<T> = serde_dynamo::from_item(item).map_err(StoreError::Corrupt)?;
+    Ok(keyed.record)
+}
+
+fn session_pk(id_hash: &str) -> String {
+    format!("SESSION#{id_hash}")
+}
+fn state_pk(state_hash: &str) -> String {
+    format!("STATE#{state_hash}")
+}
+fn connection_pk(id: &str) -> String {
+    format!("CONN#{id}")
+}
+fn tenant_gsi(tenant_id: &str) -> String {
+    format!("TENANT#{tenant_id}")
+}
+
+fn ttl(at: OffsetDateTime) -> Option<i64> {
+    Some(at.unix_timestamp())
+}
+
+fn rfc3339(at: OffsetDateTime) -> Result<String, StoreError> {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| StoreError::Corrupt(serde_dynamo::Error::from(serde::ser::Error::custom(e))))
+}
+
+impl SessionStore for DynamoStore {
+    async fn put_session(&self, session: &ConnectSession) -> Result<(), StoreError> {
+        let item = to_item(&Keyed {
+            pk: session_pk(&session.id_hash),
+            sk: "SESSION".into(),
+            gsi1pk: None,
+            gsi1sk: None,
+            ttl: ttl(session.expires_at),
+            record: session,
+        })?;
+        self.put_new(item).await
+    }
+
+    async fn get_session(&self, id_hash: &str) -> Result<Option<ConnectSession>, StoreError> {
+        self.get(session_pk(id_hash), "SESSION").await
+    }
+}
+
+impl StateStore for DynamoStore {
+    async fn put_state(&self, state: &OAuthState) -> Result<(), StoreError> {
+        let item = to_item(&Keyed {
+            pk: state_pk(&state.state_hash),
+            sk: "STATE".into(),
+            gsi1pk: None,
+            gsi1sk: None,
+            ttl: ttl(state.expires_at),
+            record: state,
+        })?;
+        self.put_new(item).await
+    }
+
+    async fn take_state(&self, state_hash: &str) -> Result<Option<OAuthState>, StoreError> {
+        // A conditional delete that returns the old item: a replayed state finds nothing.
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(state_pk(state_hash)))
+            .key("sk", AttributeValue::S("STATE".into()))
+            .condition_expression("attribute_exists(pk)")
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => output.attributes.map(from_item).transpose(),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
+            Err(e) => Err(StoreError::dynamo(e)),
+        }
+    }
+}
+
+impl ConnectionStore for DynamoStore {
+    async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
+        self.get(connection_pk(id), "CONN").await
+    }
+
+    async fn list_connections(&self, tenant_id: &str) -> Result<Vec<Connection>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("gsi1pk = :pk AND begins_with(gsi1sk, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(tenant_gsi(tenant_id)))
+            .expression_attribute_values(":prefix", AttributeValue::S("CONN#".into()))
+            .into_paginator()
+            .items()
+            .send();
+        let mut connections = Vec::new();
+        while let Some(item) = pages.next().await {
+            connections.push(from_item(item.map_err(StoreError::dynamo)?)?);
+        }
+        Ok(connections)
+    }
+
+    async fn complete_connect(&self, session_id_hash: &str, connection: &Connection) -> Result<Connection, CompleteError> {
+        let now = AttributeValue::S(rfc3339(connection.updated_at)?);
+        let mark_used = Update::builder()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(session_pk(session_id_hash)))
+            .key("sk", AttributeValue::S("SESSION".into()))
+            .update_expression("SET used_at = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(used_at)")
+            .expression_attribute_values(":now", now)
+            .build()
+            .map_err(StoreError::dynamo)?;
+        let upsert = connection_upsert(&self.table, connection)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(mark_used).build())
+            .transact_items(TransactWriteItem::builder().update(upsert).build())
+            .send()
+            .await;
+        if let Err(e) = result {
+            let session_condition_failed = e
+                .as_service_error()
+                .and_then(|e| match e {
+                    TransactWriteItemsError::TransactionCanceledException(e) => e.cancellation_reasons().first(),
+                    _ => None,
+                })
+                .is_some_and(|reason| reason.code() == Some("ConditionalCheckFailed"));
+            return Err(if session_condition_failed {
+                CompleteError::SessionUsed
+            } else {
+                StoreError::dynamo(e).into()
+            });
+        }
+        self.get_connection(&connection.connection_id)
+            .await?
+            .ok_or_else(|| StoreError::Dynamo("the connection vanished right after it was written".into()).into())
+    }
+}
+
+/// An update that creates or refreshes a connection from every field of the record, except that `created_at` is
+/// kept when the item exists and `token_version` is incremented; fields that are `None` are removed.
+fn connection_upsert(table: &str, connection: &Connection) -> Result<Update, StoreError> {
+    let mut item = serde_dynamo::to_item::<_, Item>(connection).map_err(StoreError::Corrupt)?;
+    item.insert("gsi1pk".into(), AttributeValue::S(tenant_gsi(&connection.tenant_id)));
+    item.insert("gsi1sk".into(), AttributeValue::S(connection_pk(&connection.connection_id)));
+    let created_at = item.remove("created_at");
+    item.remove("token_version");
+
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    let mut sets = Vec::new();
+    let mut removes = Vec::new();
+    let mut fields: Vec<_> = item.into_iter().collect();
+    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    for (i, (name, value)) in fields.into_iter().enumerate() {
+        names.insert(format!("#f{i}"), name);
+        if matches!(value, AttributeValue::Null(_)) {
+            removes.push(format!("#f{i}"));
+        } else {
+            sets.push(format!("#f{i} = :v{i}"));
+            values.insert(format!(":v{i}"), value);
+        }
+    }
+    names.insert("#created".into(), "created_at".into());
+    names.insert("#version".into(), "token_version".into());
+    if let Some(created_at) = created_at {
+        values.insert(":created".into(), created_at);
+    }
+    values.insert(":zero".into(), AttributeValue::N("0".into()));
+    values.insert(":one".into(), AttributeValue::N("1".into()));
+    sets.push("#created = if_not_exists(#created, :created)".into());
+    sets.push("#version = if_not_exists(#version, :zero) + :one".into());
+
+    let mut expression = format!("SET {}", sets.join(", "));
+    if !removes.is_empty() {
+        expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+    }
+    Update::builder()
+        .table_name(table)
+        .key("pk", AttributeValue::S(connection_pk(&connection.connection_id)))
+        .key("sk", AttributeValue::S("CONN".into()))
+        .update_expression(expression)
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .build()
+        .map_err(StoreError::dynamo)
+}

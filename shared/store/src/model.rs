@@ -1,0 +1,100 @@
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// A single-use connect link handed to a tenant by the SaaS backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectSession {
+    /// SHA-256 (hex) of the session id; the id itself is never stored.
+    pub id_hash: String,
+    pub tenant_id: String,
+    pub return_url: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub used_at: Option<OffsetDateTime>,
+}
+
+/// An OAuth `state` in flight: which session it belongs to, and until when it is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthState {
+    /// SHA-256 (hex) of the state value.
+    pub state_hash: String,
+    pub session_id_hash: String,
+    pub tenant_id: String,
+    pub return_url: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionMode {
+    Oauth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    Active,
+    NeedsReauth,
+    Revoked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Product {
+    Jira,
+    Confluence,
+}
+
+/// A site (cloud id) the grant reaches, with the products its granted scopes cover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Site {
+    pub cloud_id: String,
+    pub url: String,
+    pub name: String,
+    pub products: Vec<Product>,
+}
+
+/// Tokens sealed by `tokens::crypto`: opaque bytes plus the version of the key that wrapped them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedCredentials {
+    pub key_version: String,
+    #[serde(with = "serde_bytes")]
+    pub blob: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedCredentials")
+            .field("key_version", &self.key_version)
+            .field("blob", &format_args!("[{} bytes]", self.blob.len()))
+            .finish()
+    }
+}
+
+/// A connected Atlassian org for one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub connection_id: String,
+    pub tenant_id: String,
+    pub mode: ConnectionMode,
+    pub status: ConnectionStatus,
+    /// Why the connection is not `active`, for people.
+    #[serde(default)]
+    pub status_reason: Option<String>,
+    pub sites: Vec<Site>,
+    pub scopes: Vec<String>,
+    /// The Atlassian account that consented (the grant's owner).
+    pub account_id: String,
+    pub credentials: SealedCredentials,
+    /// Bumped on every credentials write; later refreshes use it for optimistic concurrency.
+    #[serde(default)]
+    pub token_version: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}

@@ -1,0 +1,227 @@
+//! Envelope encryption of credentials at rest (AES-256-GCM, aws-lc-rs).
+//!
+//! Each seal draws a fresh data key, encrypts the payload with it (bound to a context such as the connection id, so
+//! a blob copied onto another record does not open), and wraps the data key with the current key-encryption key
+//! from Secrets Manager. The key version travels with the blob, so keys rotate by adding a version and making it
+//! current: old blobs still open, new writes use the new key.
+//!
+//! Blob layout (format 1): `01 | wrap nonce (12) | wrapped data key (32 + 16) | nonce (12) | ciphertext + tag (16)`.
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use store::SealedCredentials;
+use thiserror::Error;
+
+const FORMAT: u8 = 1;
+const KEY_LEN: usize = 32;
+const TAG_LEN: usize = 16;
+const WRAPPED_LEN: usize = KEY_LEN + TAG_LEN;
+
+#[derive(Debug, Error)]
+pub enum CryptoError {
+    #[error("the key ring is invalid: {0}")]
+    InvalidKeyRing(&'static str),
+    #[error("no key with version `{0}` in the key ring")]
+    UnknownKeyVersion(String),
+    #[error("the sealed credentials could not be opened")]
+    Open,
+    #[error("the credentials could not be sealed")]
+    Seal,
+}
+
+/// Key-encryption keys by version, and which one new seals use.
+pub struct KeyRing {
+    current: String,
+    keys: BTreeMap<String, LessSafeKey>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("current", &self.current)
+            .field("versions", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct KeyRingJson {
+    current: String,
+    keys: BTreeMap<String, String>,
+}
+
+impl KeyRing {
+    /// Parses the secret's JSON: `{"current": "v1", "keys": {"v1": "<base64 of 32 random bytes>"}}`.
+    pub fn from_json(json: &str) -> Result<Self, CryptoError> {
+        let parsed: KeyRingJson =
+            serde_json::from_str(json).map_err(|_| CryptoError::InvalidKeyRing("not the expected JSON shape"))?;
+        let mut keys = BTreeMap::new();
+        for (version, encoded) in parsed.keys {
+            let bytes = STANDARD
+                .decode(encoded.trim())
+                .map_err(|_| CryptoError::InvalidKeyRing("a key is not base64"))?;
+            if bytes.len() != KEY_LEN {
+                return Err(CryptoError::InvalidKeyRing("a key is not 32 bytes"));
+            }
+            keys.insert(version, aes_key(&bytes)?);
+        }
+        if !keys.contains_key(&parsed.current) {
+            return Err(CryptoError::InvalidKeyRing("`current` names no key"));
+        }
+        Ok(Self { current: parsed.current, keys })
+    }
+
+    /// A ring with one random key, for tests and the local stack.
+    pub fn generate_json(version: &str) -> String {
+        let mut key = [0u8; KEY_LEN];
+        crate::ids::fill_random(&mut key);
+        serde_json::json!({"current": version, "keys": {version: STANDARD.encode(key)}}).to_string()
+    }
+
+    pub fn current_version(&self) -> &str {
+        &self.current
+    }
+
+    /// Encrypts `plaintext`, bound to `context`.
+    pub fn seal(&self, plaintext: &[u8], context: &str) -> Result<SealedCredentials, CryptoError> {
+        let kek = &self.keys[&self.current];
+        let mut data_key = [0u8; KEY_LEN];
+        crate::ids::fill_random(&mut data_key);
+
+        let mut blob = Vec::with_capacity(1 + 2 * NONCE_LEN + WRAPPED_LEN + plaintext.len() + TAG_LEN);
+        blob.push(FORMAT);
+        let wrap_nonce = random_nonce();
+        blob.extend_from_slice(&wrap_nonce);
+        let mut wrapped = data_key.to_vec();
+        kek.seal_in_place_append_tag(Nonce::assume_unique_for_key(wrap_nonce), wrap_aad(&self.current), &mut wrapped)
+            .map_err(|_| CryptoError::Seal)?;
+        blob.extend_from_slice(&wrapped);
+
+        let nonce = random_nonce();
+        blob.extend_from_slice(&nonce);
+        let mut body = plaintext.to_vec();
+        aes_key(&data_key)?
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut body)
+            .map_err(|_| CryptoError::Seal)?;
+        blob.extend_from_slice(&body);
+        data_key.fill(0);
+        Ok(SealedCredentials { key_version: self.current.clone(), blob })
+    }
+
+    /// Decrypts what [`KeyRing::seal`] produced for the same `context`.
+    pub fn open(&self, sealed: &SealedCredentials, context: &str) -> Result<Vec<u8>, CryptoError> {
+        let kek = self
+            .keys
+            .get(&sealed.key_version)
+            .ok_or_else(|| CryptoError::UnknownKeyVersion(sealed.key_version.clone()))?;
+        let blob = &sealed.blob;
+        if blob.len() < 1 + 2 * NONCE_LEN + WRAPPED_LEN + TAG_LEN || blob[0] != FORMAT {
+            return Err(CryptoError::Open);
+        }
+        let (wrap_nonce, rest) = blob[1..].split_at(NONCE_LEN);
+        let (wrapped, rest) = rest.split_at(WRAPPED_LEN);
+        let (nonce, body) = rest.split_at(NONCE_LEN);
+
+        let mut data_key = wrapped.to_vec();
+        let key = kek
+            .open_in_place(nonce_from(wrap_nonce)?, wrap_aad(&sealed.key_version), &mut data_key)
+            .map_err(|_| CryptoError::Open)?;
+        let data_key = aes_key(key)?;
+        let mut body = body.to_vec();
+        let plaintext = data_key
+            .open_in_place(nonce_from(nonce)?, Aad::from(context.as_bytes()), &mut body)
+            .map_err(|_| CryptoError::Open)?;
+        Ok(plaintext.to_vec())
+    }
+}
+
+fn aes_key(bytes: &[u8]) -> Result<LessSafeKey, CryptoError> {
+    UnboundKey::new(&AES_256_GCM, bytes)
+        .map(LessSafeKey::new)
+        .map_err(|_| CryptoError::InvalidKeyRing("a key is not a valid AES-256 key"))
+}
+
+fn wrap_aad(version: &str) -> Aad<Vec<u8>> {
+    Aad::from(format!("kek:{version}").into_bytes())
+}
+
+fn random_nonce() -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    crate::ids::fill_random(&mut nonce);
+    nonce
+}
+
+fn nonce_from(bytes: &[u8]) -> Result<Nonce, CryptoError> {
+    Nonce::try_assume_unique_for_key(bytes).map_err(|_| CryptoError::Open)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(version: &str) -> (String, KeyRing) {
+        let json = KeyRing::generate_json(version);
+        let ring = KeyRing::from_json(&json).unwrap();
+        (json, ring)
+    }
+
+    #[test]
+    fn seals_and_opens_bound_to_context() {
+        let (_, ring) = ring("v1");
+        let sealed = ring.seal(b"top secret token", "con_1").unwrap();
+        assert_eq!(sealed.key_version, "v1");
+        assert!(!sealed.blob.windows(6).any(|w| w == b"secret"), "the plaintext must not show in the blob");
+        assert_eq!(ring.open(&sealed, "con_1").unwrap(), b"top secret token");
+        assert!(matches!(ring.open(&sealed, "con_2"), Err(CryptoError::Open)));
+    }
+
+    #[test]
+    fn two_seals_of_the_same_value_differ() {
+        let (_, ring) = ring("v1");
+        assert_ne!(ring.seal(b"x", "c").unwrap().blob, ring.seal(b"x", "c").unwrap().blob);
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let (_, ring) = ring("v1");
+        let mut sealed = ring.seal(b"token", "c").unwrap();
+        let last = sealed.blob.len() - 1;
+        sealed.blob[last] ^= 1;
+        assert!(matches!(ring.open(&sealed, "c"), Err(CryptoError::Open)));
+        sealed.blob.truncate(10);
+        assert!(matches!(ring.open(&sealed, "c"), Err(CryptoError::Open)));
+    }
+
+    #[test]
+    fn rotation_keeps_old_blobs_readable() {
+        let (old_json, old) = ring("2026-01");
+        let sealed_before = old.seal(b"old", "c").unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&old_json).unwrap();
+        let new: serde_json::Value = serde_json::from_str(&KeyRing::generate_json("2026-06")).unwrap();
+        value["keys"]["2026-06"] = new["keys"]["2026-06"].clone();
+        value["current"] = "2026-06".into();
+        let rotated = KeyRing::from_json(&value.to_string()).unwrap();
+        assert_eq!(rotated.open(&sealed_before, "c").unwrap(), b"old");
+        let sealed_after = rotated.seal(b"new", "c").unwrap();
+        assert_eq!(sealed_after.key_version, "2026-06");
+        assert!(matches!(old.open(&sealed_after, "c"), Err(CryptoError::UnknownKeyVersion(_))));
+    }
+
+    #[test]
+    fn bad_key_rings_are_refused_without_echoing_keys() {
+        for bad in [
+            r#"{"current":"v1","keys":{}}"#,
+            r#"{"current":"v1","keys":{"v1":"c2hvcnQ="}}"#,
+            r#"{"current":"v1","keys":{"v1":"not base64!"}}"#,
+            "nope",
+        ] {
+            let error = KeyRing::from_json(bad).unwrap_err().to_string();
+            assert!(!error.contains("c2hvcnQ"), "{error}");
+        }
+        let (_, ring) = ring("v1");
+        assert!(!format!("{ring:?}").contains("LessSafeKey {"), "Debug must not show keys");
+    }
+}

@@ -1,0 +1,141 @@
+use crate::crypto::CryptoError;
+use atlassian::{ApiError, OAuthError};
+use store::StoreError;
+use thiserror::Error;
+
+/// Everything that can stop a connect flow. Expected failures are values of this type that the functions turn into
+/// answers (HTML pages for browsers, JSON for the API); none of them carries a secret.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("tenant_id must be 1 to 200 printable characters")]
+    InvalidTenant,
+    #[error("return_url is not on the allow-list")]
+    ReturnUrlNotAllowed,
+    #[error("the connect link has no session")]
+    SessionMissing,
+    #[error("the connect session is unknown")]
+    SessionUnknown,
+    #[error("the connect session has expired")]
+    SessionExpired,
+    #[error("the connect session was already used")]
+    SessionUsed,
+    #[error("the callback has no state")]
+    StateMissing,
+    #[error("the state is unknown or was already used")]
+    StateUnknown,
+    #[error("the state has expired")]
+    StateExpired,
+    #[error("the user did not grant access")]
+    ConsentDenied,
+    #[error("Atlassian answered the authorization with error `{code}`")]
+    AuthorizationFailed { code: String },
+    #[error("the callback has no authorization code")]
+    CodeMissing,
+    #[error("Atlassian rejected the app's client credentials: check the OAuth client id and secret")]
+    ClientRejected(#[source] OAuthError),
+    #[error("Atlassian did not accept the authorization code")]
+    CodeRejected(#[source] OAuthError),
+    #[error("the token endpoint failed")]
+    TokenEndpoint(#[source] OAuthError),
+    #[error("the grant reaches no Atlassian site")]
+    NoSites,
+    #[error("the grant lacks required scopes: {}", .0.join(", "))]
+    MissingScopes(Vec<String>),
+    #[error("an Atlassian API call failed")]
+    Atlassian(#[source] ApiError),
+    #[error("credentials could not be sealed")]
+    Crypto(#[source] CryptoError),
+    #[error("the state store failed")]
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for ConnectError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl ConnectError {
+    /// A stable machine-readable code, for JSON errors and return URLs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidTenant => "invalid_tenant",
+            Self::ReturnUrlNotAllowed => "return_url_not_allowed",
+            Self::SessionMissing => "session_missing",
+            Self::SessionUnknown => "session_unknown",
+            Self::SessionExpired => "session_expired",
+            Self::SessionUsed => "session_used",
+            Self::StateMissing => "state_missing",
+            Self::StateUnknown => "state_unknown",
+            Self::StateExpired => "state_expired",
+            Self::ConsentDenied => "access_denied",
+            Self::AuthorizationFailed { .. } => "authorization_failed",
+            Self::CodeMissing => "code_missing",
+            Self::ClientRejected(_) => "client_credentials_rejected",
+            Self::CodeRejected(_) => "code_rejected",
+            Self::TokenEndpoint(_) => "token_endpoint_error",
+            Self::NoSites => "no_accessible_sites",
+            Self::MissingScopes(_) => "missing_scopes",
+            Self::Atlassian(_) => "atlassian_error",
+            Self::Crypto(_) | Self::Store(_) => "internal_error",
+        }
+    }
+
+    /// The HTTP status of the answer.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::SessionExpired | Self::SessionUsed => 410,
+            Self::SessionUnknown => 404,
+            Self::ConsentDenied | Self::AuthorizationFailed { .. } => 403,
+            Self::MissingScopes(_) | Self::NoSites => 403,
+            Self::ClientRejected(_) | Self::Crypto(_) | Self::Store(_) => 500,
+            Self::TokenEndpoint(_) | Self::Atlassian(_) => 502,
+            Self::InvalidTenant
+            | Self::ReturnUrlNotAllowed
+            | Self::SessionMissing
+            | Self::StateMissing
+            | Self::StateUnknown
+            | Self::StateExpired
+            | Self::CodeMissing
+            | Self::CodeRejected(_) => 400,
+        }
+    }
+
+    /// What went wrong, for the person in front of the browser.
+    pub fn message(&self) -> String {
+        match self {
+            Self::InvalidTenant => "The tenant id is missing or malformed.".into(),
+            Self::ReturnUrlNotAllowed => "The return URL is not one this connector may redirect to.".into(),
+            Self::SessionMissing => "This connect link is incomplete: it carries no session.".into(),
+            Self::SessionUnknown => "This connect link is not valid.".into(),
+            Self::SessionExpired => "This connect link has expired.".into(),
+            Self::SessionUsed => "This connect link was already used to connect.".into(),
+            Self::StateMissing => "Atlassian's answer is missing its state parameter.".into(),
+            Self::StateUnknown => "This sign-in attempt is unknown or was already completed.".into(),
+            Self::StateExpired => "This sign-in attempt took too long and expired.".into(),
+            Self::ConsentDenied => "Access was not granted: the Atlassian consent was cancelled or declined.".into(),
+            Self::AuthorizationFailed { code } => format!("Atlassian did not authorise the app (error: {code})."),
+            Self::CodeMissing => "Atlassian's answer carries no authorization code.".into(),
+            Self::ClientRejected(_) => "Atlassian rejected this connector's app credentials. This is a configuration \
+                problem on the connector's side, not yours: its administrator must check the OAuth client id and \
+                secret."
+                .into(),
+            Self::CodeRejected(_) => "Atlassian did not accept the authorization code (it may have expired).".into(),
+            Self::TokenEndpoint(_) => "Atlassian's token service failed to answer.".into(),
+            Self::NoSites => "The consent reaches no Atlassian site. Choose a site on Atlassian's consent screen, \
+                and make sure your account can use Jira or Confluence there."
+                .into(),
+            Self::MissingScopes(missing) => format!(
+                "Atlassian granted fewer permissions than the connector needs. Missing: {}.",
+                missing.join(", ")
+            ),
+            Self::Atlassian(_) => "Atlassian could not be reached or answered with an error.".into(),
+            Self::Crypto(_) | Self::Store(_) => "The connector hit an internal error.".into(),
+        }
+    }
+
+    /// Whether trying again with a fresh link can help (shown as a hint to the person).
+    pub fn retryable(&self) -> bool {
+        !matches!(self, Self::ClientRejected(_) | Self::InvalidTenant | Self::ReturnUrlNotAllowed)
+    }
+}

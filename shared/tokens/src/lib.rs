@@ -1,0 +1,11 @@
+//! The token lifecycle: connect sessions, the authorize URL, the code exchange and the sealing of tokens at rest.
+
+pub mod connect;
+pub mod credentials;
+pub mod crypto;
+mod error;
+pub mod ids;
+pub mod scopes;
+
+pub use crypto::KeyRing;
+pub use error::ConnectError;
