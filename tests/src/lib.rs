@@ -1,0 +1,3 @@
+//! The Atlassian sandbox and helpers for the integration and end-to-end tests.
+
+pub mod sandbox;

@@ -1,1 +1,23 @@
-fn main() {}
+use api::{Config, Deps, handle};
+use lambda_http::{run, service_fn};
+use runtime::config::{Env, ProcessEnv};
+use runtime::secrets;
+use store::DynamoStore;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    runtime::init_tracing();
+    let config = Config::from_env(&Env(ProcessEnv))?;
+    let aws = runtime::aws_config().await;
+    let management_key = secrets::read(
+        &runtime::secretsmanager(&aws),
+        &config.management_key_secret_id,
+    )
+    .await?;
+    let deps = Deps {
+        store: DynamoStore::new(runtime::dynamodb(&aws), &config.table),
+        management_key,
+        sessions: config.session_settings(),
+    };
+    run(service_fn(|request| handle(&deps, request))).await
+}

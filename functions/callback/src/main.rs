@@ -1,1 +1,45 @@
-fn main() {}
+use callback::{Config, Deps, handle};
+use lambda_http::{run, service_fn};
+use runtime::config::{Env, ProcessEnv};
+use runtime::{OAuthClient, secrets};
+use secrecy::ExposeSecret;
+use store::DynamoStore;
+use tokens::KeyRing;
+use tokens::connect::CompleteSettings;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    runtime::init_tracing();
+    let config = Config::from_env(&Env(ProcessEnv))?;
+    let aws = runtime::aws_config().await;
+    let secretsmanager = runtime::secretsmanager(&aws);
+    let client = OAuthClient::parse(
+        &config.oauth_client_secret_id,
+        &secrets::read(&secretsmanager, &config.oauth_client_secret_id).await?,
+    )?;
+    let keys = KeyRing::from_json(
+        secrets::read(&secretsmanager, &config.token_keys_secret_id)
+            .await?
+            .expose_secret(),
+    )?;
+    let atlassian = atlassian::AtlassianClient::new(
+        atlassian::http_client()?,
+        config.endpoints.clone(),
+        atlassian::ClientCredentials {
+            client_id: atlassian::ClientId::new(client.client_id),
+            client_secret: atlassian::ClientSecret::new(
+                client.client_secret.expose_secret().to_owned(),
+            ),
+        },
+        config.redirect_uri(),
+    );
+    let deps = Deps {
+        store: DynamoStore::new(runtime::dynamodb(&aws), &config.table),
+        atlassian,
+        keys,
+        settings: CompleteSettings {
+            required_scopes: config.required_scopes,
+        },
+    };
+    run(service_fn(|request| handle(&deps, request))).await
+}

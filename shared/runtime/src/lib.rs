@@ -1,0 +1,29 @@
+//! What every function shares at its edge: typed configuration read once at cold start, secrets from Secrets
+//! Manager, JSON logs, and the shapes of HTTP answers (JSON errors for the API, small HTML pages for browsers).
+
+pub mod config;
+pub mod http;
+pub mod secrets;
+
+pub use config::ConfigError;
+pub use secrets::{OAuthClient, SecretError};
+
+/// JSON logs through the Lambda runtime's subscriber (JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, as the SAM template
+/// and the local stack set it). Handlers log allow-listed fields only, never tokens, codes, states or whole events.
+pub fn init_tracing() {
+    lambda_http::tracing::init_default_subscriber();
+}
+
+/// The AWS SDK configuration. Endpoints come only from the SDK's own variables (`AWS_ENDPOINT_URL`, …), so the
+/// same code runs against AWS and against the local stack.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+pub fn dynamodb(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(config)
+}
+
+pub fn secretsmanager(config: &aws_config::SdkConfig) -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::new(config)
+}

@@ -7,12 +7,18 @@ pub struct ConnectSession {
     /// SHA-256 (hex) of the session id; the id itself is never stored.
     pub id_hash: String,
     pub tenant_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_url: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    /// Absent (not NULL) until used: the transaction that completes a flow conditions on its absence.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub used_at: Option<OffsetDateTime>,
 }
 

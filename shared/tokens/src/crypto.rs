@@ -1,5 +1,9 @@
 //! Envelope encryption of credentials at rest (AES-256-GCM, aws-lc-rs).
 //!
+//! The key ring secret is flat JSON, `{"current": "v1", "v1": "<random text>", "v2": …}`, the shape CloudFormation's
+//! `GenerateSecretString` makes; each version's AES-256 key-encryption key is derived from its text with
+//! HKDF-SHA256, so any long random string (≥ 32 characters) serves.
+//!
 //! Each seal draws a fresh data key, encrypts the payload with it (bound to a context such as the connection id, so
 //! a blob copied onto another record does not open), and wraps the data key with the current key-encryption key
 //! from Secrets Manager. The key version travels with the blob, so keys rotate by adding a version and making it
@@ -8,14 +12,14 @@
 //! Blob layout (format 1): `01 | wrap nonce (12) | wrapped data key (32 + 16) | nonce (12) | ciphertext + tag (16)`.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
+use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
 use std::collections::BTreeMap;
 use store::SealedCredentials;
 use thiserror::Error;
 
 const FORMAT: u8 = 1;
+const MIN_SECRET_LEN: usize = 32;
+const HKDF_SALT: &[u8] = b"atlassian-connector/token-keys";
 const KEY_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 const WRAPPED_LEN: usize = KEY_LEN + TAG_LEN;
@@ -47,38 +51,36 @@ impl std::fmt::Debug for KeyRing {
     }
 }
 
-#[derive(Deserialize)]
-struct KeyRingJson {
-    current: String,
-    keys: BTreeMap<String, String>,
-}
-
 impl KeyRing {
-    /// Parses the secret's JSON: `{"current": "v1", "keys": {"v1": "<base64 of 32 random bytes>"}}`.
+    /// Parses the secret's JSON: `{"current": "v1", "v1": "<at least 32 characters of random text>"}`.
     pub fn from_json(json: &str) -> Result<Self, CryptoError> {
-        let parsed: KeyRingJson =
-            serde_json::from_str(json).map_err(|_| CryptoError::InvalidKeyRing("not the expected JSON shape"))?;
+        let parsed: BTreeMap<String, String> = serde_json::from_str(json)
+            .map_err(|_| CryptoError::InvalidKeyRing("not a JSON object of strings"))?;
+        let current = parsed
+            .get("current")
+            .cloned()
+            .ok_or(CryptoError::InvalidKeyRing("`current` is missing"))?;
         let mut keys = BTreeMap::new();
-        for (version, encoded) in parsed.keys {
-            let bytes = STANDARD
-                .decode(encoded.trim())
-                .map_err(|_| CryptoError::InvalidKeyRing("a key is not base64"))?;
-            if bytes.len() != KEY_LEN {
-                return Err(CryptoError::InvalidKeyRing("a key is not 32 bytes"));
+        for (version, secret) in parsed.into_iter().filter(|(k, _)| k != "current") {
+            if secret.chars().count() < MIN_SECRET_LEN {
+                return Err(CryptoError::InvalidKeyRing(
+                    "a key is shorter than 32 characters",
+                ));
             }
-            keys.insert(version, aes_key(&bytes)?);
+            keys.insert(version.clone(), derive_key(&version, &secret)?);
         }
-        if !keys.contains_key(&parsed.current) {
+        if !keys.contains_key(&current) {
             return Err(CryptoError::InvalidKeyRing("`current` names no key"));
         }
-        Ok(Self { current: parsed.current, keys })
+        Ok(Self { current, keys })
     }
 
     /// A ring with one random key, for tests and the local stack.
     pub fn generate_json(version: &str) -> String {
         let mut key = [0u8; KEY_LEN];
         crate::ids::fill_random(&mut key);
-        serde_json::json!({"current": version, "keys": {version: STANDARD.encode(key)}}).to_string()
+        let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        serde_json::json!({"current": version, version: text}).to_string()
     }
 
     pub fn current_version(&self) -> &str {
@@ -91,24 +93,36 @@ impl KeyRing {
         let mut data_key = [0u8; KEY_LEN];
         crate::ids::fill_random(&mut data_key);
 
-        let mut blob = Vec::with_capacity(1 + 2 * NONCE_LEN + WRAPPED_LEN + plaintext.len() + TAG_LEN);
+        let mut blob =
+            Vec::with_capacity(1 + 2 * NONCE_LEN + WRAPPED_LEN + plaintext.len() + TAG_LEN);
         blob.push(FORMAT);
         let wrap_nonce = random_nonce();
         blob.extend_from_slice(&wrap_nonce);
         let mut wrapped = data_key.to_vec();
-        kek.seal_in_place_append_tag(Nonce::assume_unique_for_key(wrap_nonce), wrap_aad(&self.current), &mut wrapped)
-            .map_err(|_| CryptoError::Seal)?;
+        kek.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(wrap_nonce),
+            wrap_aad(&self.current),
+            &mut wrapped,
+        )
+        .map_err(|_| CryptoError::Seal)?;
         blob.extend_from_slice(&wrapped);
 
         let nonce = random_nonce();
         blob.extend_from_slice(&nonce);
         let mut body = plaintext.to_vec();
         aes_key(&data_key)?
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut body)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context.as_bytes()),
+                &mut body,
+            )
             .map_err(|_| CryptoError::Seal)?;
         blob.extend_from_slice(&body);
         data_key.fill(0);
-        Ok(SealedCredentials { key_version: self.current.clone(), blob })
+        Ok(SealedCredentials {
+            key_version: self.current.clone(),
+            blob,
+        })
     }
 
     /// Decrypts what [`KeyRing::seal`] produced for the same `context`.
@@ -127,7 +141,11 @@ impl KeyRing {
 
         let mut data_key = wrapped.to_vec();
         let key = kek
-            .open_in_place(nonce_from(wrap_nonce)?, wrap_aad(&sealed.key_version), &mut data_key)
+            .open_in_place(
+                nonce_from(wrap_nonce)?,
+                wrap_aad(&sealed.key_version),
+                &mut data_key,
+            )
             .map_err(|_| CryptoError::Open)?;
         let data_key = aes_key(key)?;
         let mut body = body.to_vec();
@@ -136,6 +154,15 @@ impl KeyRing {
             .map_err(|_| CryptoError::Open)?;
         Ok(plaintext.to_vec())
     }
+}
+
+fn derive_key(version: &str, secret: &str) -> Result<LessSafeKey, CryptoError> {
+    let info = [version.as_bytes()];
+    let prk = Salt::new(HKDF_SHA256, HKDF_SALT).extract(secret.as_bytes());
+    let okm = prk
+        .expand(&info, &AES_256_GCM)
+        .map_err(|_| CryptoError::InvalidKeyRing("key derivation failed"))?;
+    Ok(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
 fn aes_key(bytes: &[u8]) -> Result<LessSafeKey, CryptoError> {
@@ -173,15 +200,24 @@ mod tests {
         let (_, ring) = ring("v1");
         let sealed = ring.seal(b"top secret token", "con_1").unwrap();
         assert_eq!(sealed.key_version, "v1");
-        assert!(!sealed.blob.windows(6).any(|w| w == b"secret"), "the plaintext must not show in the blob");
+        assert!(
+            !sealed.blob.windows(6).any(|w| w == b"secret"),
+            "the plaintext must not show in the blob"
+        );
         assert_eq!(ring.open(&sealed, "con_1").unwrap(), b"top secret token");
-        assert!(matches!(ring.open(&sealed, "con_2"), Err(CryptoError::Open)));
+        assert!(matches!(
+            ring.open(&sealed, "con_2"),
+            Err(CryptoError::Open)
+        ));
     }
 
     #[test]
     fn two_seals_of_the_same_value_differ() {
         let (_, ring) = ring("v1");
-        assert_ne!(ring.seal(b"x", "c").unwrap().blob, ring.seal(b"x", "c").unwrap().blob);
+        assert_ne!(
+            ring.seal(b"x", "c").unwrap().blob,
+            ring.seal(b"x", "c").unwrap().blob
+        );
     }
 
     #[test]
@@ -200,28 +236,46 @@ mod tests {
         let (old_json, old) = ring("2026-01");
         let sealed_before = old.seal(b"old", "c").unwrap();
         let mut value: serde_json::Value = serde_json::from_str(&old_json).unwrap();
-        let new: serde_json::Value = serde_json::from_str(&KeyRing::generate_json("2026-06")).unwrap();
-        value["keys"]["2026-06"] = new["keys"]["2026-06"].clone();
+        let new: serde_json::Value =
+            serde_json::from_str(&KeyRing::generate_json("2026-06")).unwrap();
+        value["2026-06"] = new["2026-06"].clone();
         value["current"] = "2026-06".into();
         let rotated = KeyRing::from_json(&value.to_string()).unwrap();
         assert_eq!(rotated.open(&sealed_before, "c").unwrap(), b"old");
         let sealed_after = rotated.seal(b"new", "c").unwrap();
         assert_eq!(sealed_after.key_version, "2026-06");
-        assert!(matches!(old.open(&sealed_after, "c"), Err(CryptoError::UnknownKeyVersion(_))));
+        assert!(matches!(
+            old.open(&sealed_after, "c"),
+            Err(CryptoError::UnknownKeyVersion(_))
+        ));
     }
 
     #[test]
     fn bad_key_rings_are_refused_without_echoing_keys() {
         for bad in [
-            r#"{"current":"v1","keys":{}}"#,
-            r#"{"current":"v1","keys":{"v1":"c2hvcnQ="}}"#,
-            r#"{"current":"v1","keys":{"v1":"not base64!"}}"#,
+            r#"{"current":"v1"}"#,
+            r#"{"current":"v1","v1":"c2hvcnQ-too-short"}"#,
+            r#"{"v1":"0123456789abcdef0123456789abcdef"}"#,
+            r#"{"current":"v2","v1":"0123456789abcdef0123456789abcdef"}"#,
             "nope",
         ] {
             let error = KeyRing::from_json(bad).unwrap_err().to_string();
-            assert!(!error.contains("c2hvcnQ"), "{error}");
+            assert!(
+                !error.contains("c2hvcnQ") && !error.contains("0123456789"),
+                "{error}"
+            );
         }
+        // The shape CloudFormation generates works.
+        let generated = KeyRing::from_json(
+            r#"{"current":"v1","v1":"Qw3rTy7uIoP0aSdFgHjKlZxCvBnM1234567890abcdEFGH"}"#,
+        )
+        .unwrap();
+        let sealed = generated.seal(b"t", "c").unwrap();
+        assert_eq!(generated.open(&sealed, "c").unwrap(), b"t");
         let (_, ring) = ring("v1");
-        assert!(!format!("{ring:?}").contains("LessSafeKey {"), "Debug must not show keys");
+        assert!(
+            !format!("{ring:?}").contains("LessSafeKey {"),
+            "Debug must not show keys"
+        );
     }
 }

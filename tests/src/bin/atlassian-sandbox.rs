@@ -1,1 +1,50 @@
-fn main() {}
+//! `atlassian-sandbox [--port N] [--users N] [--sites N] [--client-id ID] [--client-secret SECRET]
+//!  [--access-token-ttl SECONDS] [--reuse-leeway SECONDS]`: serves the sandbox on 127.0.0.1.
+
+use anyhow::{Context, bail};
+use std::time::Duration;
+use tests::sandbox::{Sandbox, SandboxConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut config = SandboxConfig::default();
+    let mut port: u16 = 9911;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--port" => port = value()?.parse().context("--port")?,
+            "--users" => config.users = value()?.parse().context("--users")?,
+            "--sites" => config.sites = value()?.parse().context("--sites")?,
+            "--client-id" => config.client_id = value()?,
+            "--client-secret" => config.client_secret = value()?,
+            "--access-token-ttl" => {
+                config.access_token_ttl =
+                    Duration::from_secs(value()?.parse().context("--access-token-ttl")?)
+            }
+            "--reuse-leeway" => {
+                config.reuse_leeway =
+                    Duration::from_secs(value()?.parse().context("--reuse-leeway")?)
+            }
+            "-h" | "--help" => {
+                println!(
+                    "atlassian-sandbox [--port N] [--users N] [--sites N] [--client-id ID] [--client-secret S] [--access-token-ttl S] [--reuse-leeway S]"
+                );
+                return Ok(());
+            }
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("binding port {port}"))?;
+    let sandbox = Sandbox::new(config);
+    println!(
+        "atlassian sandbox on http://{} ({} users, {} sites)",
+        listener.local_addr()?,
+        sandbox.org().users.len(),
+        sandbox.org().sites.len()
+    );
+    sandbox.serve(listener).await?;
+    Ok(())
+}

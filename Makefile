@@ -1,0 +1,59 @@
+# The two commands of the README: `make dev` (the local stack) and `make test` (everything, unit to end to end).
+# Every tool they need is installed here from the package registries, into the repo where possible.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
+
+.PHONY: dev test tools unit lint clippy build-arm64 clean
+
+tools: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+/usr/bin/chromium:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
+## The local stack: moto (DynamoDB, Secrets Manager, SQS), the Atlassian sandbox, every function under
+## `cargo lambda watch` on 127.0.0.1:9000; prints a connect URL; Ctrl-C stops it all.
+dev: tools
+	cargo build --workspace --bins
+	$(PY) scripts/stack.py dev
+
+## Everything: formatting, the template lint, unit tests, then integration, end-to-end and browser tests against
+## the local stack.
+test: tools node_modules/.installed /usr/bin/chromium
+	cargo fmt --all --check
+	$(VENV)/bin/cfn-lint infra/template.yaml
+	cargo test --workspace
+	cargo build --workspace --bins
+	STACK_WATCH_FLAGS=--ignore-changes $(PY) scripts/stack.py run -- \
+	  bash -c 'cargo test -p tests --features stack -- --test-threads 4 && node tests/browser/connect.mjs'
+
+unit:
+	cargo test --workspace
+
+clippy:
+	cargo clippy --workspace --all-targets --features tests/stack -- -D warnings
+
+lint: tools clippy
+	cargo fmt --all --check
+	$(VENV)/bin/cfn-lint infra/template.yaml
+
+## The release artifacts SAM deploys, cross-built for arm64 with zig (from PyPI's ziglang).
+build-arm64: tools
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO_LAMBDA) lambda build --release --arm64 \
+	  --package connect --package callback --package api
+
+clean:
+	rm -rf .dev target/lambda

@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""The local stack, for `make dev` and `make test`.
+
+Starts moto (DynamoDB + Secrets Manager + SQS on one port), creates the tables **from infra/template.yaml** and the
+secrets, starts the Atlassian sandbox (unless ATLASSIAN_AUTH_BASE_URL points elsewhere) and runs every function
+under `cargo lambda watch` on the production paths. Everything it starts is stopped when it ends.
+
+    stack.py dev              bring the stack up, print a connect URL, stay in the foreground until Ctrl-C
+    stack.py run -- CMD...    bring the stack up, run CMD with the stack's variables in its environment, stop
+
+Variables that point the same stack at a real Atlassian app (or any server speaking Atlassian's API):
+ATLASSIAN_AUTH_BASE_URL, ATLASSIAN_API_BASE_URL, ATLASSIAN_CLIENT_ID, ATLASSIAN_CLIENT_SECRET, MANAGEMENT_API_KEY.
+Ports: STACK_AWS_PORT (5050), STACK_FUNCTIONS_PORT (9000), STACK_SANDBOX_PORT (9911).
+"""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+STATE = ROOT / ".dev"
+
+processes = []
+
+
+def log(message):
+    print(f"[stack] {message}", flush=True)
+
+
+def port_free(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_for(url, what, timeout, accept=lambda status: status < 500):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        for proc, name in processes:
+            if proc.poll() is not None:
+                raise SystemExit(f"{name} exited early (code {proc.returncode}); see {STATE / 'logs'}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if accept(response.status):
+                    return
+        except urllib.error.HTTPError as e:
+            if accept(e.code):
+                return
+            last = e
+        except Exception as e:  # noqa: BLE001 - anything short of an answer means "not yet"
+            last = e
+        time.sleep(0.3)
+    raise SystemExit(f"{what} did not come up at {url} within {timeout}s ({last})")
+
+
+def start(name, argv, env=None, log_name=None):
+    logs = STATE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    out = open(logs / f"{log_name or name}.log", "w")
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env or os.environ.copy(), stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    processes.append((proc, name))
+    return proc
+
+
+def stop_all():
+    # A second Ctrl-C or SIGTERM must not cut the cleanup short and leave servers behind.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for proc, name in reversed(processes):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for proc, name in reversed(processes):
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    processes.clear()
+
+
+def template_tables():
+    """The DynamoDB tables of infra/template.yaml, as CreateTable arguments (keys, indexes, TTL)."""
+    from cfnlint.decode import cfn_yaml
+
+    template = cfn_yaml.load(str(ROOT / "infra" / "template.yaml"))
+    tables = {}
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::DynamoDB::Table":
+            continue
+        props = resource["Properties"]
+        args = {
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+            "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        if "GlobalSecondaryIndexes" in props:
+            args["GlobalSecondaryIndexes"] = [
+                {"IndexName": g["IndexName"], "KeySchema": g["KeySchema"], "Projection": g["Projection"]}
+                for g in props["GlobalSecondaryIndexes"]
+            ]
+        ttl = props.get("TimeToLiveSpecification")
+        tables[logical_id] = (args, ttl)
+    return tables
+
+
+def create_resources(aws_endpoint, prefix, oauth_client, management_key):
+    import boto3
+
+    session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    dynamodb = session.client("dynamodb", endpoint_url=aws_endpoint)
+    names = {}
+    for logical_id, (args, ttl) in template_tables().items():
+        name = f"{prefix}-{logical_id}"
+        dynamodb.create_table(TableName=name, **args)
+        if ttl and ttl.get("Enabled"):
+            dynamodb.update_time_to_live(
+                TableName=name, TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True})
+        names[logical_id] = name
+    sm = session.client("secretsmanager", endpoint_url=aws_endpoint)
+    key_ring = {"current": "v1", "v1": secrets.token_hex(32)}
+    ids = {}
+    for env_name, secret_name, value in [
+        ("OAUTH_CLIENT_SECRET_ID", "oauth-client", json.dumps(oauth_client)),
+        ("TOKEN_KEYS_SECRET_ID", "token-keys", json.dumps(key_ring)),
+        ("MANAGEMENT_API_KEY_SECRET_ID", "management-api-key", management_key),
+    ]:
+        ids[env_name] = sm.create_secret(Name=f"{prefix}/{secret_name}", SecretString=value)["ARN"]
+    return names, ids
+
+
+def up():
+    STATE.mkdir(exist_ok=True)
+    aws_port = int(os.environ.get("STACK_AWS_PORT", "5050"))
+    fn_port = int(os.environ.get("STACK_FUNCTIONS_PORT", "9000"))
+    sandbox_port = int(os.environ.get("STACK_SANDBOX_PORT", "9911"))
+    for port, what in [(aws_port, "STACK_AWS_PORT"), (fn_port, "STACK_FUNCTIONS_PORT")]:
+        if not port_free(port):
+            raise SystemExit(f"port {port} is taken: stop what uses it or set {what}")
+
+    aws_endpoint = f"http://127.0.0.1:{aws_port}"
+    functions_url = f"http://127.0.0.1:{fn_port}"
+    start("moto", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aws_port)])
+
+    # The sandbox, unless the caller points the stack at another Atlassian.
+    external = bool(os.environ.get("ATLASSIAN_AUTH_BASE_URL"))
+    client_id = os.environ.get("ATLASSIAN_CLIENT_ID", "sandbox-client-id")
+    client_secret = os.environ.get("ATLASSIAN_CLIENT_SECRET", "sandbox-client-secret")
+    if external:
+        auth_base = os.environ["ATLASSIAN_AUTH_BASE_URL"]
+        api_base = os.environ.get("ATLASSIAN_API_BASE_URL", "https://api.atlassian.com")
+    else:
+        if not port_free(sandbox_port):
+            raise SystemExit(f"port {sandbox_port} is taken: stop what uses it or set STACK_SANDBOX_PORT")
+        auth_base = api_base = f"http://127.0.0.1:{sandbox_port}"
+        sandbox_bin = ROOT / "target" / "debug" / "atlassian-sandbox"
+        subprocess.run(["cargo", "build", "-q", "-p", "tests", "--bin", "atlassian-sandbox"], cwd=ROOT, check=True)
+        start("sandbox", [str(sandbox_bin), "--port", str(sandbox_port), "--client-id", client_id,
+                          "--client-secret", client_secret])
+        wait_for(f"{auth_base}/__sandbox/stats", "the Atlassian sandbox", 30)
+
+    wait_for(f"{aws_endpoint}/moto-api/", "moto", 60)
+    prefix = f"dev{int(time.time())}-{secrets.token_hex(2)}"
+    management_key = os.environ.get("MANAGEMENT_API_KEY") or f"mk_{secrets.token_urlsafe(24)}"
+    tables, secret_ids = create_resources(
+        aws_endpoint, prefix, {"client_id": client_id, "client_secret": client_secret}, management_key)
+    log(f"tables {', '.join(tables.values())} created from infra/template.yaml")
+
+    function_env = {
+        "AWS_ENDPOINT_URL": aws_endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",
+        "AWS_LAMBDA_LOG_LEVEL": os.environ.get("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+        "STATE_TABLE": tables["StateTable"],
+        "PUBLIC_BASE_URL": functions_url,
+        "ATLASSIAN_AUTH_BASE_URL": auth_base,
+        "ATLASSIAN_API_BASE_URL": api_base,
+        "RETURN_URL_ALLOWLIST": os.environ.get("RETURN_URL_ALLOWLIST", f"{functions_url}/__return,http://localhost:3000/"),
+        **secret_ids,
+    }
+    if os.environ.get("OAUTH_SCOPES"):
+        function_env["OAUTH_SCOPES"] = os.environ["OAUTH_SCOPES"]
+    env_file = STATE / "functions.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in function_env.items()))
+
+    watch_env = os.environ.copy()
+    watch_env.pop("ATLASSIAN_CLIENT_SECRET", None)
+    watch_env.pop("MANAGEMENT_API_KEY", None)
+    start("cargo lambda watch",
+          [str(VENV_BIN / "cargo-lambda"), "lambda", "watch", "--invoke-address", "127.0.0.1",
+           "--invoke-port", str(fn_port), "--env-file", str(env_file),
+           *os.environ.get("STACK_WATCH_FLAGS", "").split()],
+          env=watch_env, log_name="functions")
+    wait_for(f"{functions_url}/connections", "cargo lambda watch", 120, accept=lambda status: True)
+    # The first request to each function compiles and starts it; do it now, not in the reader's first click.
+    for path in ["/connections", "/connect", "/oauth/callback"]:
+        wait_for(f"{functions_url}{path}", f"the function behind {path}", 600, accept=lambda status: status < 500)
+
+    stack_env = {
+        "STACK_AWS_ENDPOINT": aws_endpoint,
+        "STACK_FUNCTIONS_URL": functions_url,
+        "STACK_ATLASSIAN_URL": auth_base,
+        "STACK_STATE_TABLE": tables["StateTable"],
+        "STACK_MANAGEMENT_API_KEY": management_key,
+        "STACK_TOKEN_KEYS_SECRET_ID": secret_ids["TOKEN_KEYS_SECRET_ID"],
+        "STACK_FUNCTION_LOG": str(STATE / "logs" / "functions.log"),
+        "STACK_CLIENT_ID": client_id,
+        "STACK_CLIENT_SECRET": client_secret,
+    }
+    (STATE / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in stack_env.items()))
+    return stack_env
+
+
+def create_session(functions_url, management_key, tenant_id):
+    request = urllib.request.Request(
+        f"{functions_url}/connect-sessions",
+        data=json.dumps({"tenant_id": tenant_id}).encode(),
+        headers={"Authorization": f"Bearer {management_key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def main():
+    args = sys.argv[1:]
+    if not args or args[0] not in ("dev", "run"):
+        print(__doc__)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        stack = up()
+        if args[0] == "run":
+            command = args[2:] if args[1:2] == ["--"] else args[1:]
+            log(f"running {' '.join(command)}")
+            return subprocess.call(command, cwd=ROOT, env={**os.environ, **stack})
+        session = create_session(stack["STACK_FUNCTIONS_URL"], stack["STACK_MANAGEMENT_API_KEY"], "dev-tenant")
+        print(f"""
+The local stack is up (logs in .dev/logs, variables in .dev/stack.env).
+
+  Connect URL (open it in a browser, press Accept):
+    {session['connect_url']}
+
+  Management API:  {stack['STACK_FUNCTIONS_URL']}   (Authorization: Bearer {stack['STACK_MANAGEMENT_API_KEY']})
+    curl -s -H 'Authorization: Bearer {stack['STACK_MANAGEMENT_API_KEY']}' '{stack['STACK_FUNCTIONS_URL']}/connections?tenant_id=dev-tenant'
+  Atlassian:       {stack['STACK_ATLASSIAN_URL']}
+  AWS (moto):      {stack['STACK_AWS_ENDPOINT']}   table {stack['STACK_STATE_TABLE']}
+
+Press Ctrl-C to stop everything.
+""", flush=True)
+        while all(proc.poll() is None for proc, _ in processes):
+            time.sleep(1)
+        for proc, name in processes:
+            if proc.poll() is not None:
+                log(f"{name} exited with {proc.returncode}; stopping the stack")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        log("stopping")
+        stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
