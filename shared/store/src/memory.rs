@@ -36,6 +36,11 @@ impl MemoryStore {
         self.lock().connections.values().cloned().collect()
     }
 
+    /// How many sessions were stored, for assertions.
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
     /// How many states are still unused, for assertions.
     pub fn state_count(&self) -> usize {
         self.lock().states.len()
