@@ -18,7 +18,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, RawForm, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use serde::Serialize;
@@ -389,7 +389,7 @@ async fn authorize_decision(State(sandbox): State<Sandbox>, RawForm(form): RawFo
             .append_pair("error", "access_denied")
             .append_pair("error_description", "User did not authorize the request")
             .append_pair("state", get("state"));
-        return Redirect::to(redirect.as_str()).into_response();
+        return found(&redirect);
     }
     let account_id = get("account_id");
     if !sandbox
@@ -447,7 +447,16 @@ async fn authorize_decision(State(sandbox): State<Sandbox>, RawForm(form): RawFo
         .query_pairs_mut()
         .append_pair("code", &code)
         .append_pair("state", get("state"));
-    Redirect::to(redirect.as_str()).into_response()
+    found(&redirect)
+}
+
+/// `302 Found`, as Atlassian redirects.
+fn found(location: &Url) -> Response {
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, location.to_string())],
+    )
+        .into_response()
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {

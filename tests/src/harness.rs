@@ -1,0 +1,225 @@
+//! Helpers shared by the integration and end-to-end tests: the stack's coordinates (set by `scripts/stack.py run`),
+//! AWS clients on the local endpoint, a "browser" that follows the connect flow's redirects one at a time, and an
+//! in-process sandbox for tests that need an Atlassian of their own.
+
+use crate::sandbox::{Sandbox, SandboxConfig};
+use anyhow::{Context, Result};
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use std::collections::HashMap;
+use url::Url;
+
+/// What `scripts/stack.py run` exports.
+pub struct Stack {
+    pub aws_endpoint: String,
+    pub functions_url: Url,
+    pub atlassian_url: Url,
+    pub table: String,
+    pub management_key: String,
+    pub token_keys_secret_id: String,
+    pub function_log: String,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: these tests run against the local stack, start them with `make test`")
+    })
+}
+
+impl Stack {
+    pub fn from_env() -> Self {
+        Self {
+            aws_endpoint: var("STACK_AWS_ENDPOINT"),
+            functions_url: Url::parse(&var("STACK_FUNCTIONS_URL")).expect("STACK_FUNCTIONS_URL"),
+            atlassian_url: Url::parse(&var("STACK_ATLASSIAN_URL")).expect("STACK_ATLASSIAN_URL"),
+            table: var("STACK_STATE_TABLE"),
+            management_key: var("STACK_MANAGEMENT_API_KEY"),
+            token_keys_secret_id: var("STACK_TOKEN_KEYS_SECRET_ID"),
+            function_log: var("STACK_FUNCTION_LOG"),
+        }
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&self.aws_endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&self.aws_endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .build();
+        aws_sdk_secretsmanager::Client::from_conf(config)
+    }
+
+    pub fn url(&self, path: &str) -> Url {
+        self.functions_url.join(path).expect("a valid path")
+    }
+
+    /// `POST /connect-sessions` through the management API; returns the JSON answer.
+    pub async fn create_session(
+        &self,
+        tenant_id: &str,
+        return_url: Option<&str>,
+    ) -> Result<serde_json::Value> {
+        let response = client()
+            .post(self.url("/connect-sessions"))
+            .bearer_auth(&self.management_key)
+            .json(&serde_json::json!({"tenant_id": tenant_id, "return_url": return_url}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 201,
+            "creating a session answered {}",
+            response.status()
+        );
+        Ok(response.json().await?)
+    }
+
+    pub async fn api_get(&self, path: &str) -> Result<(u16, serde_json::Value)> {
+        let response = client()
+            .get(self.url(path))
+            .bearer_auth(&self.management_key)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+}
+
+/// A unique id for a test's tenant, so tests can share the stack's table.
+pub fn unique(prefix: &str) -> String {
+    let mut bytes = [0u8; 6];
+    aws_lc_rs::rand::fill(&mut bytes).expect("random");
+    format!(
+        "{prefix}-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// An HTTP client that does not follow redirects, so each hop of the flow can be inspected.
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// One answer: status, `Location` and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+pub async fn get(url: &str) -> Result<Answer> {
+    let response = client()
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    Ok(Answer {
+        status,
+        location,
+        body: response.text().await?,
+    })
+}
+
+pub fn query(url: &str) -> HashMap<String, String> {
+    Url::parse(url)
+        .map(|u| u.query_pairs().into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// What the person does on the sandbox's consent page.
+#[derive(Debug, Clone)]
+pub struct Consent {
+    pub accept: bool,
+    pub account_id: String,
+    /// `None`: every site offered.
+    pub sites: Option<Vec<String>>,
+    /// `None`: the scopes asked for.
+    pub granted_scopes: Option<String>,
+    pub fault: Option<&'static str>,
+}
+
+impl Default for Consent {
+    fn default() -> Self {
+        Self {
+            accept: true,
+            account_id: ADMIN.into(),
+            sites: None,
+            granted_scopes: None,
+            fault: None,
+        }
+    }
+}
+
+/// The seeded org's first admin.
+pub const ADMIN: &str = "5b10ac8d82e05b22cc7d0000";
+
+/// Submits the consent page the authorize URL shows; returns where the sandbox redirects (the callback URL).
+pub async fn consent(authorize_url: &str, consent: &Consent) -> Result<String> {
+    let page = get(authorize_url).await?;
+    anyhow::ensure!(
+        page.status == 200,
+        "the consent page answered {}: {}",
+        page.status,
+        page.body
+    );
+    let q = query(authorize_url);
+    let mut form: Vec<(String, String)> = ["client_id", "redirect_uri", "state", "scope"]
+        .iter()
+        .map(|k| (k.to_string(), q.get(*k).cloned().unwrap_or_default()))
+        .collect();
+    form.push(("account_id".into(), consent.account_id.clone()));
+    let sites = match &consent.sites {
+        Some(sites) => sites.clone(),
+        None => crate::sandbox::Org::seeded(1, 2)
+            .sites
+            .into_iter()
+            .map(|s| s.id)
+            .collect(),
+    };
+    form.extend(sites.into_iter().map(|s| ("site".to_string(), s)));
+    if let Some(granted) = &consent.granted_scopes {
+        form.push(("granted_scopes".into(), granted.clone()));
+    }
+    if let Some(fault) = consent.fault {
+        form.push(("fault".into(), fault.into()));
+    }
+    form.push((
+        "decision".into(),
+        if consent.accept { "accept" } else { "cancel" }.into(),
+    ));
+    let action = Url::parse(authorize_url)?.join("authorize")?;
+    let response = client().post(action).form(&form).send().await?;
+    anyhow::ensure!(
+        response.status() == 302,
+        "the consent answered {}",
+        response.status()
+    );
+    Ok(response.headers()["location"].to_str()?.to_owned())
+}
+
+/// A sandbox of the test's own on an ephemeral port.
+pub async fn spawn_sandbox(config: SandboxConfig) -> Result<Url> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = Url::parse(&format!("http://{}", listener.local_addr()?))?;
+    tokio::spawn(Sandbox::new(config).serve(listener));
+    Ok(url)
+}
