@@ -1,1 +1,216 @@
+//! End-to-end tests: the functions run under `cargo lambda watch` (the real Lambda runtime API), against the
+//! stack's moto and Atlassian sandbox, driven over HTTP like a browser and the SaaS backend would.
 
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+use store::SealedCredentials;
+use tests::harness::{self, Consent, Stack, unique};
+use tokens::KeyRing;
+
+struct Connected {
+    connection_id: String,
+    session_id: String,
+    state: String,
+    code: String,
+}
+
+/// Runs the flow like a browser: connect link → Atlassian consent → callback; returns what the callback answered.
+async fn connect(
+    stack: &Stack,
+    tenant: &str,
+    return_url: Option<&str>,
+    consent: &Consent,
+) -> (harness::Answer, Connected) {
+    let session = stack.create_session(tenant, return_url).await.unwrap();
+    let connect_url = session["connect_url"].as_str().unwrap();
+    assert!(connect_url.starts_with(stack.url("/connect").as_str()), "{connect_url}");
+
+    let to_atlassian = harness::get(connect_url).await.unwrap();
+    assert_eq!(to_atlassian.status, 302, "{}", to_atlassian.body);
+    let authorize = to_atlassian.location.unwrap();
+    assert!(authorize.starts_with(stack.atlassian_url.join("/authorize").unwrap().as_str()), "{authorize}");
+    let q = harness::query(&authorize);
+    assert_eq!(q["redirect_uri"], stack.url("/oauth/callback").as_str());
+    for (key, value) in [("audience", "api.atlassian.com"), ("response_type", "code"), ("prompt", "consent")] {
+        assert_eq!(q[key], value);
+    }
+
+    let callback = harness::consent(&authorize, consent).await.unwrap();
+    assert!(callback.starts_with(stack.url("/oauth/callback").as_str()), "{callback}");
+    let cq = harness::query(&callback);
+    let answer = harness::get(&callback).await.unwrap();
+    let connection_id = answer
+        .location
+        .as_deref()
+        .and_then(|l| harness::query(l).get("connection_id").cloned())
+        .or_else(|| answer.body.split("Connection id: ").nth(1).map(|rest| rest[..28].to_owned()))
+        .unwrap_or_default();
+    let connected = Connected {
+        connection_id,
+        session_id: session["session_id"].as_str().unwrap().to_owned(),
+        state: q["state"].clone(),
+        code: cq.get("code").cloned().unwrap_or_default(),
+    };
+    (answer, connected)
+}
+
+async fn stored_item(stack: &Stack, connection_id: &str) -> HashMap<String, AttributeValue> {
+    stack
+        .dynamodb()
+        .get_item()
+        .table_name(&stack.table)
+        .key("pk", AttributeValue::S(format!("CONN#{connection_id}")))
+        .key("sk", AttributeValue::S("CONN".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the connection item")
+}
+
+async fn issued_secrets(stack: &Stack) -> Vec<String> {
+    let url = stack.atlassian_url.join("/__sandbox/issued").unwrap();
+    let body: serde_json::Value = harness::client().get(url).send().await.unwrap().json().await.unwrap();
+    body["secrets"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn connecting_an_org_end_to_end() {
+    let stack = Stack::from_env();
+    let tenant = unique("e2e");
+    let return_url = stack.url("/__return/atlassian").to_string();
+    let (answer, c) = connect(&stack, &tenant, Some(&return_url), &Consent::default()).await;
+
+    // Back to the app with the outcome.
+    assert_eq!(answer.status, 302, "{}", answer.body);
+    let back = answer.location.unwrap();
+    assert!(back.starts_with(&return_url), "{back}");
+    assert_eq!(harness::query(&back)["status"], "active");
+    assert!(c.connection_id.starts_with("con_"));
+
+    // The management API shows it active with its sites, and never its tokens.
+    let (status, connection) = stack.api_get(&format!("/connections/{}", c.connection_id)).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(connection["status"], "active");
+    assert_eq!(connection["mode"], "oauth");
+    assert_eq!(connection["tenant_id"], tenant.as_str());
+    assert_eq!(connection["account_id"], harness::ADMIN);
+    let sites = connection["sites"].as_array().unwrap();
+    assert_eq!(sites.len(), 2);
+    assert_eq!(sites[0]["url"], "https://acme.atlassian.net");
+    assert_eq!(sites[0]["products"], serde_json::json!(["jira", "confluence"]));
+    assert!(connection["scopes"].as_array().unwrap().iter().any(|s| s == "offline_access"));
+    let (_, list) = stack.api_get(&format!("/connections?tenant_id={tenant}")).await.unwrap();
+    assert_eq!(list["items"], serde_json::json!([connection]));
+
+    // Tokens are sealed in DynamoDB: no issued secret appears in any attribute, and the key ring opens them.
+    let item = stored_item(&stack, &c.connection_id).await;
+    let secrets = issued_secrets(&stack).await;
+    let dump = format!("{item:?} {connection}");
+    for secret in &secrets {
+        assert!(!dump.contains(secret.as_str()), "a token is stored or shown in clear");
+    }
+    let credentials = item["credentials"].as_m().unwrap();
+    let sealed = SealedCredentials {
+        key_version: credentials["key_version"].as_s().unwrap().clone(),
+        blob: credentials["blob"].as_b().unwrap().as_ref().to_vec(),
+    };
+    let key_ring = stack
+        .secretsmanager()
+        .get_secret_value()
+        .secret_id(&stack.token_keys_secret_id)
+        .send()
+        .await
+        .unwrap()
+        .secret_string
+        .unwrap();
+    let keys = KeyRing::from_json(&key_ring).unwrap();
+    let opened = tokens::credentials::open(&keys, &c.connection_id, &sealed).unwrap();
+    assert!(secrets.contains(opened.access_token.secret()));
+    assert!(secrets.contains(opened.refresh_token.as_ref().unwrap().secret()));
+    let me = harness::client()
+        .get(stack.atlassian_url.join("/me").unwrap())
+        .bearer_auth(opened.access_token.secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200, "the stored access token works");
+
+    // The functions' logs tell the story without a single secret.
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = std::fs::read_to_string(&stack.function_log).unwrap();
+        if logs.contains(&c.connection_id) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(logs.contains(&c.connection_id), "the log capture must see this flow for the check below to mean anything");
+    let flow_secrets = [c.session_id.as_str(), c.state.as_str(), c.code.as_str(), stack.management_key.as_str()];
+    for secret in secrets.iter().map(String::as_str).chain(flow_secrets) {
+        assert!(!secret.is_empty());
+        assert!(!logs.contains(secret), "a secret reached the function logs");
+    }
+    assert!(!logs.contains(opened.access_token.secret()));
+}
+
+#[tokio::test]
+async fn cancelling_consent_end_to_end() {
+    let stack = Stack::from_env();
+    let tenant = unique("e2e-cancel");
+    let (answer, _) = connect(&stack, &tenant, None, &Consent { accept: false, ..Consent::default() }).await;
+    assert_eq!(answer.status, 403);
+    assert!(answer.body.contains("Access not granted"), "{}", answer.body);
+    let (_, list) = stack.api_get(&format!("/connections?tenant_id={tenant}")).await.unwrap();
+    assert_eq!(list["items"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn reconnecting_updates_the_connection_end_to_end() {
+    let stack = Stack::from_env();
+    let tenant = unique("e2e-again");
+    let (first, a) = connect(&stack, &tenant, None, &Consent::default()).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let (_, before) = stack.api_get(&format!("/connections/{}", a.connection_id)).await.unwrap();
+    let one_site = vec![tests::sandbox::Org::seeded(1, 2).sites[0].id.clone()];
+    let (second, b) = connect(&stack, &tenant, None, &Consent { sites: Some(one_site), ..Consent::default() }).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(a.connection_id, b.connection_id);
+    let (_, after) = stack.api_get(&format!("/connections/{}", b.connection_id)).await.unwrap();
+    assert_eq!(after["status"], "active");
+    assert_eq!(after["created_at"], before["created_at"]);
+    assert_ne!(after["updated_at"], before["updated_at"]);
+    assert_eq!(after["sites"].as_array().unwrap().len(), 1, "the reconnect's sites replace the old ones");
+    let (_, list) = stack.api_get(&format!("/connections?tenant_id={tenant}")).await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn replaying_a_callback_end_to_end() {
+    let stack = Stack::from_env();
+    let tenant = unique("e2e-replay");
+    let session = stack.create_session(&tenant, None).await.unwrap();
+    let authorize = harness::get(session["connect_url"].as_str().unwrap()).await.unwrap().location.unwrap();
+    let callback = harness::consent(&authorize, &Consent::default()).await.unwrap();
+    assert_eq!(harness::get(&callback).await.unwrap().status, 200);
+    let replay = harness::get(&callback).await.unwrap();
+    assert_eq!(replay.status, 400);
+    assert!(replay.body.contains("unknown or was already completed"), "{}", replay.body);
+    let again = harness::get(session["connect_url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(again.status, 410, "a used connect link cannot start another flow");
+}
+
+#[tokio::test]
+async fn the_management_api_refuses_without_its_key() {
+    let stack = Stack::from_env();
+    let response = harness::client()
+        .post(stack.url("/connect-sessions"))
+        .bearer_auth("not-the-key")
+        .json(&serde_json::json!({"tenant_id": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+}

@@ -10,9 +10,7 @@ use store::{ConnectionStore, DynamoStore, OAuthState, SessionStore, StateStore, 
 use tests::harness::{self, Consent, Stack, unique};
 use tests::sandbox::SandboxConfig;
 use time::{Duration, OffsetDateTime};
-use tokens::connect::{
-    self, AuthorizeSettings, CompleteSettings, ReturnUrlAllowList, SessionSettings,
-};
+use tokens::connect::{self, AuthorizeSettings, CompleteSettings, ReturnUrlAllowList, SessionSettings};
 use tokens::{KeyRing, ids, scopes};
 use url::Url;
 
@@ -39,14 +37,8 @@ async fn sessions_and_states_are_stored_hashed_with_a_ttl() {
         .dynamodb()
         .get_item()
         .table_name(&stack.table)
-        .key(
-            "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("SESSION#{}", session.id_hash)),
-        )
-        .key(
-            "sk",
-            aws_sdk_dynamodb::types::AttributeValue::S("SESSION".into()),
-        )
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("SESSION#{}", session.id_hash)))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("SESSION".into()))
         .send()
         .await
         .unwrap()
@@ -54,10 +46,7 @@ async fn sessions_and_states_are_stored_hashed_with_a_ttl() {
         .expect("the session item");
     let ttl: i64 = item["ttl"].as_n().unwrap().parse().unwrap();
     assert_eq!(ttl, session.expires_at.unix_timestamp());
-    assert!(
-        !item.contains_key("used_at"),
-        "an unused session has no used_at attribute"
-    );
+    assert!(!item.contains_key("used_at"), "an unused session has no used_at attribute");
 }
 
 /// The connect and callback functions in-process, on the stack's table and a sandbox of the test's own.
@@ -79,13 +68,8 @@ impl Flow {
     }
 
     async fn with_secret(client_secret: &str) -> Self {
-        let sandbox = harness::spawn_sandbox(SandboxConfig::default())
-            .await
-            .unwrap();
-        let endpoints = Endpoints {
-            auth_base: sandbox.clone(),
-            api_base: sandbox,
-        };
+        let sandbox = harness::spawn_sandbox(SandboxConfig::default()).await.unwrap();
+        let endpoints = Endpoints { auth_base: sandbox.clone(), api_base: sandbox };
         let store = store();
         let atlassian = AtlassianClient::new(
             atlassian::http_client().unwrap(),
@@ -112,9 +96,7 @@ impl Flow {
                 store: store.clone(),
                 atlassian,
                 keys: KeyRing::from_json(&KeyRing::generate_json("v1")).unwrap(),
-                settings: CompleteSettings {
-                    required_scopes: scopes::defaults(),
-                },
+                settings: CompleteSettings { required_scopes: scopes::defaults() },
             },
             sessions: SessionSettings {
                 public_base_url: Url::parse("https://connector.test").unwrap(),
@@ -126,22 +108,15 @@ impl Flow {
     }
 
     async fn session(&self, tenant: &str, return_url: Option<&str>) -> String {
-        let session = connect::create_session(
-            &self.store,
-            &self.sessions,
-            tenant,
-            return_url,
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+        let session =
+            connect::create_session(&self.store, &self.sessions, tenant, return_url, OffsetDateTime::now_utc())
+                .await
+                .unwrap();
         session.session_id.expose_secret().to_owned()
     }
 
     async fn open(&self, session_id: &str) -> Response<Body> {
-        connect_fn::handle(&self.connect, request(&[("session", session_id)]))
-            .await
-            .unwrap()
+        connect_fn::handle(&self.connect, request(&[("session", session_id)])).await.unwrap()
     }
 
     /// Creates a session for `tenant`, opens it and returns the authorize URL.
@@ -149,21 +124,13 @@ impl Flow {
         let session_id = self.session(tenant, return_url).await;
         let response = self.open(&session_id).await;
         assert_eq!(response.status(), 302);
-        (
-            session_id,
-            response.headers()["location"].to_str().unwrap().to_owned(),
-        )
+        (session_id, response.headers()["location"].to_str().unwrap().to_owned())
     }
 
     async fn callback(&self, callback_url: &str) -> Response<Body> {
         let query = harness::query(callback_url);
-        let pairs: Vec<(&str, &str)> = query
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        callback_fn::handle(&self.callback, request(&pairs))
-            .await
-            .unwrap()
+        let pairs: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        callback_fn::handle(&self.callback, request(&pairs)).await.unwrap()
     }
 
     /// The whole flow for `tenant` with the given consent; the callback's answer.
@@ -174,32 +141,17 @@ impl Flow {
     }
 
     async fn assert_nothing_stored(&self, tenant: &str) {
-        assert!(
-            self.store
-                .list_connections(tenant)
-                .await
-                .unwrap()
-                .is_empty(),
-            "no connection may be stored"
-        );
+        assert!(self.store.list_connections(tenant).await.unwrap().is_empty(), "no connection may be stored");
     }
 
     async fn assert_session_unused(&self, session_id: &str) {
-        let session = self
-            .store
-            .get_session(&ids::sha256_hex(session_id))
-            .await
-            .unwrap()
-            .expect("session");
+        let session = self.store.get_session(&ids::sha256_hex(session_id)).await.unwrap().expect("session");
         assert_eq!(session.used_at, None, "the session must stay usable");
     }
 }
 
 fn request(query: &[(&str, &str)]) -> Request {
-    let map: HashMap<String, String> = query
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let map: HashMap<String, String> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     lambda_http::http::Request::builder()
         .uri("https://connector.test/")
         .body(Body::Empty)
@@ -218,16 +170,8 @@ fn body(response: &Response<Body>) -> String {
 fn assert_page(response: &Response<Body>, status: u16, phrase: &str) {
     let html = body(response);
     assert_eq!(response.status(), status, "{html}");
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    assert!(
-        html.contains(phrase),
-        "the page should say {phrase:?}: {html}"
-    );
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(html.contains(phrase), "the page should say {phrase:?}: {html}");
 }
 
 #[tokio::test]
@@ -247,19 +191,8 @@ async fn a_cancelled_consent_stores_nothing() {
     let flow = Flow::new().await;
     let tenant = unique("tenant");
     let (session, authorize) = flow.start(&tenant, Some("https://app.test/back")).await;
-    let callback = harness::consent(
-        &authorize,
-        &Consent {
-            accept: false,
-            ..Consent::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        harness::query(&callback).get("error").map(String::as_str),
-        Some("access_denied")
-    );
+    let callback = harness::consent(&authorize, &Consent { accept: false, ..Consent::default() }).await.unwrap();
+    assert_eq!(harness::query(&callback).get("error").map(String::as_str), Some("access_denied"));
     let response = flow.callback(&callback).await;
     assert_page(&response, 403, "Access not granted");
     assert!(body(&response).contains("https://app.test/back?status=error&amp;error=access_denied"));
@@ -270,18 +203,14 @@ async fn a_cancelled_consent_stores_nothing() {
 #[tokio::test]
 async fn a_callback_without_state_is_refused() {
     let flow = Flow::new().await;
-    let response = flow
-        .callback("https://connector.test/oauth/callback?code=abc")
-        .await;
+    let response = flow.callback("https://connector.test/oauth/callback?code=abc").await;
     assert_page(&response, 400, "missing its state");
 }
 
 #[tokio::test]
 async fn an_unknown_state_is_refused() {
     let flow = Flow::new().await;
-    let response = flow
-        .callback("https://connector.test/oauth/callback?code=abc&state=st_forged")
-        .await;
+    let response = flow.callback("https://connector.test/oauth/callback?code=abc&state=st_forged").await;
     assert_page(&response, 400, "unknown or was already completed");
 }
 
@@ -301,11 +230,7 @@ async fn an_expired_state_is_refused() {
         })
         .await
         .unwrap();
-    let response = flow
-        .callback(&format!(
-            "https://connector.test/oauth/callback?code=abc&state={state}"
-        ))
-        .await;
+    let response = flow.callback(&format!("https://connector.test/oauth/callback?code=abc&state={state}")).await;
     assert_page(&response, 400, "took too long and expired");
     flow.assert_nothing_stored(&tenant).await;
     flow.assert_session_unused(&session_id).await;
@@ -316,9 +241,7 @@ async fn a_replayed_state_is_refused() {
     let flow = Flow::new().await;
     let tenant = unique("tenant");
     let (_, authorize) = flow.start(&tenant, None).await;
-    let callback = harness::consent(&authorize, &Consent::default())
-        .await
-        .unwrap();
+    let callback = harness::consent(&authorize, &Consent::default()).await.unwrap();
     assert_eq!(flow.callback(&callback).await.status(), 200);
     let replay = flow.callback(&callback).await;
     assert_page(&replay, 400, "unknown or was already completed");
@@ -331,11 +254,7 @@ async fn a_callback_without_code_is_refused() {
     let tenant = unique("tenant");
     let (session, authorize) = flow.start(&tenant, None).await;
     let state = &harness::query(&authorize)["state"];
-    let response = flow
-        .callback(&format!(
-            "https://connector.test/oauth/callback?state={state}"
-        ))
-        .await;
+    let response = flow.callback(&format!("https://connector.test/oauth/callback?state={state}")).await;
     assert_page(&response, 400, "no authorization code");
     flow.assert_nothing_stored(&tenant).await;
     flow.assert_session_unused(&session).await;
@@ -347,10 +266,7 @@ async fn a_wrong_client_secret_is_a_configuration_error() {
     let tenant = unique("tenant");
     let response = flow.run(&tenant, &Consent::default()).await;
     assert_page(&response, 500, "configuration problem on the connector");
-    assert!(
-        body(&response).contains("contact the administrator"),
-        "no re-consent loop for a config error"
-    );
+    assert!(body(&response).contains("contact the administrator"), "no re-consent loop for a config error");
     flow.assert_nothing_stored(&tenant).await;
 }
 
@@ -358,15 +274,7 @@ async fn a_wrong_client_secret_is_a_configuration_error() {
 async fn a_failing_token_endpoint_is_reported() {
     let flow = Flow::new().await;
     let tenant = unique("tenant");
-    let response = flow
-        .run(
-            &tenant,
-            &Consent {
-                fault: Some("token_500"),
-                ..Consent::default()
-            },
-        )
-        .await;
+    let response = flow.run(&tenant, &Consent { fault: Some("token_500"), ..Consent::default() }).await;
     assert_page(&response, 502, "token service failed");
     flow.assert_nothing_stored(&tenant).await;
 }
@@ -375,15 +283,7 @@ async fn a_failing_token_endpoint_is_reported() {
 async fn a_rejected_code_is_reported() {
     let flow = Flow::new().await;
     let tenant = unique("tenant");
-    let response = flow
-        .run(
-            &tenant,
-            &Consent {
-                fault: Some("token_invalid_grant"),
-                ..Consent::default()
-            },
-        )
-        .await;
+    let response = flow.run(&tenant, &Consent { fault: Some("token_invalid_grant"), ..Consent::default() }).await;
     assert_page(&response, 400, "did not accept the authorization code");
     flow.assert_nothing_stored(&tenant).await;
 }
@@ -392,15 +292,7 @@ async fn a_rejected_code_is_reported() {
 async fn a_grant_without_sites_is_refused() {
     let flow = Flow::new().await;
     let tenant = unique("tenant");
-    let response = flow
-        .run(
-            &tenant,
-            &Consent {
-                sites: Some(vec![]),
-                ..Consent::default()
-            },
-        )
-        .await;
+    let response = flow.run(&tenant, &Consent { sites: Some(vec![]), ..Consent::default() }).await;
     assert_page(&response, 403, "reaches no Atlassian site");
     flow.assert_nothing_stored(&tenant).await;
 }
@@ -409,15 +301,9 @@ async fn a_grant_without_sites_is_refused() {
 async fn missing_scopes_are_named() {
     let flow = Flow::new().await;
     let tenant = unique("tenant");
-    let granted: Vec<&str> = scopes::DEFAULT_SCOPES
-        .iter()
-        .copied()
-        .filter(|s| *s != "read:group:jira" && *s != "offline_access")
-        .collect();
-    let consent = Consent {
-        granted_scopes: Some(granted.join(" ")),
-        ..Consent::default()
-    };
+    let granted: Vec<&str> =
+        scopes::DEFAULT_SCOPES.iter().copied().filter(|s| *s != "read:group:jira" && *s != "offline_access").collect();
+    let consent = Consent { granted_scopes: Some(granted.join(" ")), ..Consent::default() };
     let response = flow.run(&tenant, &consent).await;
     assert_page(&response, 403, "Missing: offline_access, read:group:jira.");
     flow.assert_nothing_stored(&tenant).await;
@@ -427,13 +313,7 @@ async fn missing_scopes_are_named() {
 async fn an_unknown_session_is_refused() {
     let flow = Flow::new().await;
     assert_page(&flow.open("cs_not-a-session").await, 404, "not valid");
-    assert_page(
-        &connect_fn::handle(&flow.connect, request(&[]))
-            .await
-            .unwrap(),
-        400,
-        "carries no session",
-    );
+    assert_page(&connect_fn::handle(&flow.connect, request(&[])).await.unwrap(), 400, "carries no session");
 }
 
 #[tokio::test]
@@ -454,9 +334,7 @@ async fn a_used_session_is_refused() {
     let flow = Flow::new().await;
     let tenant = unique("tenant");
     let (session, authorize) = flow.start(&tenant, None).await;
-    let callback = harness::consent(&authorize, &Consent::default())
-        .await
-        .unwrap();
+    let callback = harness::consent(&authorize, &Consent::default()).await.unwrap();
     assert_eq!(flow.callback(&callback).await.status(), 200);
     assert_page(&flow.open(&session).await, 410, "already used");
 }
@@ -464,13 +342,8 @@ async fn a_used_session_is_refused() {
 #[tokio::test]
 async fn the_client_maps_token_endpoint_errors() {
     // Straight against the sandbox: the real client's error mapping of Atlassian's answers.
-    let sandbox = harness::spawn_sandbox(SandboxConfig::default())
-        .await
-        .unwrap();
-    let endpoints = Endpoints {
-        auth_base: sandbox.clone(),
-        api_base: sandbox,
-    };
+    let sandbox = harness::spawn_sandbox(SandboxConfig::default()).await.unwrap();
+    let endpoints = Endpoints { auth_base: sandbox.clone(), api_base: sandbox };
     let client = |secret: &str| {
         AtlassianClient::new(
             atlassian::http_client().unwrap(),
@@ -485,22 +358,10 @@ async fn the_client_maps_token_endpoint_errors() {
     use atlassian::{AtlassianApi, AuthorizationCode, OAuthError};
     let code = AuthorizationCode::new("sbx-code-unknown".into());
     let wrong_secret = client("wrong").exchange_code(&code).await.unwrap_err();
-    assert!(
-        matches!(wrong_secret, OAuthError::ClientRejected),
-        "{wrong_secret:?}"
-    );
-    let unknown_code = client(&SandboxConfig::default().client_secret)
-        .exchange_code(&code)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(unknown_code, OAuthError::InvalidGrant { .. }),
-        "{unknown_code:?}"
-    );
+    assert!(matches!(wrong_secret, OAuthError::ClientRejected), "{wrong_secret:?}");
+    let unknown_code = client(&SandboxConfig::default().client_secret).exchange_code(&code).await.unwrap_err();
+    assert!(matches!(unknown_code, OAuthError::InvalidGrant { .. }), "{unknown_code:?}");
     let bad_token = atlassian::AccessToken::new("sbx-at-forged".into());
     let denied = client("x").me(&bad_token).await.unwrap_err();
-    assert!(
-        matches!(denied, atlassian::ApiError::Unauthorized { status: 401 }),
-        "{denied:?}"
-    );
+    assert!(matches!(denied, atlassian::ApiError::Unauthorized { status: 401 }), "{denied:?}");
 }

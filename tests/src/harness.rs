@@ -63,31 +63,19 @@ impl Stack {
     }
 
     /// `POST /connect-sessions` through the management API; returns the JSON answer.
-    pub async fn create_session(
-        &self,
-        tenant_id: &str,
-        return_url: Option<&str>,
-    ) -> Result<serde_json::Value> {
+    pub async fn create_session(&self, tenant_id: &str, return_url: Option<&str>) -> Result<serde_json::Value> {
         let response = client()
             .post(self.url("/connect-sessions"))
             .bearer_auth(&self.management_key)
             .json(&serde_json::json!({"tenant_id": tenant_id, "return_url": return_url}))
             .send()
             .await?;
-        anyhow::ensure!(
-            response.status() == 201,
-            "creating a session answered {}",
-            response.status()
-        );
+        anyhow::ensure!(response.status() == 201, "creating a session answered {}", response.status());
         Ok(response.json().await?)
     }
 
     pub async fn api_get(&self, path: &str) -> Result<(u16, serde_json::Value)> {
-        let response = client()
-            .get(self.url(path))
-            .bearer_auth(&self.management_key)
-            .send()
-            .await?;
+        let response = client().get(self.url(path)).bearer_auth(&self.management_key).send().await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await?))
     }
@@ -97,19 +85,13 @@ impl Stack {
 pub fn unique(prefix: &str) -> String {
     let mut bytes = [0u8; 6];
     aws_lc_rs::rand::fill(&mut bytes).expect("random");
-    format!(
-        "{prefix}-{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    format!("{prefix}-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// An HTTP client that does not follow redirects, so each hop of the flow can be inspected.
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
 }
 
 /// One answer: status, `Location` and body.
@@ -121,28 +103,14 @@ pub struct Answer {
 }
 
 pub async fn get(url: &str) -> Result<Answer> {
-    let response = client()
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
+    let response = client().get(url).send().await.with_context(|| format!("GET {url}"))?;
     let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
-    Ok(Answer {
-        status,
-        location,
-        body: response.text().await?,
-    })
+    let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(String::from);
+    Ok(Answer { status, location, body: response.text().await? })
 }
 
 pub fn query(url: &str) -> HashMap<String, String> {
-    Url::parse(url)
-        .map(|u| u.query_pairs().into_owned().collect())
-        .unwrap_or_default()
+    Url::parse(url).map(|u| u.query_pairs().into_owned().collect()).unwrap_or_default()
 }
 
 /// What the person does on the sandbox's consent page.
@@ -159,13 +127,7 @@ pub struct Consent {
 
 impl Default for Consent {
     fn default() -> Self {
-        Self {
-            accept: true,
-            account_id: ADMIN.into(),
-            sites: None,
-            granted_scopes: None,
-            fault: None,
-        }
+        Self { accept: true, account_id: ADMIN.into(), sites: None, granted_scopes: None, fault: None }
     }
 }
 
@@ -175,12 +137,7 @@ pub const ADMIN: &str = "5b10ac8d82e05b22cc7d0000";
 /// Submits the consent page the authorize URL shows; returns where the sandbox redirects (the callback URL).
 pub async fn consent(authorize_url: &str, consent: &Consent) -> Result<String> {
     let page = get(authorize_url).await?;
-    anyhow::ensure!(
-        page.status == 200,
-        "the consent page answered {}: {}",
-        page.status,
-        page.body
-    );
+    anyhow::ensure!(page.status == 200, "the consent page answered {}: {}", page.status, page.body);
     let q = query(authorize_url);
     let mut form: Vec<(String, String)> = ["client_id", "redirect_uri", "state", "scope"]
         .iter()
@@ -189,11 +146,7 @@ pub async fn consent(authorize_url: &str, consent: &Consent) -> Result<String> {
     form.push(("account_id".into(), consent.account_id.clone()));
     let sites = match &consent.sites {
         Some(sites) => sites.clone(),
-        None => crate::sandbox::Org::seeded(1, 2)
-            .sites
-            .into_iter()
-            .map(|s| s.id)
-            .collect(),
+        None => crate::sandbox::Org::seeded(1, 2).sites.into_iter().map(|s| s.id).collect(),
     };
     form.extend(sites.into_iter().map(|s| ("site".to_string(), s)));
     if let Some(granted) = &consent.granted_scopes {
@@ -202,17 +155,10 @@ pub async fn consent(authorize_url: &str, consent: &Consent) -> Result<String> {
     if let Some(fault) = consent.fault {
         form.push(("fault".into(), fault.into()));
     }
-    form.push((
-        "decision".into(),
-        if consent.accept { "accept" } else { "cancel" }.into(),
-    ));
+    form.push(("decision".into(), if consent.accept { "accept" } else { "cancel" }.into()));
     let action = Url::parse(authorize_url)?.join("authorize")?;
     let response = client().post(action).form(&form).send().await?;
-    anyhow::ensure!(
-        response.status() == 302,
-        "the consent answered {}",
-        response.status()
-    );
+    anyhow::ensure!(response.status() == 302, "the consent answered {}", response.status());
     Ok(response.headers()["location"].to_str()?.to_owned())
 }
 

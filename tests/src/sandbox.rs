@@ -78,45 +78,26 @@ pub struct Org {
 impl Org {
     /// A deterministic org: the same flags give the same ids.
     pub fn seeded(users: usize, sites: usize) -> Self {
-        const FIRST: &[&str] = &[
-            "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim",
-        ];
-        const LAST: &[&str] = &[
-            "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
-        ];
+        const FIRST: &[&str] =
+            &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"];
+        const LAST: &[&str] = &["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson"];
         let users = (0..users.max(1))
             .map(|i| {
                 let first = FIRST[i % FIRST.len()];
                 let last = LAST[(i / FIRST.len()) % LAST.len()];
                 User {
                     account_id: format!("5b10ac8d82e05b22cc7d{i:04x}"),
-                    name: if i == 0 {
-                        "Ada Admin".into()
-                    } else {
-                        format!("{first} {last} {i}")
-                    },
-                    email: format!(
-                        "{}.{}{i}@acme.example",
-                        first.to_lowercase(),
-                        last.to_lowercase()
-                    ),
+                    name: if i == 0 { "Ada Admin".into() } else { format!("{first} {last} {i}") },
+                    email: format!("{}.{}{i}@acme.example", first.to_lowercase(), last.to_lowercase()),
                     org_admin: i < 3,
                 }
             })
             .collect();
         let sites = (0..sites)
             .map(|i| {
-                let name = if i == 0 {
-                    "acme".to_string()
-                } else {
-                    format!("acme-{i}")
-                };
+                let name = if i == 0 { "acme".to_string() } else { format!("acme-{i}") };
                 SiteDef {
-                    id: format!(
-                        "{:08x}-5a4d-4b0c-8d1e-{:012x}",
-                        0xacbe0000u32 + i as u32,
-                        i + 1
-                    ),
+                    id: format!("{:08x}-5a4d-4b0c-8d1e-{:012x}", 0xacbe0000u32 + i as u32, i + 1),
                     url: format!("https://{name}.atlassian.net"),
                     name,
                 }
@@ -173,11 +154,7 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Self {
         let org = Org::seeded(config.users, config.sites);
-        Self {
-            config: Arc::new(config),
-            org: Arc::new(org),
-            inner: Arc::default(),
-        }
+        Self { config: Arc::new(config), org: Arc::new(org), inner: Arc::default() }
     }
 
     pub fn org(&self) -> &Org {
@@ -192,10 +169,7 @@ impl Sandbox {
         Router::new()
             .route("/authorize", get(authorize_page).post(authorize_decision))
             .route("/oauth/token", post(token))
-            .route(
-                "/oauth/token/accessible-resources",
-                get(accessible_resources),
-            )
+            .route("/oauth/token/accessible-resources", get(accessible_resources))
             .route("/me", get(me))
             .route("/__sandbox/issued", get(issued))
             .route("/__sandbox/stats", get(stats))
@@ -212,31 +186,20 @@ impl Sandbox {
     fn issue(&self, inner: &mut Inner, prefix: &str) -> String {
         let mut bytes = [0u8; 24];
         aws_lc_rs::rand::fill(&mut bytes).expect("random source");
-        let value = format!(
-            "{prefix}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        );
+        let value = format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
         inner.issued.push(value.clone());
         value
     }
 
-    fn grant_for_bearer(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<(String, Vec<String>, Vec<String>), Response> {
+    fn grant_for_bearer(&self, headers: &HeaderMap) -> Result<(String, Vec<String>, Vec<String>), Response> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
         let inner = self.lock();
-        let unauthorized = || {
-            (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(json!({"code": 401, "message": "Unauthorized"})),
-            )
-                .into_response()
-        };
+        let unauthorized =
+            || (StatusCode::UNAUTHORIZED, axum::Json(json!({"code": 401, "message": "Unauthorized"}))).into_response();
         let Some((grant_key, expires_at)) = inner.access.get(token) else {
             return Err(unauthorized());
         };
@@ -244,11 +207,7 @@ impl Sandbox {
             return Err(unauthorized());
         }
         match inner.grants.get(grant_key) {
-            Some(grant) if !grant.revoked => Ok((
-                grant.account_id.clone(),
-                grant.sites.clone(),
-                grant.scopes.clone(),
-            )),
+            Some(grant) if !grant.revoked => Ok((grant.account_id.clone(), grant.sites.clone(), grant.scopes.clone())),
             _ => Err(unauthorized()),
         }
     }
@@ -267,26 +226,14 @@ details{{margin:1rem 0;color:#5e6c84}} label{{display:block;margin:.25rem 0}}</s
     ))
 }
 
-async fn authorize_page(
-    State(sandbox): State<Sandbox>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
+async fn authorize_page(State(sandbox): State<Sandbox>, Query(query): Query<HashMap<String, String>>) -> Response {
     use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
     let get = |k: &str| query.get(k).map(String::as_str).unwrap_or_default();
     let problems: Vec<&str> = [
-        (
-            get("client_id") != sandbox.config.client_id,
-            "unknown client_id",
-        ),
+        (get("client_id") != sandbox.config.client_id, "unknown client_id"),
         (get("response_type") != "code", "response_type must be code"),
-        (
-            get("audience") != "api.atlassian.com",
-            "audience must be api.atlassian.com",
-        ),
-        (
-            Url::parse(get("redirect_uri")).is_err(),
-            "redirect_uri must be an absolute URL",
-        ),
+        (get("audience") != "api.atlassian.com", "audience must be api.atlassian.com"),
+        (Url::parse(get("redirect_uri")).is_err(), "redirect_uri must be an absolute URL"),
         (get("scope").trim().is_empty(), "scope is required"),
         (get("state").is_empty(), "state is required"),
     ]
@@ -298,10 +245,7 @@ async fn authorize_page(
             StatusCode::BAD_REQUEST,
             page(
                 "Invalid authorization request",
-                &format!(
-                    "<h1>Something's wrong</h1><p>{}</p>",
-                    text(&problems.join("; "))
-                ),
+                &format!("<h1>Something's wrong</h1><p>{}</p>", text(&problems.join("; "))),
             ),
         )
             .into_response();
@@ -309,26 +253,14 @@ async fn authorize_page(
     let scopes: Vec<&str> = get("scope").split_whitespace().collect();
     let hidden: String = ["client_id", "redirect_uri", "state", "scope"]
         .iter()
-        .map(|k| {
-            format!(
-                r#"<input type="hidden" name="{k}" value="{}">"#,
-                attr(get(k))
-            )
-        })
+        .map(|k| format!(r#"<input type="hidden" name="{k}" value="{}">"#, attr(get(k))))
         .collect();
     let accounts: String = sandbox
         .org
         .users
         .iter()
         .filter(|u| u.org_admin)
-        .map(|u| {
-            format!(
-                r#"<option value="{}">{} ({})</option>"#,
-                attr(&u.account_id),
-                text(&u.name),
-                text(&u.email)
-            )
-        })
+        .map(|u| format!(r#"<option value="{}">{} ({})</option>"#, attr(&u.account_id), text(&u.name), text(&u.email)))
         .collect();
     let sites: String = sandbox
         .org
@@ -342,10 +274,7 @@ async fn authorize_page(
             )
         })
         .collect();
-    let scope_list: String = scopes
-        .iter()
-        .map(|s| format!("<li><code>{}</code></li>", text(s)))
-        .collect();
+    let scope_list: String = scopes.iter().map(|s| format!("<li><code>{}</code></li>", text(s))).collect();
     let body = format!(
         r#"<h1>Connector is requesting access to your Atlassian account</h1>
 <form method="post" action="authorize">{hidden}
@@ -366,19 +295,9 @@ async fn authorize_page(
 
 async fn authorize_decision(State(sandbox): State<Sandbox>, RawForm(form): RawForm) -> Response {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&form).into_owned().collect();
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
-    };
+    let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap_or_default();
     let Ok(mut redirect) = Url::parse(get("redirect_uri")) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "redirect_uri must be an absolute URL",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "redirect_uri must be an absolute URL").into_response();
     };
     if get("client_id") != sandbox.config.client_id {
         return (StatusCode::BAD_REQUEST, "unknown client_id").into_response();
@@ -392,24 +311,11 @@ async fn authorize_decision(State(sandbox): State<Sandbox>, RawForm(form): RawFo
         return found(&redirect);
     }
     let account_id = get("account_id");
-    if !sandbox
-        .org
-        .users
-        .iter()
-        .any(|u| u.account_id == account_id && u.org_admin)
-    {
+    if !sandbox.org.users.iter().any(|u| u.account_id == account_id && u.org_admin) {
         return (StatusCode::BAD_REQUEST, "unknown account").into_response();
     }
-    let sites: Vec<String> = pairs
-        .iter()
-        .filter(|(k, _)| k == "site")
-        .map(|(_, v)| v.clone())
-        .collect();
-    let granted = if pairs.iter().any(|(k, _)| k == "granted_scopes") {
-        get("granted_scopes")
-    } else {
-        get("scope")
-    };
+    let sites: Vec<String> = pairs.iter().filter(|(k, _)| k == "site").map(|(_, v)| v.clone()).collect();
+    let granted = if pairs.iter().any(|(k, _)| k == "granted_scopes") { get("granted_scopes") } else { get("scope") };
     let fault = match get("fault") {
         "token_500" => Fault::Token500,
         "token_invalid_grant" => Fault::TokenInvalidGrant,
@@ -443,28 +349,17 @@ async fn authorize_decision(State(sandbox): State<Sandbox>, RawForm(form): RawFo
         );
         code
     };
-    redirect
-        .query_pairs_mut()
-        .append_pair("code", &code)
-        .append_pair("state", get("state"));
+    redirect.query_pairs_mut().append_pair("code", &code).append_pair("state", get("state"));
     found(&redirect)
 }
 
 /// `302 Found`, as Atlassian redirects.
 fn found(location: &Url) -> Response {
-    (
-        StatusCode::FOUND,
-        [(header::LOCATION, location.to_string())],
-    )
-        .into_response()
+    (StatusCode::FOUND, [(header::LOCATION, location.to_string())]).into_response()
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response()
+    (status, axum::Json(json!({"error": error, "error_description": description}))).into_response()
 }
 
 async fn token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
@@ -474,10 +369,7 @@ async fn token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) 
         .is_some_and(|v| v.starts_with("application/json"));
     let mut fields: HashMap<String, String> = if is_json {
         match serde_json::from_slice::<HashMap<String, serde_json::Value>>(&body) {
-            Ok(map) => map
-                .into_iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
-                .collect(),
+            Ok(map) => map.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned()))).collect(),
             Err(_) => {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Malformed JSON");
             }
@@ -486,63 +378,39 @@ async fn token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) 
         url::form_urlencoded::parse(&body).into_owned().collect()
     };
     // Basic client authentication is accepted too.
-    if let Some(basic) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
+    if let Some(basic) =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "))
     {
         if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic) {
             if let Some((id, secret)) = String::from_utf8_lossy(&decoded).split_once(':') {
-                fields
-                    .entry("client_id".into())
-                    .or_insert_with(|| id.to_owned());
-                fields
-                    .entry("client_secret".into())
-                    .or_insert_with(|| secret.to_owned());
+                fields.entry("client_id".into()).or_insert_with(|| id.to_owned());
+                fields.entry("client_secret".into()).or_insert_with(|| secret.to_owned());
             }
         }
     }
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
     let mut inner = sandbox.lock();
     inner.token_requests += 1;
-    if field("client_id") != sandbox.config.client_id
-        || field("client_secret") != sandbox.config.client_secret
-    {
+    if field("client_id") != sandbox.config.client_id || field("client_secret") != sandbox.config.client_secret {
         return oauth_error(StatusCode::UNAUTHORIZED, "access_denied", "Unauthorized");
     }
     let grant_key = match field("grant_type") {
         "authorization_code" => {
             let Some(code) = inner.codes.remove(field("code")) else {
-                return oauth_error(
-                    StatusCode::FORBIDDEN,
-                    "invalid_grant",
-                    "Invalid authorization code",
-                );
+                return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Invalid authorization code");
             };
             if code.expires_at <= Instant::now()
                 || code.client_id != field("client_id")
                 || code.redirect_uri != field("redirect_uri")
             {
-                return oauth_error(
-                    StatusCode::FORBIDDEN,
-                    "invalid_grant",
-                    "Invalid authorization code",
-                );
+                return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Invalid authorization code");
             }
             match code.fault {
                 Fault::Token500 => {
-                    return (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        Html("<h1>Internal Server Error</h1>"),
-                    )
-                        .into_response();
+                    return (StatusCode::INTERNAL_SERVER_ERROR, Html("<h1>Internal Server Error</h1>")).into_response();
                 }
                 Fault::TokenInvalidGrant => {
-                    return oauth_error(
-                        StatusCode::FORBIDDEN,
-                        "invalid_grant",
-                        "Invalid authorization code",
-                    );
+                    return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Invalid authorization code");
                 }
                 Fault::None => {}
             }
@@ -557,33 +425,17 @@ async fn token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) 
                     || g.refresh_previous.iter().any(|(t, _)| *t == presented)
             });
             let Some((key, grant)) = found else {
-                return oauth_error(
-                    StatusCode::FORBIDDEN,
-                    "invalid_grant",
-                    "Unknown or invalid refresh token.",
-                );
+                return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Unknown or invalid refresh token.");
             };
             if grant.revoked {
-                return oauth_error(
-                    StatusCode::FORBIDDEN,
-                    "invalid_grant",
-                    "Unknown or invalid refresh token.",
-                );
+                return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Unknown or invalid refresh token.");
             }
             if grant.refresh_current.as_deref() != Some(&presented) {
-                let rotated_at = grant
-                    .refresh_previous
-                    .iter()
-                    .find(|(t, _)| *t == presented)
-                    .map(|(_, at)| *at);
+                let rotated_at = grant.refresh_previous.iter().find(|(t, _)| *t == presented).map(|(_, at)| *at);
                 if rotated_at.is_none_or(|at| now.duration_since(at) > leeway) {
                     // Reuse outside the leeway: Atlassian invalidates every token of the grant.
                     grant.revoked = true;
-                    return oauth_error(
-                        StatusCode::FORBIDDEN,
-                        "invalid_grant",
-                        "Unknown or invalid refresh token.",
-                    );
+                    return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Unknown or invalid refresh token.");
                 }
             }
             let key = key.clone();
@@ -591,24 +443,15 @@ async fn token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) 
             key
         }
         _ => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "Unsupported grant type",
-            );
+            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Unsupported grant type");
         }
     };
     let access_token = sandbox.issue(&mut inner, "sbx-at-");
     let expires_at = Instant::now() + sandbox.config.access_token_ttl;
-    inner
-        .access
-        .insert(access_token.clone(), (grant_key.clone(), expires_at));
+    inner.access.insert(access_token.clone(), (grant_key.clone(), expires_at));
     let (scopes, offline) = {
         let grant = &inner.grants[&grant_key];
-        (
-            grant.scopes.join(" "),
-            grant.scopes.iter().any(|s| s == "offline_access"),
-        )
+        (grant.scopes.join(" "), grant.scopes.iter().any(|s| s == "offline_access"))
     };
     let refresh_token = offline.then(|| sandbox.issue(&mut inner, "sbx-rt-"));
     if let Some(grant) = inner.grants.get_mut(&grant_key) {
@@ -634,10 +477,7 @@ async fn accessible_resources(State(sandbox): State<Sandbox>, headers: HeaderMap
         Ok(grant) => grant,
         Err(response) => return response,
     };
-    let site_scopes: Vec<&String> = scopes
-        .iter()
-        .filter(|s| *s != "offline_access" && *s != "read:me")
-        .collect();
+    let site_scopes: Vec<&String> = scopes.iter().filter(|s| *s != "offline_access" && *s != "read:me").collect();
     let resources: Vec<_> = sandbox
         .org
         .sites
@@ -658,12 +498,7 @@ async fn me(State(sandbox): State<Sandbox>, headers: HeaderMap) -> Response {
         Ok(grant) => grant,
         Err(response) => return response,
     };
-    let Some(user) = sandbox
-        .org
-        .users
-        .iter()
-        .find(|u| u.account_id == account_id)
-    else {
+    let Some(user) = sandbox.org.users.iter().find(|u| u.account_id == account_id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     axum::Json(json!({
@@ -681,8 +516,7 @@ async fn issued(State(sandbox): State<Sandbox>) -> Response {
 
 async fn stats(State(sandbox): State<Sandbox>) -> Response {
     let inner = sandbox.lock();
-    axum::Json(json!({"token_requests": inner.token_requests, "refreshes": inner.refreshes}))
-        .into_response()
+    axum::Json(json!({"token_requests": inner.token_requests, "refreshes": inner.refreshes})).into_response()
 }
 
 async fn org(State(sandbox): State<Sandbox>) -> Response {
@@ -692,17 +526,9 @@ async fn org(State(sandbox): State<Sandbox>) -> Response {
 async fn revoke(State(sandbox): State<Sandbox>, Path(account_id): Path<String>) -> Response {
     let mut inner = sandbox.lock();
     let mut found = false;
-    for grant in inner
-        .grants
-        .values_mut()
-        .filter(|g| g.account_id == account_id)
-    {
+    for grant in inner.grants.values_mut().filter(|g| g.account_id == account_id) {
         grant.revoked = true;
         found = true;
     }
-    if found {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        StatusCode::NOT_FOUND.into_response()
-    }
+    if found { StatusCode::NO_CONTENT.into_response() } else { StatusCode::NOT_FOUND.into_response() }
 }

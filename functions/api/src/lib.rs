@@ -33,16 +33,9 @@ impl Config {
             table: env.required("STATE_TABLE")?,
             management_key_secret_id: env.required("MANAGEMENT_API_KEY_SECRET_ID")?,
             public_base_url: env.url("PUBLIC_BASE_URL")?,
-            return_urls: ReturnUrlAllowList::parse(&allow_list).map_err(|reason| {
-                ConfigError::Invalid {
-                    name: "RETURN_URL_ALLOWLIST",
-                    reason,
-                }
-            })?,
-            session_ttl: env
-                .seconds_or("SESSION_TTL_SECONDS", 900)?
-                .try_into()
-                .unwrap_or(time::Duration::MINUTE * 15),
+            return_urls: ReturnUrlAllowList::parse(&allow_list)
+                .map_err(|reason| ConfigError::Invalid { name: "RETURN_URL_ALLOWLIST", reason })?,
+            session_ttl: env.seconds_or("SESSION_TTL_SECONDS", 900)?.try_into().unwrap_or(time::Duration::MINUTE * 15),
         })
     }
 
@@ -66,15 +59,8 @@ pub async fn handle<S: SessionStore + ConnectionStore>(
     request: Request,
 ) -> Result<Response<Body>, lambda_http::Error> {
     if !authorized(deps, &request) {
-        let mut response = http::json_error(
-            401,
-            "unauthorized",
-            "A valid management API key is required.",
-        );
-        response.headers_mut().insert(
-            "www-authenticate",
-            lambda_http::http::HeaderValue::from_static("Bearer"),
-        );
+        let mut response = http::json_error(401, "unauthorized", "A valid management API key is required.");
+        response.headers_mut().insert("www-authenticate", lambda_http::http::HeaderValue::from_static("Bearer"));
         return Ok(response);
     }
     let path = request.uri().path().trim_end_matches('/').to_owned();
@@ -84,11 +70,9 @@ pub async fn handle<S: SessionStore + ConnectionStore>(
         (["connect-sessions"], &Method::POST) => create_session(deps, &request).await,
         (["connections"], &Method::GET) => list_connections(deps, &request).await,
         (["connections", id], &Method::GET) => get_connection(deps, id).await,
-        (["connect-sessions"] | ["connections"] | ["connections", _], _) => http::json_error(
-            405,
-            "method_not_allowed",
-            "This method is not allowed here.",
-        ),
+        (["connect-sessions"] | ["connections"] | ["connections", _], _) => {
+            http::json_error(405, "method_not_allowed", "This method is not allowed here.")
+        }
         _ => http::json_error(404, "not_found", "No such route."),
     };
     Ok(response)
@@ -100,9 +84,7 @@ fn authorized<S>(deps: &Deps<S>, request: &Request) -> bool {
         .get(lambda_http::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(|presented| {
-            ids::secrets_equal(presented.trim(), deps.management_key.expose_secret())
-        })
+        .is_some_and(|presented| ids::secrets_equal(presented.trim(), deps.management_key.expose_secret()))
 }
 
 #[derive(Deserialize)]
@@ -122,22 +104,10 @@ struct CreatedSession<'a> {
 
 async fn create_session<S: SessionStore>(deps: &Deps<S>, request: &Request) -> Response<Body> {
     let Ok(body) = serde_json::from_slice::<CreateSession>(request.body().as_ref()) else {
-        return http::json_error(
-            400,
-            "invalid_body",
-            "Expected JSON {\"tenant_id\": \"…\", \"return_url\": \"…\"?}.",
-        );
+        return http::json_error(400, "invalid_body", "Expected JSON {\"tenant_id\": \"…\", \"return_url\": \"…\"?}.");
     };
     let now = OffsetDateTime::now_utc();
-    match connect::create_session(
-        &deps.store,
-        &deps.sessions,
-        &body.tenant_id,
-        body.return_url.as_deref(),
-        now,
-    )
-    .await
-    {
+    match connect::create_session(&deps.store, &deps.sessions, &body.tenant_id, body.return_url.as_deref(), now).await {
         Ok(session) => http::json(
             201,
             &CreatedSession {
@@ -158,11 +128,7 @@ async fn create_session<S: SessionStore>(deps: &Deps<S>, request: &Request) -> R
 async fn list_connections<S: ConnectionStore>(deps: &Deps<S>, request: &Request) -> Response<Body> {
     let query = request.query_string_parameters();
     let Some(tenant_id) = query.first("tenant_id").filter(|t| !t.is_empty()) else {
-        return http::json_error(
-            400,
-            "tenant_id_required",
-            "Pass ?tenant_id= to list a tenant's connections.",
-        );
+        return http::json_error(400, "tenant_id_required", "Pass ?tenant_id= to list a tenant's connections.");
     };
     match deps.store.list_connections(tenant_id).await {
         Ok(connections) => {
@@ -183,11 +149,7 @@ async fn get_connection<S: ConnectionStore>(deps: &Deps<S>, id: &str) -> Respons
 
 fn internal(error: &store::StoreError) -> Response<Body> {
     tracing::error!(error = %error, "store request failed");
-    http::json_error(
-        500,
-        "internal_error",
-        "The connector hit an internal error.",
-    )
+    http::json_error(500, "internal_error", "The connector hit an internal error.")
 }
 
 /// What the API shows of a connection: everything but the credentials.

@@ -9,11 +9,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     runtime::init_tracing();
     let config = Config::from_env(&Env(ProcessEnv))?;
     let aws = runtime::aws_config().await;
-    let management_key = secrets::read(
-        &runtime::secretsmanager(&aws),
-        &config.management_key_secret_id,
-    )
-    .await?;
+    let management_key = secrets::read(&runtime::secretsmanager(&aws), &config.management_key_secret_id).await?;
     let deps = Deps {
         store: DynamoStore::new(runtime::dynamodb(&aws), &config.table),
         management_key,

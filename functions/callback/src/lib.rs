@@ -23,29 +23,17 @@ pub struct Config {
 
 impl Config {
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
-        let requested = env
-            .optional("OAUTH_SCOPES")
-            .map(|s| scopes::parse(&s))
-            .unwrap_or_else(scopes::defaults);
+        let requested = env.optional("OAUTH_SCOPES").map(|s| scopes::parse(&s)).unwrap_or_else(scopes::defaults);
         Ok(Self {
             table: env.required("STATE_TABLE")?,
             oauth_client_secret_id: env.required("OAUTH_CLIENT_SECRET_ID")?,
             token_keys_secret_id: env.required("TOKEN_KEYS_SECRET_ID")?,
             public_base_url: env.url("PUBLIC_BASE_URL")?,
             endpoints: atlassian::Endpoints {
-                auth_base: env.url_or(
-                    "ATLASSIAN_AUTH_BASE_URL",
-                    atlassian::Endpoints::DEFAULT_AUTH_BASE,
-                )?,
-                api_base: env.url_or(
-                    "ATLASSIAN_API_BASE_URL",
-                    atlassian::Endpoints::DEFAULT_API_BASE,
-                )?,
+                auth_base: env.url_or("ATLASSIAN_AUTH_BASE_URL", atlassian::Endpoints::DEFAULT_AUTH_BASE)?,
+                api_base: env.url_or("ATLASSIAN_API_BASE_URL", atlassian::Endpoints::DEFAULT_API_BASE)?,
             },
-            required_scopes: env
-                .optional("REQUIRED_SCOPES")
-                .map(|s| scopes::parse(&s))
-                .unwrap_or(requested),
+            required_scopes: env.optional("REQUIRED_SCOPES").map(|s| scopes::parse(&s)).unwrap_or(requested),
         })
     }
 
@@ -61,63 +49,33 @@ pub struct Deps<S, A> {
     pub settings: CompleteSettings,
 }
 
-pub async fn handle<S, A>(
-    deps: &Deps<S, A>,
-    request: Request,
-) -> Result<Response<Body>, lambda_http::Error>
+pub async fn handle<S, A>(deps: &Deps<S, A>, request: Request) -> Result<Response<Body>, lambda_http::Error>
 where
     S: SessionStore + StateStore + ConnectionStore,
     A: AtlassianApi,
 {
     if request.method() != lambda_http::http::Method::GET {
-        return Ok(http::page(
-            405,
-            "Not allowed",
-            "This address only answers GET.",
-            None,
-            None,
-        ));
+        return Ok(http::page(405, "Not allowed", "This address only answers GET.", None, None));
     }
     let query = request.query_string_parameters();
     let params = CallbackParams {
-        code: query
-            .first("code")
-            .map(|c| atlassian::AuthorizationCode::new(c.to_owned())),
-        state: query
-            .first("state")
-            .map(|s| SecretString::from(s.to_owned())),
+        code: query.first("code").map(|c| atlassian::AuthorizationCode::new(c.to_owned())),
+        state: query.first("state").map(|s| SecretString::from(s.to_owned())),
         error: query.first("error").map(str::to_owned),
     };
-    let outcome = connect::complete(
-        &deps.store,
-        &deps.atlassian,
-        &deps.keys,
-        &deps.settings,
-        params,
-        OffsetDateTime::now_utc(),
-    )
-    .await;
+    let outcome =
+        connect::complete(&deps.store, &deps.atlassian, &deps.keys, &deps.settings, params, OffsetDateTime::now_utc())
+            .await;
     Ok(match outcome {
         Ok(completed) => success(completed),
         Err(failure) => failed(failure),
     })
 }
 
-fn success(
-    Completed {
-        connection,
-        return_url,
-    }: Completed,
-) -> Response<Body> {
+fn success(Completed { connection, return_url }: Completed) -> Response<Body> {
     let status = "active";
     if let Some(url) = return_url.as_deref().and_then(|url| {
-        connect::return_redirect(
-            url,
-            &[
-                ("connection_id", &connection.connection_id),
-                ("status", status),
-            ],
-        )
+        connect::return_redirect(url, &[("connection_id", &connection.connection_id), ("status", status)])
     }) {
         return http::redirect(url.as_str());
     }
@@ -125,10 +83,7 @@ fn success(
     http::page(
         200,
         "Connected",
-        &format!(
-            "Your Atlassian organization is connected ({}). You can close this window.",
-            sites.join(", ")
-        ),
+        &format!("Your Atlassian organization is connected ({}). You can close this window.", sites.join(", ")),
         Some(&format!("Connection id: {}", connection.connection_id)),
         None,
     )
@@ -144,18 +99,9 @@ fn failed(Failure { error, return_url }: Failure) -> Response<Body> {
     } else {
         "Please contact the administrator of this connector."
     };
-    let back = return_url.as_deref().and_then(|url| {
-        connect::return_redirect(url, &[("status", "error"), ("error", error.code())])
-    });
-    let link = back.as_ref().map(|url| Link {
-        href: url.as_str(),
-        text: "Back to the app",
-    });
-    http::page(
-        error.http_status(),
-        title,
-        &error.message(),
-        Some(hint),
-        link,
-    )
+    let back = return_url
+        .as_deref()
+        .and_then(|url| connect::return_redirect(url, &[("status", "error"), ("error", error.code())]));
+    let link = back.as_ref().map(|url| Link { href: url.as_str(), text: "Back to the app" });
+    http::page(error.http_status(), title, &error.message(), Some(hint), link)
 }

@@ -17,19 +17,13 @@ async fn main() -> Result<(), lambda_http::Error> {
         &config.oauth_client_secret_id,
         &secrets::read(&secretsmanager, &config.oauth_client_secret_id).await?,
     )?;
-    let keys = KeyRing::from_json(
-        secrets::read(&secretsmanager, &config.token_keys_secret_id)
-            .await?
-            .expose_secret(),
-    )?;
+    let keys = KeyRing::from_json(secrets::read(&secretsmanager, &config.token_keys_secret_id).await?.expose_secret())?;
     let atlassian = atlassian::AtlassianClient::new(
         atlassian::http_client()?,
         config.endpoints.clone(),
         atlassian::ClientCredentials {
             client_id: atlassian::ClientId::new(client.client_id),
-            client_secret: atlassian::ClientSecret::new(
-                client.client_secret.expose_secret().to_owned(),
-            ),
+            client_secret: atlassian::ClientSecret::new(client.client_secret.expose_secret().to_owned()),
         },
         config.redirect_uri(),
     );
@@ -37,9 +31,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         store: DynamoStore::new(runtime::dynamodb(&aws), &config.table),
         atlassian,
         keys,
-        settings: CompleteSettings {
-            required_scopes: config.required_scopes,
-        },
+        settings: CompleteSettings { required_scopes: config.required_scopes },
     };
     run(service_fn(|request| handle(&deps, request))).await
 }

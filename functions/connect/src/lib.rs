@@ -26,29 +26,16 @@ impl Config {
             table: env.required("STATE_TABLE")?,
             oauth_client_secret_id: env.required("OAUTH_CLIENT_SECRET_ID")?,
             public_base_url: env.url("PUBLIC_BASE_URL")?,
-            auth_base_url: env.url_or(
-                "ATLASSIAN_AUTH_BASE_URL",
-                atlassian::Endpoints::DEFAULT_AUTH_BASE,
-            )?,
-            audience: env
-                .optional("ATLASSIAN_AUDIENCE")
-                .unwrap_or_else(|| "api.atlassian.com".into()),
-            scopes: env
-                .optional("OAUTH_SCOPES")
-                .map(|s| scopes::parse(&s))
-                .unwrap_or_else(scopes::defaults),
-            state_ttl: env
-                .seconds_or("STATE_TTL_SECONDS", 600)?
-                .try_into()
-                .unwrap_or(time::Duration::MINUTE * 10),
+            auth_base_url: env.url_or("ATLASSIAN_AUTH_BASE_URL", atlassian::Endpoints::DEFAULT_AUTH_BASE)?,
+            audience: env.optional("ATLASSIAN_AUDIENCE").unwrap_or_else(|| "api.atlassian.com".into()),
+            scopes: env.optional("OAUTH_SCOPES").map(|s| scopes::parse(&s)).unwrap_or_else(scopes::defaults),
+            state_ttl: env.seconds_or("STATE_TTL_SECONDS", 600)?.try_into().unwrap_or(time::Duration::MINUTE * 10),
         })
     }
 
     pub fn authorize_settings(&self, client_id: String) -> AuthorizeSettings {
-        let endpoints = atlassian::Endpoints {
-            auth_base: self.auth_base_url.clone(),
-            api_base: self.auth_base_url.clone(),
-        };
+        let endpoints =
+            atlassian::Endpoints { auth_base: self.auth_base_url.clone(), api_base: self.auth_base_url.clone() };
         AuthorizeSettings {
             authorize_url: endpoints.authorize_url(),
             audience: self.audience.clone(),
@@ -70,38 +57,21 @@ pub async fn handle<S: SessionStore + StateStore>(
     request: Request,
 ) -> Result<Response<Body>, lambda_http::Error> {
     if request.method() != lambda_http::http::Method::GET {
-        return Ok(http::page(
-            405,
-            "Not allowed",
-            "This address only answers GET.",
-            None,
-            None,
-        ));
+        return Ok(http::page(405, "Not allowed", "This address only answers GET.", None, None));
     }
     let query = request.query_string_parameters();
     let session = query.first("session");
-    Ok(
-        match connect::begin(
-            &deps.store,
-            &deps.authorize,
-            session,
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        {
-            Ok(url) => http::redirect(url.as_str()),
-            Err(error) => {
-                tracing::warn!(code = error.code(), "connect link refused");
-                http::page(
-                    error.http_status(),
-                    "Cannot start the connection",
-                    &error.message(),
-                    Some(
-                        "Go back to the app and start the Atlassian connection again to get a fresh link.",
-                    ),
-                    None,
-                )
-            }
-        },
-    )
+    Ok(match connect::begin(&deps.store, &deps.authorize, session, OffsetDateTime::now_utc()).await {
+        Ok(url) => http::redirect(url.as_str()),
+        Err(error) => {
+            tracing::warn!(code = error.code(), "connect link refused");
+            http::page(
+                error.http_status(),
+                "Cannot start the connection",
+                &error.message(),
+                Some("Go back to the app and start the Atlassian connection again to get a fresh link."),
+                None,
+            )
+        }
+    })
 }

@@ -9,11 +9,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     runtime::init_tracing();
     let config = Config::from_env(&Env(ProcessEnv))?;
     let aws = runtime::aws_config().await;
-    let secret = secrets::read(
-        &runtime::secretsmanager(&aws),
-        &config.oauth_client_secret_id,
-    )
-    .await?;
+    let secret = secrets::read(&runtime::secretsmanager(&aws), &config.oauth_client_secret_id).await?;
     let client = OAuthClient::parse(&config.oauth_client_secret_id, &secret)?;
     let deps = Deps {
         store: DynamoStore::new(runtime::dynamodb(&aws), &config.table),

@@ -1,8 +1,8 @@
 use crate::{AccessibleResource, ApiError, AtlassianApi, Me, OAuthError, TokenGrant};
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
-    AccessToken, AuthType, AuthorizationCode, ClientId, ClientSecret, EndpointNotSet, EndpointSet,
-    RedirectUrl, RequestTokenError, TokenResponse, TokenUrl,
+    AccessToken, AuthType, AuthorizationCode, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RedirectUrl,
+    RequestTokenError, TokenResponse, TokenUrl,
 };
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -37,9 +37,7 @@ impl Endpoints {
 fn join(base: &Url, path: &str) -> Url {
     let mut url = base.clone();
     {
-        let mut segments = url
-            .path_segments_mut()
-            .expect("http(s) base URLs have paths");
+        let mut segments = url.path_segments_mut().expect("http(s) base URLs have paths");
         segments.pop_if_empty();
         segments.extend(path.split('/'));
     }
@@ -53,8 +51,7 @@ pub struct ClientCredentials {
     pub client_secret: ClientSecret,
 }
 
-type TokenClient =
-    BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+type TokenClient = BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
 /// The HTTP client every Atlassian call goes through: rustls on the aws-lc-rs provider the AWS SDK already links,
 /// no redirects (following them opens SSRF), and bounded timeouts so a slow Atlassian cannot eat a Lambda run.
@@ -78,34 +75,21 @@ pub struct AtlassianClient {
 }
 
 impl AtlassianClient {
-    pub fn new(
-        http: reqwest::Client,
-        endpoints: Endpoints,
-        credentials: ClientCredentials,
-        redirect_uri: Url,
-    ) -> Self {
+    pub fn new(http: reqwest::Client, endpoints: Endpoints, credentials: ClientCredentials, redirect_uri: Url) -> Self {
         // Atlassian documents the client credentials in the request body, not a Basic header.
         let oauth = BasicClient::new(credentials.client_id)
             .set_client_secret(credentials.client_secret)
             .set_token_uri(TokenUrl::from_url(endpoints.token_url()))
             .set_redirect_uri(RedirectUrl::from_url(redirect_uri))
             .set_auth_type(AuthType::RequestBody);
-        Self {
-            http,
-            endpoints,
-            oauth,
-        }
+        Self { http, endpoints, oauth }
     }
 
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
     }
 
-    async fn get_json<T: DeserializeOwned>(
-        &self,
-        url: Url,
-        token: &AccessToken,
-    ) -> Result<T, ApiError> {
+    async fn get_json<T: DeserializeOwned>(&self, url: Url, token: &AccessToken) -> Result<T, ApiError> {
         let response = self
             .http
             .get(url)
@@ -116,14 +100,10 @@ impl AtlassianClient {
             .map_err(ApiError::Transport)?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(ApiError::Unauthorized {
-                status: status.as_u16(),
-            });
+            return Err(ApiError::Unauthorized { status: status.as_u16() });
         }
         if !status.is_success() {
-            return Err(ApiError::Status {
-                status: status.as_u16(),
-            });
+            return Err(ApiError::Status { status: status.as_u16() });
         }
         response.json().await.map_err(ApiError::Decode)
     }
@@ -141,19 +121,12 @@ impl AtlassianApi for AtlassianClient {
             access_token: response.access_token().clone(),
             refresh_token: response.refresh_token().cloned(),
             expires_in: response.expires_in().unwrap_or(Duration::from_secs(3600)),
-            scopes: response
-                .scopes()
-                .map(|scopes| scopes.iter().map(|s| s.to_string()).collect())
-                .unwrap_or_default(),
+            scopes: response.scopes().map(|scopes| scopes.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
         })
     }
 
-    async fn accessible_resources(
-        &self,
-        token: &AccessToken,
-    ) -> Result<Vec<AccessibleResource>, ApiError> {
-        self.get_json(self.endpoints.accessible_resources_url(), token)
-            .await
+    async fn accessible_resources(&self, token: &AccessToken) -> Result<Vec<AccessibleResource>, ApiError> {
+        self.get_json(self.endpoints.accessible_resources_url(), token).await
     }
 
     async fn me(&self, token: &AccessToken) -> Result<Me, ApiError> {
@@ -161,26 +134,18 @@ impl AtlassianApi for AtlassianClient {
     }
 }
 
-type ReqwestTokenError = RequestTokenError<
-    oauth2::HttpClientError<reqwest::Error>,
-    oauth2::StandardErrorResponse<BasicErrorResponseType>,
->;
+type ReqwestTokenError =
+    RequestTokenError<oauth2::HttpClientError<reqwest::Error>, oauth2::StandardErrorResponse<BasicErrorResponseType>>;
 
 /// Maps `oauth2`'s error without keeping the response body (it may hold tokens).
 fn map_token_error(error: ReqwestTokenError) -> OAuthError {
     match error {
         RequestTokenError::ServerResponse(response) => match response.error() {
             BasicErrorResponseType::InvalidGrant | BasicErrorResponseType::UnauthorizedClient => {
-                OAuthError::InvalidGrant {
-                    code: response.error().to_string(),
-                }
+                OAuthError::InvalidGrant { code: response.error().to_string() }
             }
-            BasicErrorResponseType::Extension(code) if code == "access_denied" => {
-                OAuthError::ClientRejected
-            }
-            other => OAuthError::Rejected {
-                code: other.to_string(),
-            },
+            BasicErrorResponseType::Extension(code) if code == "access_denied" => OAuthError::ClientRejected,
+            other => OAuthError::Rejected { code: other.to_string() },
         },
         RequestTokenError::Request(source) => OAuthError::Transport(Box::new(source)),
         RequestTokenError::Parse(..) | RequestTokenError::Other(_) => OAuthError::Protocol,
@@ -197,14 +162,8 @@ mod tests {
             auth_base: Url::parse("http://127.0.0.1:9900/sandbox/").unwrap(),
             api_base: Url::parse("https://api.atlassian.com").unwrap(),
         };
-        assert_eq!(
-            endpoints.token_url().as_str(),
-            "http://127.0.0.1:9900/sandbox/oauth/token"
-        );
-        assert_eq!(
-            endpoints.authorize_url().as_str(),
-            "http://127.0.0.1:9900/sandbox/authorize"
-        );
+        assert_eq!(endpoints.token_url().as_str(), "http://127.0.0.1:9900/sandbox/oauth/token");
+        assert_eq!(endpoints.authorize_url().as_str(), "http://127.0.0.1:9900/sandbox/authorize");
         assert_eq!(
             endpoints.accessible_resources_url().as_str(),
             "https://api.atlassian.com/oauth/token/accessible-resources"

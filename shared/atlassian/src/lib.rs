@@ -21,10 +21,7 @@ use std::future::Future;
 /// What the connect flow needs from Atlassian.
 pub trait AtlassianApi: Send + Sync {
     /// `POST {auth}/oauth/token` with `grant_type=authorization_code`.
-    fn exchange_code(
-        &self,
-        code: &AuthorizationCode,
-    ) -> impl Future<Output = Result<TokenGrant, OAuthError>> + Send;
+    fn exchange_code(&self, code: &AuthorizationCode) -> impl Future<Output = Result<TokenGrant, OAuthError>> + Send;
 
     /// `GET {api}/oauth/token/accessible-resources`: the sites this grant reaches.
     fn accessible_resources(

@@ -28,9 +28,7 @@ impl Source for ProcessEnv {
 
 impl<const N: usize> Source for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
 }
 
@@ -39,10 +37,7 @@ pub struct Env<S: Source>(pub S);
 impl<S: Source> Env<S> {
     /// A set, non-blank variable.
     pub fn optional(&self, name: &'static str) -> Option<String> {
-        self.0
-            .get(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+        self.0.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
 
     pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
@@ -61,15 +56,11 @@ impl<S: Source> Env<S> {
     pub fn seconds_or(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
         match self.optional(name) {
             None => Ok(Duration::from_secs(default)),
-            Some(value) => value
-                .parse::<u64>()
-                .ok()
-                .filter(|s| *s > 0)
-                .map(Duration::from_secs)
-                .ok_or_else(|| ConfigError::Invalid {
-                    name,
-                    reason: "expected a positive number of seconds".into(),
-                }),
+            Some(value) => {
+                value.parse::<u64>().ok().filter(|s| *s > 0).map(Duration::from_secs).ok_or_else(|| {
+                    ConfigError::Invalid { name, reason: "expected a positive number of seconds".into() }
+                })
+            }
         }
     }
 }
@@ -77,14 +68,8 @@ impl<S: Source> Env<S> {
 fn parse_url(name: &'static str, value: &str) -> Result<Url, ConfigError> {
     match Url::parse(value) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
-        Ok(_) => Err(ConfigError::Invalid {
-            name,
-            reason: "expected an http(s) URL".into(),
-        }),
-        Err(e) => Err(ConfigError::Invalid {
-            name,
-            reason: e.to_string(),
-        }),
+        Ok(_) => Err(ConfigError::Invalid { name, reason: "expected an http(s) URL".into() }),
+        Err(e) => Err(ConfigError::Invalid { name, reason: e.to_string() }),
     }
 }
 
@@ -94,33 +79,14 @@ mod tests {
 
     #[test]
     fn reads_typed_values_and_names_what_is_wrong() {
-        let env = Env([
-            ("A", "https://x.example/p"),
-            ("BLANK", "  "),
-            ("N", "90"),
-            ("BAD", "ftp://x"),
-        ]);
+        let env = Env([("A", "https://x.example/p"), ("BLANK", "  "), ("N", "90"), ("BAD", "ftp://x")]);
         assert_eq!(env.url("A").unwrap().as_str(), "https://x.example/p");
-        assert!(matches!(
-            env.required("BLANK"),
-            Err(ConfigError::Missing("BLANK"))
-        ));
+        assert!(matches!(env.required("BLANK"), Err(ConfigError::Missing("BLANK"))));
         assert_eq!(env.seconds_or("N", 1).unwrap(), Duration::from_secs(90));
         assert_eq!(env.seconds_or("UNSET", 7).unwrap(), Duration::from_secs(7));
-        assert!(
-            env.seconds_or("A", 7)
-                .unwrap_err()
-                .to_string()
-                .contains("environment variable A is invalid")
-        );
-        assert_eq!(
-            env.url_or("UNSET", "https://d.example").unwrap().as_str(),
-            "https://d.example/"
-        );
+        assert!(env.seconds_or("A", 7).unwrap_err().to_string().contains("environment variable A is invalid"));
+        assert_eq!(env.url_or("UNSET", "https://d.example").unwrap().as_str(), "https://d.example/");
         assert!(env.url("BAD").unwrap_err().to_string().contains("BAD"));
-        assert_eq!(
-            env.required("MISSING").unwrap_err().to_string(),
-            "environment variable MISSING is not set"
-        );
+        assert_eq!(env.required("MISSING").unwrap_err().to_string(), "environment variable MISSING is not set");
     }
 }

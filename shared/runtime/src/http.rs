@@ -6,10 +6,7 @@ use serde::Serialize;
 
 /// `{"error": {"code", "message"}}` with the given status.
 pub fn json_error(status: u16, code: &str, message: &str) -> Response<Body> {
-    json(
-        status,
-        &serde_json::json!({"error": {"code": code, "message": message}}),
-    )
+    json(status, &serde_json::json!({"error": {"code": code, "message": message}}))
 }
 
 pub fn json(status: u16, value: &impl Serialize) -> Response<Body> {
@@ -35,25 +32,11 @@ pub struct Link<'a> {
 }
 
 /// A small self-contained HTML page (no scripts, no external assets) for people in a browser.
-pub fn page(
-    status: u16,
-    title: &str,
-    message: &str,
-    hint: Option<&str>,
-    link: Option<Link<'_>>,
-) -> Response<Body> {
+pub fn page(status: u16, title: &str, message: &str, hint: Option<&str>, link: Option<Link<'_>>) -> Response<Body> {
     use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
-    let hint = hint
-        .map(|h| format!("<p class=\"hint\">{}</p>", text(h)))
-        .unwrap_or_default();
+    let hint = hint.map(|h| format!("<p class=\"hint\">{}</p>", text(h))).unwrap_or_default();
     let link = link
-        .map(|l| {
-            format!(
-                "<p><a class=\"button\" href=\"{}\">{}</a></p>",
-                attr(l.href),
-                text(l.text)
-            )
-        })
+        .map(|l| format!("<p><a class=\"button\" href=\"{}\">{}</a></p>", attr(l.href), text(l.text)))
         .unwrap_or_default();
     let ok = status < 400;
     let html = format!(
@@ -73,11 +56,7 @@ h1{{font-size:1.4rem;margin-top:0;color:{colour}}} .hint{{color:#5e6c84}}
         colour = if ok { "#006644" } else { "#bf2600" },
     );
     let mut response = response(status, Body::Text(html));
-    set(
-        &mut response,
-        header::CONTENT_TYPE,
-        "text/html; charset=utf-8",
-    );
+    set(&mut response, header::CONTENT_TYPE, "text/html; charset=utf-8");
     set(
         &mut response,
         header::CONTENT_SECURITY_POLICY,
@@ -88,8 +67,7 @@ h1{{font-size:1.4rem;margin-top:0;color:{colour}}} .hint{{color:#5e6c84}}
 
 fn response(status: u16, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     set(&mut response, header::CACHE_CONTROL, "no-store");
     set(&mut response, header::REFERRER_POLICY, "no-referrer");
     set(&mut response, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
@@ -97,9 +75,7 @@ fn response(status: u16, body: Body) -> Response<Body> {
 }
 
 fn set(response: &mut Response<Body>, name: header::HeaderName, value: &'static str) {
-    response
-        .headers_mut()
-        .insert(name, HeaderValue::from_static(value));
+    response.headers_mut().insert(name, HeaderValue::from_static(value));
 }
 
 #[cfg(test)]
@@ -120,18 +96,11 @@ mod tests {
             "Oops",
             "<script>x</script>",
             Some("a & b"),
-            Some(Link {
-                href: "https://a/?x=\"y",
-                text: "Back",
-            }),
+            Some(Link { href: "https://a/?x=\"y", text: "Back" }),
         );
         let html = body(&response);
         assert!(!html.contains("<script>x"));
-        assert!(
-            html.contains("&lt;script&gt;")
-                && html.contains("a &amp; b")
-                && html.contains("&quot;y")
-        );
+        assert!(html.contains("&lt;script&gt;") && html.contains("a &amp; b") && html.contains("&quot;y"));
         assert_eq!(response.status(), 400);
         assert_eq!(response.headers()[header::REFERRER_POLICY], "no-referrer");
     }
@@ -140,9 +109,6 @@ mod tests {
     fn errors_have_the_api_shape() {
         let response = json_error(404, "not_found", "No such connection.");
         let value: serde_json::Value = serde_json::from_str(&body(&response)).unwrap();
-        assert_eq!(
-            value,
-            serde_json::json!({"error": {"code": "not_found", "message": "No such connection."}})
-        );
+        assert_eq!(value, serde_json::json!({"error": {"code": "not_found", "message": "No such connection."}}));
     }
 }

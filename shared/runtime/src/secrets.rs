@@ -7,10 +7,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum SecretError {
     #[error("secret {id} could not be read")]
-    Read {
-        id: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    Read { id: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("secret {id} has no string value")]
     Empty { id: String },
     #[error("secret {id} is not valid: {reason}")]
@@ -18,19 +15,13 @@ pub enum SecretError {
 }
 
 /// A secret's string value.
-pub async fn read(
-    client: &aws_sdk_secretsmanager::Client,
-    id: &str,
-) -> Result<SecretString, SecretError> {
+pub async fn read(client: &aws_sdk_secretsmanager::Client, id: &str) -> Result<SecretString, SecretError> {
     let output = client
         .get_secret_value()
         .secret_id(id)
         .send()
         .await
-        .map_err(|e| SecretError::Read {
-            id: id.to_owned(),
-            source: Box::new(e),
-        })?;
+        .map_err(|e| SecretError::Read { id: id.to_owned(), source: Box::new(e) })?;
     output
         .secret_string
         .filter(|s| !s.trim().is_empty())
@@ -47,27 +38,19 @@ pub struct OAuthClient {
 
 impl std::fmt::Debug for OAuthClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuthClient")
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
+        f.debug_struct("OAuthClient").field("client_id", &self.client_id).finish_non_exhaustive()
     }
 }
 
 impl OAuthClient {
     pub fn parse(id: &str, value: &SecretString) -> Result<Self, SecretError> {
         use secrecy::ExposeSecret;
-        let parsed: Self =
-            serde_json::from_str(value.expose_secret()).map_err(|_| SecretError::Invalid {
-                id: id.to_owned(),
-                reason: "expected JSON {\"client_id\", \"client_secret\"}",
-            })?;
-        if parsed.client_id.trim().is_empty()
-            || parsed.client_secret.expose_secret().trim().is_empty()
-        {
-            return Err(SecretError::Invalid {
-                id: id.to_owned(),
-                reason: "client_id and client_secret must be set",
-            });
+        let parsed: Self = serde_json::from_str(value.expose_secret()).map_err(|_| SecretError::Invalid {
+            id: id.to_owned(),
+            reason: "expected JSON {\"client_id\", \"client_secret\"}",
+        })?;
+        if parsed.client_id.trim().is_empty() || parsed.client_secret.expose_secret().trim().is_empty() {
+            return Err(SecretError::Invalid { id: id.to_owned(), reason: "client_id and client_secret must be set" });
         }
         Ok(parsed)
     }
@@ -83,9 +66,7 @@ mod tests {
         let client = OAuthClient::parse("s", &value).unwrap();
         assert_eq!(client.client_id, "cid");
         assert!(!format!("{client:?}").contains("very-secret"));
-        let error = OAuthClient::parse("s", &SecretString::from("very-secret"))
-            .unwrap_err()
-            .to_string();
+        let error = OAuthClient::parse("s", &SecretString::from("very-secret")).unwrap_err().to_string();
         assert!(!error.contains("very-secret"), "{error}");
     }
 }

@@ -8,16 +8,12 @@ fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
-    format!(
-        "{prefix}-{nanos}-{}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}-{nanos}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 fn now() -> OffsetDateTime {
     // Whole seconds: what RFC 3339 round-trips exactly in every store.
-    OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp())
-        .expect("valid timestamp")
+    OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).expect("valid timestamp")
 }
 
 pub fn session(tenant_id: &str) -> ConnectSession {
@@ -48,10 +44,7 @@ pub fn connection(tenant_id: &str, connection_id: &str) -> Connection {
         }],
         scopes: vec!["read:jira-user".into(), "offline_access".into()],
         account_id: "557058:admin".into(),
-        credentials: SealedCredentials {
-            key_version: "v1".into(),
-            blob: vec![1, 2, 3, 0, 255],
-        },
+        credentials: SealedCredentials { key_version: "v1".into(), blob: vec![1, 2, 3, 0, 255] },
         token_version: 0,
         created_at: now,
         updated_at: now,
@@ -61,18 +54,9 @@ pub fn connection(tenant_id: &str, connection_id: &str) -> Connection {
 pub async fn sessions_round_trip_and_never_overwrite(store: &impl SessionStore) {
     let session = session(&unique("tenant"));
     store.put_session(&session).await.expect("put");
-    assert_eq!(
-        store.get_session(&session.id_hash).await.expect("get"),
-        Some(session.clone())
-    );
-    assert!(
-        store.put_session(&session).await.is_err(),
-        "a second put of the same session must fail"
-    );
-    assert_eq!(
-        store.get_session("no-such-session").await.expect("get"),
-        None
-    );
+    assert_eq!(store.get_session(&session.id_hash).await.expect("get"), Some(session.clone()));
+    assert!(store.put_session(&session).await.is_err(), "a second put of the same session must fail");
+    assert_eq!(store.get_session("no-such-session").await.expect("get"), None);
 }
 
 pub async fn a_state_is_taken_once(store: &impl StateStore) {
@@ -84,102 +68,49 @@ pub async fn a_state_is_taken_once(store: &impl StateStore) {
         expires_at: now() + Duration::minutes(10),
     };
     store.put_state(&state).await.expect("put");
-    let (first, second) = tokio::join!(
-        store.take_state(&state.state_hash),
-        store.take_state(&state.state_hash)
-    );
-    let taken: Vec<_> = [first.expect("take"), second.expect("take")]
-        .into_iter()
-        .flatten()
-        .collect();
-    assert_eq!(
-        taken,
-        vec![state.clone()],
-        "exactly one concurrent take wins"
-    );
-    assert_eq!(
-        store.take_state(&state.state_hash).await.expect("take"),
-        None
-    );
+    let (first, second) = tokio::join!(store.take_state(&state.state_hash), store.take_state(&state.state_hash));
+    let taken: Vec<_> = [first.expect("take"), second.expect("take")].into_iter().flatten().collect();
+    assert_eq!(taken, vec![state.clone()], "exactly one concurrent take wins");
+    assert_eq!(store.take_state(&state.state_hash).await.expect("take"), None);
 }
 
-pub async fn completing_marks_the_session_used_and_upserts<S: SessionStore + ConnectionStore>(
-    store: &S,
-) {
+pub async fn completing_marks_the_session_used_and_upserts<S: SessionStore + ConnectionStore>(store: &S) {
     let tenant = unique("tenant");
     let id = unique("con");
     let first_session = session(&tenant);
-    store
-        .put_session(&first_session)
-        .await
-        .expect("put session");
+    store.put_session(&first_session).await.expect("put session");
     let mut connection = connection(&tenant, &id);
-    let stored = store
-        .complete_connect(&first_session.id_hash, &connection)
-        .await
-        .expect("complete");
+    let stored = store.complete_connect(&first_session.id_hash, &connection).await.expect("complete");
     assert_eq!(stored.token_version, 1);
     assert_eq!(stored.sites, connection.sites);
     assert_eq!(stored.credentials, connection.credentials);
-    let used = store
-        .get_session(&first_session.id_hash)
-        .await
-        .expect("get")
-        .expect("session");
+    let used = store.get_session(&first_session.id_hash).await.expect("get").expect("session");
     assert!(used.used_at.is_some());
 
     // The same session cannot complete twice, and the failed attempt writes nothing.
     connection.scopes = vec!["changed".into()];
     assert!(matches!(
-        store
-            .complete_connect(&first_session.id_hash, &connection)
-            .await,
+        store.complete_connect(&first_session.id_hash, &connection).await,
         Err(CompleteError::SessionUsed)
     ));
-    assert_eq!(
-        store
-            .get_connection(&id)
-            .await
-            .expect("get")
-            .expect("connection")
-            .scopes,
-        stored.scopes
-    );
+    assert_eq!(store.get_connection(&id).await.expect("get").expect("connection").scopes, stored.scopes);
     // An unknown session is "used" too.
-    assert!(matches!(
-        store.complete_connect("no-such-session", &connection).await,
-        Err(CompleteError::SessionUsed)
-    ));
+    assert!(matches!(store.complete_connect("no-such-session", &connection).await, Err(CompleteError::SessionUsed)));
 
     // Reconnecting updates in place: created_at stays, the version goes up, a cleared reason disappears.
     let second_session = session(&tenant);
-    store
-        .put_session(&second_session)
-        .await
-        .expect("put session");
+    store.put_session(&second_session).await.expect("put session");
     connection.created_at = stored.created_at + Duration::hours(1);
     connection.updated_at = stored.updated_at + Duration::hours(1);
-    let again = store
-        .complete_connect(&second_session.id_hash, &connection)
-        .await
-        .expect("reconnect");
+    let again = store.complete_connect(&second_session.id_hash, &connection).await.expect("reconnect");
     assert_eq!(again.created_at, stored.created_at);
     assert_eq!(again.updated_at, connection.updated_at);
     assert_eq!(again.token_version, 2);
     assert_eq!(again.scopes, vec!["changed".to_string()]);
 
-    assert_eq!(
-        store.list_connections(&tenant).await.expect("list"),
-        vec![again.clone()]
-    );
+    assert_eq!(store.list_connections(&tenant).await.expect("list"), vec![again.clone()]);
     assert_eq!(store.get_connection(&id).await.expect("get"), Some(again));
-    assert_eq!(
-        store
-            .list_connections(&unique("tenant"))
-            .await
-            .expect("list"),
-        vec![]
-    );
+    assert_eq!(store.list_connections(&unique("tenant")).await.expect("list"), vec![]);
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@
 //! | connection      | `CONN#<connection id>`| `CONN`    | `TENANT#<tenant>`  | `CONN#<id>`  |     |
 
 use crate::{
-    CompleteError, ConnectSession, Connection, ConnectionStore, OAuthState, SessionStore,
-    StateStore, StoreError,
+    CompleteError, ConnectSession, Connection, ConnectionStore, OAuthState, SessionStore, StateStore, StoreError,
 };
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -29,21 +28,14 @@ pub struct DynamoStore {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     pub fn table(&self) -> &str {
         &self.table
     }
 
-    async fn get<T: DeserializeOwned>(
-        &self,
-        pk: String,
-        sk: &str,
-    ) -> Result<Option<T>, StoreError> {
+    async fn get<T: DeserializeOwned>(&self, pk: String, sk: &str) -> Result<Option<T>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -162,12 +154,7 @@ impl StateStore for DynamoStore {
             .await;
         match result {
             Ok(output) => output.attributes.map(from_item).transpose(),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
             Err(e) => Err(StoreError::dynamo(e)),
         }
     }
@@ -224,9 +211,7 @@ impl ConnectionStore for DynamoStore {
             let session_condition_failed = e
                 .as_service_error()
                 .and_then(|e| match e {
-                    TransactWriteItemsError::TransactionCanceledException(e) => {
-                        e.cancellation_reasons().first()
-                    }
+                    TransactWriteItemsError::TransactionCanceledException(e) => e.cancellation_reasons().first(),
                     _ => None,
                 })
                 .is_some_and(|reason| reason.code() == Some("ConditionalCheckFailed"));
@@ -238,10 +223,7 @@ impl ConnectionStore for DynamoStore {
         }
         self.get_connection(&connection.connection_id)
             .await?
-            .ok_or_else(|| {
-                StoreError::Dynamo("the connection vanished right after it was written".into())
-                    .into()
-            })
+            .ok_or_else(|| StoreError::Dynamo("the connection vanished right after it was written".into()).into())
     }
 }
 
@@ -249,14 +231,8 @@ impl ConnectionStore for DynamoStore {
 /// kept when the item exists and `token_version` is incremented; fields that are `None` are removed.
 fn connection_upsert(table: &str, connection: &Connection) -> Result<Update, StoreError> {
     let mut item = serde_dynamo::to_item::<_, Item>(connection).map_err(StoreError::Corrupt)?;
-    item.insert(
-        "gsi1pk".into(),
-        AttributeValue::S(tenant_gsi(&connection.tenant_id)),
-    );
-    item.insert(
-        "gsi1sk".into(),
-        AttributeValue::S(connection_pk(&connection.connection_id)),
-    );
+    item.insert("gsi1pk".into(), AttributeValue::S(tenant_gsi(&connection.tenant_id)));
+    item.insert("gsi1sk".into(), AttributeValue::S(connection_pk(&connection.connection_id)));
     let created_at = item.remove("created_at");
     item.remove("token_version");
 
@@ -291,10 +267,7 @@ fn connection_upsert(table: &str, connection: &Connection) -> Result<Update, Sto
     }
     Update::builder()
         .table_name(table)
-        .key(
-            "pk",
-            AttributeValue::S(connection_pk(&connection.connection_id)),
-        )
+        .key("pk", AttributeValue::S(connection_pk(&connection.connection_id)))
         .key("sk", AttributeValue::S("CONN".into()))
         .update_expression(expression)
         .set_expression_attribute_names(Some(names))

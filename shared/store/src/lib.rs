@@ -18,8 +18,7 @@ pub use dynamo::DynamoStore;
 pub use error::{CompleteError, StoreError};
 pub use memory::MemoryStore;
 pub use model::{
-    ConnectSession, Connection, ConnectionMode, ConnectionStatus, OAuthState, Product,
-    SealedCredentials, Site,
+    ConnectSession, Connection, ConnectionMode, ConnectionStatus, OAuthState, Product, SealedCredentials, Site,
 };
 
 use std::future::Future;
@@ -27,36 +26,21 @@ use std::future::Future;
 /// Connect sessions, created by the management API and opened by `/connect`.
 pub trait SessionStore: Send + Sync {
     /// Stores a new session; never overwrites one.
-    fn put_session(
-        &self,
-        session: &ConnectSession,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn get_session(
-        &self,
-        id_hash: &str,
-    ) -> impl Future<Output = Result<Option<ConnectSession>, StoreError>> + Send;
+    fn put_session(&self, session: &ConnectSession) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get_session(&self, id_hash: &str) -> impl Future<Output = Result<Option<ConnectSession>, StoreError>> + Send;
 }
 
 /// OAuth `state` values, each bound to one session and usable once.
 pub trait StateStore: Send + Sync {
     fn put_state(&self, state: &OAuthState) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Removes the state and returns it, atomically: of two concurrent takes, exactly one gets `Some`.
-    fn take_state(
-        &self,
-        state_hash: &str,
-    ) -> impl Future<Output = Result<Option<OAuthState>, StoreError>> + Send;
+    fn take_state(&self, state_hash: &str) -> impl Future<Output = Result<Option<OAuthState>, StoreError>> + Send;
 }
 
 /// Connections, one per (tenant, Atlassian grant).
 pub trait ConnectionStore: Send + Sync {
-    fn get_connection(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<Connection>, StoreError>> + Send;
-    fn list_connections(
-        &self,
-        tenant_id: &str,
-    ) -> impl Future<Output = Result<Vec<Connection>, StoreError>> + Send;
+    fn get_connection(&self, id: &str) -> impl Future<Output = Result<Option<Connection>, StoreError>> + Send;
+    fn list_connections(&self, tenant_id: &str) -> impl Future<Output = Result<Vec<Connection>, StoreError>> + Send;
     /// In one transaction: marks the session used (it must exist and be unused) and creates or updates the
     /// connection (keeping its `created_at`, bumping its `token_version`). Returns the stored connection.
     fn complete_connect(

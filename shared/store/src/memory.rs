@@ -1,8 +1,7 @@
 //! An in-memory store with the same semantics as [`crate::DynamoStore`], for unit tests of the layers above.
 
 use crate::{
-    CompleteError, ConnectSession, Connection, ConnectionStore, OAuthState, SessionStore,
-    StateStore, StoreError,
+    CompleteError, ConnectSession, Connection, ConnectionStore, OAuthState, SessionStore, StateStore, StoreError,
 };
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -26,9 +25,7 @@ impl MemoryStore {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic in another test thread must not hide this one's result.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Every connection, for assertions.
@@ -53,9 +50,7 @@ impl SessionStore for MemoryStore {
         if inner.sessions.contains_key(&session.id_hash) {
             return Err(StoreError::Dynamo("session already exists".into()));
         }
-        inner
-            .sessions
-            .insert(session.id_hash.clone(), session.clone());
+        inner.sessions.insert(session.id_hash.clone(), session.clone());
         Ok(())
     }
 
@@ -85,13 +80,8 @@ impl ConnectionStore for MemoryStore {
     }
 
     async fn list_connections(&self, tenant_id: &str) -> Result<Vec<Connection>, StoreError> {
-        let mut found: Vec<_> = self
-            .lock()
-            .connections
-            .values()
-            .filter(|c| c.tenant_id == tenant_id)
-            .cloned()
-            .collect();
+        let mut found: Vec<_> =
+            self.lock().connections.values().filter(|c| c.tenant_id == tenant_id).cloned().collect();
         found.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
         Ok(found)
     }
@@ -103,9 +93,7 @@ impl ConnectionStore for MemoryStore {
     ) -> Result<Connection, CompleteError> {
         let mut inner = self.lock();
         match inner.sessions.get_mut(session_id_hash) {
-            Some(session) if session.used_at.is_none() => {
-                session.used_at = Some(connection.updated_at)
-            }
+            Some(session) if session.used_at.is_none() => session.used_at = Some(connection.updated_at),
             _ => return Err(CompleteError::SessionUsed),
         }
         let mut stored = connection.clone();
@@ -115,9 +103,7 @@ impl ConnectionStore for MemoryStore {
         } else {
             stored.token_version = 1;
         }
-        inner
-            .connections
-            .insert(stored.connection_id.clone(), stored.clone());
+        inner.connections.insert(stored.connection_id.clone(), stored.clone());
         Ok(stored)
     }
 }

@@ -14,11 +14,7 @@ pub struct ConnectSession {
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     /// Absent (not NULL) until used: the transaction that completes a flow conditions on its absence.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
     pub used_at: Option<OffsetDateTime>,
 }
 

@@ -18,8 +18,8 @@ use crate::scopes;
 use atlassian::{AccessibleResource, AtlassianApi, AuthorizationCode, OAuthError};
 use secrecy::{ExposeSecret, SecretString};
 use store::{
-    CompleteError, ConnectSession, Connection, ConnectionMode, ConnectionStatus, ConnectionStore,
-    OAuthState, SessionStore, Site, StateStore,
+    CompleteError, ConnectSession, Connection, ConnectionMode, ConnectionStatus, ConnectionStore, OAuthState,
+    SessionStore, Site, StateStore,
 };
 use time::{Duration, OffsetDateTime};
 use url::Url;
@@ -53,11 +53,7 @@ impl ReturnUrlAllowList {
                     && entry.port_or_known_default() == url.port_or_known_default()
                     && path_within(entry.path(), url.path())
             });
-        if allowed {
-            Ok(url)
-        } else {
-            Err(ConnectError::ReturnUrlNotAllowed)
-        }
+        if allowed { Ok(url) } else { Err(ConnectError::ReturnUrlNotAllowed) }
     }
 }
 
@@ -65,10 +61,7 @@ fn path_within(entry: &str, candidate: &str) -> bool {
     if entry.ends_with('/') {
         candidate.starts_with(entry)
     } else {
-        candidate == entry
-            || candidate
-                .strip_prefix(entry)
-                .is_some_and(|rest| rest.starts_with('/'))
+        candidate == entry || candidate.strip_prefix(entry).is_some_and(|rest| rest.starts_with('/'))
     }
 }
 
@@ -90,8 +83,7 @@ pub struct NewSession {
 /// `{base}/connect?session=…`
 pub fn connect_url(public_base_url: &Url, session_id: &SecretString) -> Url {
     let mut url = join(public_base_url, "connect");
-    url.query_pairs_mut()
-        .append_pair("session", session_id.expose_secret());
+    url.query_pairs_mut().append_pair("session", session_id.expose_secret());
     url
 }
 
@@ -123,9 +115,7 @@ pub async fn create_session(
     if !valid_tenant(tenant_id) {
         return Err(ConnectError::InvalidTenant);
     }
-    let return_url = return_url
-        .map(|url| settings.return_urls.check(url))
-        .transpose()?;
+    let return_url = return_url.map(|url| settings.return_urls.check(url)).transpose()?;
     let session_id = ids::random_secret("cs_");
     let expires_at = now + settings.ttl;
     store
@@ -139,11 +129,7 @@ pub async fn create_session(
         })
         .await?;
     tracing::info!(tenant_id, "connect session created");
-    Ok(NewSession {
-        connect_url: connect_url(&settings.public_base_url, &session_id),
-        session_id,
-        expires_at,
-    })
+    Ok(NewSession { connect_url: connect_url(&settings.public_base_url, &session_id), session_id, expires_at })
 }
 
 pub struct AuthorizeSettings {
@@ -179,13 +165,8 @@ pub async fn begin<S: SessionStore + StateStore>(
     session_id: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Url, ConnectError> {
-    let session_id = session_id
-        .filter(|s| !s.is_empty())
-        .ok_or(ConnectError::SessionMissing)?;
-    let session = store
-        .get_session(&ids::sha256_hex(session_id))
-        .await?
-        .ok_or(ConnectError::SessionUnknown)?;
+    let session_id = session_id.filter(|s| !s.is_empty()).ok_or(ConnectError::SessionMissing)?;
+    let session = store.get_session(&ids::sha256_hex(session_id)).await?.ok_or(ConnectError::SessionUnknown)?;
     if session.used_at.is_some() {
         return Err(ConnectError::SessionUsed);
     }
@@ -250,10 +231,7 @@ where
         Some(state) => store
             .take_state(&ids::sha256_hex(state.expose_secret()))
             .await
-            .map_err(|e| Failure {
-                error: e.into(),
-                return_url: None,
-            })?,
+            .map_err(|e| Failure { error: e.into(), return_url: None })?,
         None => None,
     };
     let return_url = state.as_ref().and_then(|s| s.return_url.clone());
@@ -266,10 +244,7 @@ where
                 sites = connection.sites.len(),
                 "connection stored"
             );
-            Ok(Completed {
-                connection,
-                return_url,
-            })
+            Ok(Completed { connection, return_url })
         }
         Err(error) => {
             tracing::warn!(code = error.code(), error = %error, "connect flow failed");
@@ -295,9 +270,7 @@ where
         return Err(if error == "access_denied" {
             ConnectError::ConsentDenied
         } else {
-            ConnectError::AuthorizationFailed {
-                code: sanitize_code(&error),
-            }
+            ConnectError::AuthorizationFailed { code: sanitize_code(&error) }
         });
     }
     if params.state.is_none() {
@@ -307,50 +280,30 @@ where
     if state.expires_at <= now {
         return Err(ConnectError::StateExpired);
     }
-    let code = params
-        .code
-        .filter(|c| !c.secret().is_empty())
-        .ok_or(ConnectError::CodeMissing)?;
-    let session = store
-        .get_session(&state.session_id_hash)
-        .await?
-        .ok_or(ConnectError::SessionUnknown)?;
+    let code = params.code.filter(|c| !c.secret().is_empty()).ok_or(ConnectError::CodeMissing)?;
+    let session = store.get_session(&state.session_id_hash).await?.ok_or(ConnectError::SessionUnknown)?;
     if session.used_at.is_some() {
         return Err(ConnectError::SessionUsed);
     }
 
-    let grant = atlassian
-        .exchange_code(&code)
-        .await
-        .map_err(|error| match error {
-            OAuthError::ClientRejected => ConnectError::ClientRejected(error),
-            OAuthError::InvalidGrant { .. } => ConnectError::CodeRejected(error),
-            other => ConnectError::TokenEndpoint(other),
-        })?;
-    let resources = atlassian
-        .accessible_resources(&grant.access_token)
-        .await
-        .map_err(ConnectError::Atlassian)?;
+    let grant = atlassian.exchange_code(&code).await.map_err(|error| match error {
+        OAuthError::ClientRejected => ConnectError::ClientRejected(error),
+        OAuthError::InvalidGrant { .. } => ConnectError::CodeRejected(error),
+        other => ConnectError::TokenEndpoint(other),
+    })?;
+    let resources = atlassian.accessible_resources(&grant.access_token).await.map_err(ConnectError::Atlassian)?;
     let resources = merge_sites(resources);
     if resources.is_empty() {
         return Err(ConnectError::NoSites);
     }
     let granted = if grant.scopes.is_empty() {
         // Fall back to what the sites say when the token response omits `scope`.
-        scopes::parse(
-            &resources
-                .iter()
-                .flat_map(|r| r.scopes.iter().map(String::as_str))
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
+        scopes::parse(&resources.iter().flat_map(|r| r.scopes.iter().map(String::as_str)).collect::<Vec<_>>().join(" "))
     } else {
         grant.scopes.clone()
     };
-    let mut missing: Vec<String> = scopes::missing(&settings.required_scopes, &granted)
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let mut missing: Vec<String> =
+        scopes::missing(&settings.required_scopes, &granted).into_iter().map(String::from).collect();
     if grant.refresh_token.is_none() && !missing.iter().any(|s| s == "offline_access") {
         // No refresh token means no offline access, whatever the scope string claims.
         missing.push("offline_access".into());
@@ -358,10 +311,7 @@ where
     if !missing.is_empty() {
         return Err(ConnectError::MissingScopes(missing));
     }
-    let me = atlassian
-        .me(&grant.access_token)
-        .await
-        .map_err(ConnectError::Atlassian)?;
+    let me = atlassian.me(&grant.access_token).await.map_err(ConnectError::Atlassian)?;
 
     let connection_id = ids::connection_id(&session.tenant_id, &me.account_id);
     let expires_in = Duration::try_from(grant.expires_in).unwrap_or(Duration::HOUR);
@@ -383,12 +333,7 @@ where
         status_reason: None,
         sites: resources
             .into_iter()
-            .map(|r| Site {
-                products: scopes::products(&r.scopes),
-                cloud_id: r.id,
-                url: r.url,
-                name: r.name,
-            })
+            .map(|r| Site { products: scopes::products(&r.scopes), cloud_id: r.id, url: r.url, name: r.name })
             .collect(),
         scopes: granted,
         account_id: me.account_id,
@@ -397,13 +342,10 @@ where
         created_at: now,
         updated_at: now,
     };
-    store
-        .complete_connect(&session.id_hash, &connection)
-        .await
-        .map_err(|error| match error {
-            CompleteError::SessionUsed => ConnectError::SessionUsed,
-            CompleteError::Store(error) => ConnectError::Store(error),
-        })
+    store.complete_connect(&session.id_hash, &connection).await.map_err(|error| match error {
+        CompleteError::SessionUsed => ConnectError::SessionUsed,
+        CompleteError::Store(error) => ConnectError::Store(error),
+    })
 }
 
 /// One entry per cloud id: should Atlassian list a site once per product, the entries' scopes are merged.
@@ -426,10 +368,7 @@ fn merge_sites(resources: Vec<AccessibleResource>) -> Vec<AccessibleResource> {
 
 /// The `error` of a callback is attacker-controlled text: keep a short OAuth-style code only.
 fn sanitize_code(code: &str) -> String {
-    code.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .take(40)
-        .collect()
+    code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect()
 }
 
 /// The return URL with the outcome appended: `connection_id` and `status` on success, `error` on failure.

@@ -16,20 +16,12 @@ pub struct Credentials {
 }
 
 /// Seals credentials bound to their connection id.
-pub fn seal(
-    keys: &KeyRing,
-    connection_id: &str,
-    credentials: &Credentials,
-) -> Result<SealedCredentials, CryptoError> {
+pub fn seal(keys: &KeyRing, connection_id: &str, credentials: &Credentials) -> Result<SealedCredentials, CryptoError> {
     let plaintext = serde_json::to_vec(credentials).map_err(|_| CryptoError::Seal)?;
     keys.seal(&plaintext, connection_id)
 }
 
-pub fn open(
-    keys: &KeyRing,
-    connection_id: &str,
-    sealed: &SealedCredentials,
-) -> Result<Credentials, CryptoError> {
+pub fn open(keys: &KeyRing, connection_id: &str, sealed: &SealedCredentials) -> Result<Credentials, CryptoError> {
     let plaintext = keys.open(sealed, connection_id)?;
     serde_json::from_slice(&plaintext).map_err(|_| CryptoError::Open)
 }
@@ -47,10 +39,7 @@ mod tests {
             expires_at: OffsetDateTime::UNIX_EPOCH,
         };
         let debug = format!("{credentials:?}");
-        assert!(
-            !debug.contains("at-123456") && !debug.contains("rt-654321"),
-            "{debug}"
-        );
+        assert!(!debug.contains("at-123456") && !debug.contains("rt-654321"), "{debug}");
         let sealed = seal(&keys, "con_1", &credentials).unwrap();
         assert!(!format!("{sealed:?}").contains("at-123456"));
         let opened = open(&keys, "con_1", &sealed).unwrap();

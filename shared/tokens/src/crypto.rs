@@ -54,18 +54,13 @@ impl std::fmt::Debug for KeyRing {
 impl KeyRing {
     /// Parses the secret's JSON: `{"current": "v1", "v1": "<at least 32 characters of random text>"}`.
     pub fn from_json(json: &str) -> Result<Self, CryptoError> {
-        let parsed: BTreeMap<String, String> = serde_json::from_str(json)
-            .map_err(|_| CryptoError::InvalidKeyRing("not a JSON object of strings"))?;
-        let current = parsed
-            .get("current")
-            .cloned()
-            .ok_or(CryptoError::InvalidKeyRing("`current` is missing"))?;
+        let parsed: BTreeMap<String, String> =
+            serde_json::from_str(json).map_err(|_| CryptoError::InvalidKeyRing("not a JSON object of strings"))?;
+        let current = parsed.get("current").cloned().ok_or(CryptoError::InvalidKeyRing("`current` is missing"))?;
         let mut keys = BTreeMap::new();
         for (version, secret) in parsed.into_iter().filter(|(k, _)| k != "current") {
             if secret.chars().count() < MIN_SECRET_LEN {
-                return Err(CryptoError::InvalidKeyRing(
-                    "a key is shorter than 32 characters",
-                ));
+                return Err(CryptoError::InvalidKeyRing("a key is shorter than 32 characters"));
             }
             keys.insert(version.clone(), derive_key(&version, &secret)?);
         }
@@ -93,36 +88,24 @@ impl KeyRing {
         let mut data_key = [0u8; KEY_LEN];
         crate::ids::fill_random(&mut data_key);
 
-        let mut blob =
-            Vec::with_capacity(1 + 2 * NONCE_LEN + WRAPPED_LEN + plaintext.len() + TAG_LEN);
+        let mut blob = Vec::with_capacity(1 + 2 * NONCE_LEN + WRAPPED_LEN + plaintext.len() + TAG_LEN);
         blob.push(FORMAT);
         let wrap_nonce = random_nonce();
         blob.extend_from_slice(&wrap_nonce);
         let mut wrapped = data_key.to_vec();
-        kek.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(wrap_nonce),
-            wrap_aad(&self.current),
-            &mut wrapped,
-        )
-        .map_err(|_| CryptoError::Seal)?;
+        kek.seal_in_place_append_tag(Nonce::assume_unique_for_key(wrap_nonce), wrap_aad(&self.current), &mut wrapped)
+            .map_err(|_| CryptoError::Seal)?;
         blob.extend_from_slice(&wrapped);
 
         let nonce = random_nonce();
         blob.extend_from_slice(&nonce);
         let mut body = plaintext.to_vec();
         aes_key(&data_key)?
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(context.as_bytes()),
-                &mut body,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut body)
             .map_err(|_| CryptoError::Seal)?;
         blob.extend_from_slice(&body);
         data_key.fill(0);
-        Ok(SealedCredentials {
-            key_version: self.current.clone(),
-            blob,
-        })
+        Ok(SealedCredentials { key_version: self.current.clone(), blob })
     }
 
     /// Decrypts what [`KeyRing::seal`] produced for the same `context`.
@@ -141,11 +124,7 @@ impl KeyRing {
 
         let mut data_key = wrapped.to_vec();
         let key = kek
-            .open_in_place(
-                nonce_from(wrap_nonce)?,
-                wrap_aad(&sealed.key_version),
-                &mut data_key,
-            )
+            .open_in_place(nonce_from(wrap_nonce)?, wrap_aad(&sealed.key_version), &mut data_key)
             .map_err(|_| CryptoError::Open)?;
         let data_key = aes_key(key)?;
         let mut body = body.to_vec();
@@ -159,9 +138,7 @@ impl KeyRing {
 fn derive_key(version: &str, secret: &str) -> Result<LessSafeKey, CryptoError> {
     let info = [version.as_bytes()];
     let prk = Salt::new(HKDF_SHA256, HKDF_SALT).extract(secret.as_bytes());
-    let okm = prk
-        .expand(&info, &AES_256_GCM)
-        .map_err(|_| CryptoError::InvalidKeyRing("key derivation failed"))?;
+    let okm = prk.expand(&info, &AES_256_GCM).map_err(|_| CryptoError::InvalidKeyRing("key derivation failed"))?;
     Ok(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
@@ -200,24 +177,15 @@ mod tests {
         let (_, ring) = ring("v1");
         let sealed = ring.seal(b"top secret token", "con_1").unwrap();
         assert_eq!(sealed.key_version, "v1");
-        assert!(
-            !sealed.blob.windows(6).any(|w| w == b"secret"),
-            "the plaintext must not show in the blob"
-        );
+        assert!(!sealed.blob.windows(6).any(|w| w == b"secret"), "the plaintext must not show in the blob");
         assert_eq!(ring.open(&sealed, "con_1").unwrap(), b"top secret token");
-        assert!(matches!(
-            ring.open(&sealed, "con_2"),
-            Err(CryptoError::Open)
-        ));
+        assert!(matches!(ring.open(&sealed, "con_2"), Err(CryptoError::Open)));
     }
 
     #[test]
     fn two_seals_of_the_same_value_differ() {
         let (_, ring) = ring("v1");
-        assert_ne!(
-            ring.seal(b"x", "c").unwrap().blob,
-            ring.seal(b"x", "c").unwrap().blob
-        );
+        assert_ne!(ring.seal(b"x", "c").unwrap().blob, ring.seal(b"x", "c").unwrap().blob);
     }
 
     #[test]
@@ -236,18 +204,14 @@ mod tests {
         let (old_json, old) = ring("2026-01");
         let sealed_before = old.seal(b"old", "c").unwrap();
         let mut value: serde_json::Value = serde_json::from_str(&old_json).unwrap();
-        let new: serde_json::Value =
-            serde_json::from_str(&KeyRing::generate_json("2026-06")).unwrap();
+        let new: serde_json::Value = serde_json::from_str(&KeyRing::generate_json("2026-06")).unwrap();
         value["2026-06"] = new["2026-06"].clone();
         value["current"] = "2026-06".into();
         let rotated = KeyRing::from_json(&value.to_string()).unwrap();
         assert_eq!(rotated.open(&sealed_before, "c").unwrap(), b"old");
         let sealed_after = rotated.seal(b"new", "c").unwrap();
         assert_eq!(sealed_after.key_version, "2026-06");
-        assert!(matches!(
-            old.open(&sealed_after, "c"),
-            Err(CryptoError::UnknownKeyVersion(_))
-        ));
+        assert!(matches!(old.open(&sealed_after, "c"), Err(CryptoError::UnknownKeyVersion(_))));
     }
 
     #[test]
@@ -260,22 +224,14 @@ mod tests {
             "nope",
         ] {
             let error = KeyRing::from_json(bad).unwrap_err().to_string();
-            assert!(
-                !error.contains("c2hvcnQ") && !error.contains("0123456789"),
-                "{error}"
-            );
+            assert!(!error.contains("c2hvcnQ") && !error.contains("0123456789"), "{error}");
         }
         // The shape CloudFormation generates works.
-        let generated = KeyRing::from_json(
-            r#"{"current":"v1","v1":"Qw3rTy7uIoP0aSdFgHjKlZxCvBnM1234567890abcdEFGH"}"#,
-        )
-        .unwrap();
+        let generated =
+            KeyRing::from_json(r#"{"current":"v1","v1":"Qw3rTy7uIoP0aSdFgHjKlZxCvBnM1234567890abcdEFGH"}"#).unwrap();
         let sealed = generated.seal(b"t", "c").unwrap();
         assert_eq!(generated.open(&sealed, "c").unwrap(), b"t");
         let (_, ring) = ring("v1");
-        assert!(
-            !format!("{ring:?}").contains("LessSafeKey {"),
-            "Debug must not show keys"
-        );
+        assert!(!format!("{ring:?}").contains("LessSafeKey {"), "Debug must not show keys");
     }
 }

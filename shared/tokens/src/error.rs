@@ -31,9 +31,7 @@ pub enum ConnectError {
     AuthorizationFailed { code: String },
     #[error("the callback has no authorization code")]
     CodeMissing,
-    #[error(
-        "Atlassian rejected the app's client credentials: check the OAuth client id and secret"
-    )]
+    #[error("Atlassian rejected the app's client credentials: check the OAuth client id and secret")]
     ClientRejected(#[source] OAuthError),
     #[error("Atlassian did not accept the authorization code")]
     CodeRejected(#[source] OAuthError),
@@ -138,9 +136,6 @@ impl ConnectError {
 
     /// Whether trying again with a fresh link can help (shown as a hint to the person).
     pub fn retryable(&self) -> bool {
-        !matches!(
-            self,
-            Self::ClientRejected(_) | Self::InvalidTenant | Self::ReturnUrlNotAllowed
-        )
+        !matches!(self, Self::ClientRejected(_) | Self::InvalidTenant | Self::ReturnUrlNotAllowed)
     }
 }

@@ -57,10 +57,7 @@ mod tests {
 
     #[test]
     fn hashes_and_comparisons() {
-        assert_eq!(
-            sha256_hex("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert!(secrets_equal("key", "key"));
         assert!(!secrets_equal("key", "kez"));
         assert!(!secrets_equal("key", "key-longer"));

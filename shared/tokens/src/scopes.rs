@@ -37,11 +37,7 @@ pub fn defaults() -> Vec<String> {
 
 /// The required scopes that `granted` lacks, in the order they were required.
 pub fn missing<'a>(required: &'a [String], granted: &[String]) -> Vec<&'a str> {
-    required
-        .iter()
-        .filter(|r| !granted.contains(r))
-        .map(String::as_str)
-        .collect()
+    required.iter().filter(|r| !granted.contains(r)).map(String::as_str).collect()
 }
 
 /// The products a site's granted scopes reach (classic `…:jira-…`/`…:confluence-…` and granular `…:jira`/`…:confluence`).
@@ -69,29 +65,14 @@ mod tests {
     #[test]
     fn finds_missing_scopes() {
         let required = parse("offline_access read:me read:jira-user");
-        assert_eq!(
-            missing(&required, &parse("read:me")),
-            vec!["offline_access", "read:jira-user"]
-        );
-        assert!(
-            missing(
-                &required,
-                &parse("read:jira-user offline_access read:me extra")
-            )
-            .is_empty()
-        );
+        assert_eq!(missing(&required, &parse("read:me")), vec!["offline_access", "read:jira-user"]);
+        assert!(missing(&required, &parse("read:jira-user offline_access read:me extra")).is_empty());
     }
 
     #[test]
     fn maps_scopes_to_products() {
-        assert_eq!(
-            products(&parse("read:jira-user read:confluence-user")),
-            vec![Product::Jira, Product::Confluence]
-        );
-        assert_eq!(
-            products(&parse("read:space:confluence")),
-            vec![Product::Confluence]
-        );
+        assert_eq!(products(&parse("read:jira-user read:confluence-user")), vec![Product::Jira, Product::Confluence]);
+        assert_eq!(products(&parse("read:space:confluence")), vec![Product::Confluence]);
         assert_eq!(products(&parse("read:group:jira")), vec![Product::Jira]);
         assert!(products(&parse("read:me")).is_empty());
     }

@@ -2,17 +2,15 @@
 //! nothing.
 
 use atlassian::{
-    AccessToken, AccessibleResource, ApiError, AtlassianApi, AuthorizationCode, Me, OAuthError,
-    RefreshToken, TokenGrant,
+    AccessToken, AccessibleResource, ApiError, AtlassianApi, AuthorizationCode, Me, OAuthError, RefreshToken,
+    TokenGrant,
 };
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Mutex;
 use std::time::Duration as StdDuration;
 use store::{ConnectionStatus, ConnectionStore, MemoryStore, Product, SessionStore};
 use time::{Duration, OffsetDateTime};
-use tokens::connect::{
-    self, AuthorizeSettings, CallbackParams, CompleteSettings, ReturnUrlAllowList, SessionSettings,
-};
+use tokens::connect::{self, AuthorizeSettings, CallbackParams, CompleteSettings, ReturnUrlAllowList, SessionSettings};
 use tokens::{ConnectError, KeyRing, credentials, scopes};
 use url::Url;
 
@@ -64,25 +62,15 @@ impl AtlassianApi for FakeAtlassian {
     async fn exchange_code(&self, code: &AuthorizationCode) -> Result<TokenGrant, OAuthError> {
         assert_eq!(code.secret(), "the-code");
         self.calls.lock().unwrap().push("exchange");
-        self.exchange
-            .lock()
-            .unwrap()
-            .take()
-            .expect("the code is exchanged once")
+        self.exchange.lock().unwrap().take().expect("the code is exchanged once")
     }
-    async fn accessible_resources(
-        &self,
-        _: &AccessToken,
-    ) -> Result<Vec<AccessibleResource>, ApiError> {
+    async fn accessible_resources(&self, _: &AccessToken) -> Result<Vec<AccessibleResource>, ApiError> {
         self.calls.lock().unwrap().push("resources");
         Ok(self.resources.clone())
     }
     async fn me(&self, _: &AccessToken) -> Result<Me, ApiError> {
         self.calls.lock().unwrap().push("me");
-        Ok(Me {
-            account_id: self.account_id.clone(),
-            name: None,
-        })
+        Ok(Me { account_id: self.account_id.clone(), name: None })
     }
 }
 
@@ -125,34 +113,18 @@ impl Harness {
     }
 
     async fn session(&self, tenant: &str, return_url: Option<&str>) -> SecretString {
-        connect::create_session(
-            &self.store,
-            &session_settings(),
-            tenant,
-            return_url,
-            self.now,
-        )
-        .await
-        .unwrap()
-        .session_id
+        connect::create_session(&self.store, &session_settings(), tenant, return_url, self.now)
+            .await
+            .unwrap()
+            .session_id
     }
 
     /// Opens a session and returns the state from the authorize URL.
     async fn begin(&self, session_id: &SecretString) -> SecretString {
-        let url = connect::begin(
-            &self.store,
-            &authorize_settings(),
-            Some(session_id.expose_secret()),
-            self.now,
-        )
-        .await
-        .unwrap();
-        let state = url
-            .query_pairs()
-            .find(|(k, _)| k == "state")
-            .unwrap()
-            .1
-            .into_owned();
+        let url = connect::begin(&self.store, &authorize_settings(), Some(session_id.expose_secret()), self.now)
+            .await
+            .unwrap();
+        let state = url.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
         SecretString::from(state)
     }
 
@@ -169,23 +141,15 @@ impl Harness {
             state: state.map(|s| SecretString::from(s.expose_secret().to_owned())),
             error: error.map(String::from),
         };
-        let settings = CompleteSettings {
-            required_scopes: required(),
-        };
+        let settings = CompleteSettings { required_scopes: required() };
         connect::complete(&self.store, atlassian, &self.keys, &settings, params, at).await
     }
 
     async fn flow_error(&self, atlassian: &FakeAtlassian) -> ConnectError {
         let session = self.session("tenant-1", None).await;
         let state = self.begin(&session).await;
-        let failure = self
-            .complete(atlassian, Some(&state), Some("the-code"), None, self.now)
-            .await
-            .unwrap_err();
-        assert!(
-            self.store.connections().is_empty(),
-            "a failed flow stores no connection"
-        );
+        let failure = self.complete(atlassian, Some(&state), Some("the-code"), None, self.now).await.unwrap_err();
+        assert!(self.store.connections().is_empty(), "a failed flow stores no connection");
         failure.error
     }
 }
@@ -193,29 +157,18 @@ impl Harness {
 #[tokio::test]
 async fn a_full_flow_stores_an_active_connection_with_sealed_tokens() {
     let h = Harness::new();
-    let session = h
-        .session("tenant-1", Some("https://app.example/integrations/done"))
-        .await;
+    let session = h.session("tenant-1", Some("https://app.example/integrations/done")).await;
     let state = h.begin(&session).await;
     let atlassian = FakeAtlassian::granting(&required());
-    let done = h
-        .complete(&atlassian, Some(&state), Some("the-code"), None, h.now)
-        .await
-        .unwrap();
+    let done = h.complete(&atlassian, Some(&state), Some("the-code"), None, h.now).await.unwrap();
 
-    assert_eq!(
-        done.return_url.as_deref(),
-        Some("https://app.example/integrations/done")
-    );
+    assert_eq!(done.return_url.as_deref(), Some("https://app.example/integrations/done"));
     let c = done.connection;
     assert_eq!(c.status, ConnectionStatus::Active);
     assert_eq!(c.tenant_id, "tenant-1");
     assert_eq!(c.account_id, "acc-1");
     assert_eq!(c.sites.len(), 1);
-    assert_eq!(
-        c.sites[0].products,
-        vec![Product::Jira, Product::Confluence]
-    );
+    assert_eq!(c.sites[0].products, vec![Product::Jira, Product::Confluence]);
     assert_eq!(c.scopes, required());
     assert_eq!(c.credentials.key_version, "v1");
     let opened = credentials::open(&h.keys, &c.connection_id, &c.credentials).unwrap();
@@ -230,29 +183,16 @@ async fn a_full_flow_stores_an_active_connection_with_sealed_tokens() {
 async fn the_authorize_url_has_every_parameter_atlassian_needs() {
     let h = Harness::new();
     let session = h.session("t", None).await;
-    let url = connect::begin(
-        &h.store,
-        &authorize_settings(),
-        Some(session.expose_secret()),
-        h.now,
-    )
-    .await
-    .unwrap();
+    let url = connect::begin(&h.store, &authorize_settings(), Some(session.expose_secret()), h.now).await.unwrap();
     let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
     assert_eq!(url.path(), "/authorize");
     assert_eq!(query["audience"], "api.atlassian.com");
     assert_eq!(query["client_id"], "cid");
     assert_eq!(query["response_type"], "code");
     assert_eq!(query["prompt"], "consent");
-    assert_eq!(
-        query["redirect_uri"],
-        "https://connector.example/oauth/callback"
-    );
+    assert_eq!(query["redirect_uri"], "https://connector.example/oauth/callback");
     assert_eq!(query["scope"], scopes::DEFAULT_SCOPES.join(" "));
-    assert!(
-        query["state"].len() >= 43,
-        "state carries at least 128 bits"
-    );
+    assert!(query["state"].len() >= 43, "state carries at least 128 bits");
 }
 
 #[tokio::test]
@@ -260,34 +200,15 @@ async fn reconnecting_updates_the_same_connection() {
     let h = Harness::new();
     let first = {
         let state = h.begin(&h.session("tenant-1", None).await).await;
-        h.complete(
-            &FakeAtlassian::granting(&required()),
-            Some(&state),
-            Some("the-code"),
-            None,
-            h.now,
-        )
-        .await
-        .unwrap()
+        h.complete(&FakeAtlassian::granting(&required()), Some(&state), Some("the-code"), None, h.now).await.unwrap()
     };
     let later = h.now + Duration::days(3);
     let h = Harness { now: later, ..h };
     let second = {
         let state = h.begin(&h.session("tenant-1", None).await).await;
-        h.complete(
-            &FakeAtlassian::granting(&required()),
-            Some(&state),
-            Some("the-code"),
-            None,
-            later,
-        )
-        .await
-        .unwrap()
+        h.complete(&FakeAtlassian::granting(&required()), Some(&state), Some("the-code"), None, later).await.unwrap()
     };
-    assert_eq!(
-        first.connection.connection_id,
-        second.connection.connection_id
-    );
+    assert_eq!(first.connection.connection_id, second.connection.connection_id);
     assert_eq!(second.connection.created_at, first.connection.created_at);
     assert_eq!(second.connection.updated_at, later);
     assert_eq!(h.store.connections().len(), 1);
@@ -296,63 +217,35 @@ async fn reconnecting_updates_the_same_connection() {
 #[tokio::test]
 async fn a_denied_consent_is_an_answer_and_consumes_the_state() {
     let h = Harness::new();
-    let state = h
-        .begin(
-            &h.session("t", Some("https://app.example/integrations/x"))
-                .await,
-        )
-        .await;
+    let state = h.begin(&h.session("t", Some("https://app.example/integrations/x")).await).await;
     let atlassian = FakeAtlassian::granting(&required());
-    let failure = h
-        .complete(&atlassian, Some(&state), None, Some("access_denied"), h.now)
-        .await
-        .unwrap_err();
+    let failure = h.complete(&atlassian, Some(&state), None, Some("access_denied"), h.now).await.unwrap_err();
     assert!(matches!(failure.error, ConnectError::ConsentDenied));
-    assert_eq!(
-        failure.return_url.as_deref(),
-        Some("https://app.example/integrations/x")
-    );
+    assert_eq!(failure.return_url.as_deref(), Some("https://app.example/integrations/x"));
     assert!(atlassian.calls().is_empty());
     assert_eq!(h.store.state_count(), 0);
     assert!(h.store.connections().is_empty());
     // Another OAuth error is reported with its (sanitised) code.
-    let failure = h
-        .complete(&atlassian, None, None, Some("server_error<script>"), h.now)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(failure.error, ConnectError::AuthorizationFailed { ref code } if code == "server_errorscript")
-    );
+    let failure = h.complete(&atlassian, None, None, Some("server_error<script>"), h.now).await.unwrap_err();
+    assert!(matches!(failure.error, ConnectError::AuthorizationFailed { ref code } if code == "server_errorscript"));
 }
 
 #[tokio::test]
 async fn state_problems_are_refused_before_any_atlassian_call() {
     let h = Harness::new();
     let atlassian = FakeAtlassian::granting(&required());
-    let missing = h
-        .complete(&atlassian, None, Some("the-code"), None, h.now)
-        .await
-        .unwrap_err();
+    let missing = h.complete(&atlassian, None, Some("the-code"), None, h.now).await.unwrap_err();
     assert!(matches!(missing.error, ConnectError::StateMissing));
     let unknown = SecretString::from("st_never-issued".to_string());
-    let failure = h
-        .complete(&atlassian, Some(&unknown), Some("the-code"), None, h.now)
-        .await
-        .unwrap_err();
+    let failure = h.complete(&atlassian, Some(&unknown), Some("the-code"), None, h.now).await.unwrap_err();
     assert!(matches!(failure.error, ConnectError::StateUnknown));
 
     let state = h.begin(&h.session("t", None).await).await;
     let late = h.now + Duration::minutes(11);
-    let expired = h
-        .complete(&atlassian, Some(&state), Some("the-code"), None, late)
-        .await
-        .unwrap_err();
+    let expired = h.complete(&atlassian, Some(&state), Some("the-code"), None, late).await.unwrap_err();
     assert!(matches!(expired.error, ConnectError::StateExpired));
     // The expired state was consumed all the same: replaying it is "unknown".
-    let replay = h
-        .complete(&atlassian, Some(&state), Some("the-code"), None, h.now)
-        .await
-        .unwrap_err();
+    let replay = h.complete(&atlassian, Some(&state), Some("the-code"), None, h.now).await.unwrap_err();
     assert!(matches!(replay.error, ConnectError::StateUnknown));
     assert!(atlassian.calls().is_empty());
     assert!(h.store.connections().is_empty());
@@ -362,72 +255,32 @@ async fn state_problems_are_refused_before_any_atlassian_call() {
 async fn a_replayed_state_fails_after_success() {
     let h = Harness::new();
     let state = h.begin(&h.session("t", None).await).await;
-    h.complete(
-        &FakeAtlassian::granting(&required()),
-        Some(&state),
-        Some("the-code"),
-        None,
-        h.now,
-    )
-    .await
-    .unwrap();
-    let replay = h
-        .complete(
-            &FakeAtlassian::granting(&required()),
-            Some(&state),
-            Some("the-code"),
-            None,
-            h.now,
-        )
-        .await;
-    assert!(matches!(
-        replay.unwrap_err().error,
-        ConnectError::StateUnknown
-    ));
+    h.complete(&FakeAtlassian::granting(&required()), Some(&state), Some("the-code"), None, h.now).await.unwrap();
+    let replay = h.complete(&FakeAtlassian::granting(&required()), Some(&state), Some("the-code"), None, h.now).await;
+    assert!(matches!(replay.unwrap_err().error, ConnectError::StateUnknown));
 }
 
 #[tokio::test]
 async fn a_missing_code_is_refused() {
     let h = Harness::new();
     let state = h.begin(&h.session("t", None).await).await;
-    let failure = h
-        .complete(
-            &FakeAtlassian::granting(&required()),
-            Some(&state),
-            None,
-            None,
-            h.now,
-        )
-        .await;
-    assert!(matches!(
-        failure.unwrap_err().error,
-        ConnectError::CodeMissing
-    ));
+    let failure = h.complete(&FakeAtlassian::granting(&required()), Some(&state), None, None, h.now).await;
+    assert!(matches!(failure.unwrap_err().error, ConnectError::CodeMissing));
     assert!(h.store.connections().is_empty());
 }
 
 #[tokio::test]
 async fn token_endpoint_failures_are_told_apart() {
     let h = Harness::new();
-    let rejected =
-        FakeAtlassian::granting(&required()).with_exchange(Err(OAuthError::ClientRejected));
+    let rejected = FakeAtlassian::granting(&required()).with_exchange(Err(OAuthError::ClientRejected));
     let error = h.flow_error(&rejected).await;
     assert!(matches!(error, ConnectError::ClientRejected(_)));
-    assert_eq!(
-        error.http_status(),
-        500,
-        "a wrong client secret is our configuration error"
-    );
+    assert_eq!(error.http_status(), 500, "a wrong client secret is our configuration error");
     assert!(!error.retryable());
 
-    let invalid =
-        FakeAtlassian::granting(&required()).with_exchange(Err(OAuthError::InvalidGrant {
-            code: "invalid_grant".into(),
-        }));
-    assert!(matches!(
-        h.flow_error(&invalid).await,
-        ConnectError::CodeRejected(_)
-    ));
+    let invalid = FakeAtlassian::granting(&required())
+        .with_exchange(Err(OAuthError::InvalidGrant { code: "invalid_grant".into() }));
+    assert!(matches!(h.flow_error(&invalid).await, ConnectError::CodeRejected(_)));
 
     let broken = FakeAtlassian::granting(&required()).with_exchange(Err(OAuthError::Protocol));
     let error = h.flow_error(&broken).await;
@@ -440,19 +293,13 @@ async fn a_grant_without_sites_is_refused() {
     let h = Harness::new();
     let mut atlassian = FakeAtlassian::granting(&required());
     atlassian.resources.clear();
-    assert!(matches!(
-        h.flow_error(&atlassian).await,
-        ConnectError::NoSites
-    ));
+    assert!(matches!(h.flow_error(&atlassian).await, ConnectError::NoSites));
 }
 
 #[tokio::test]
 async fn missing_scopes_are_named() {
     let h = Harness::new();
-    let granted: Vec<String> = required()
-        .into_iter()
-        .filter(|s| s != "read:jira-user" && s != "read:me")
-        .collect();
+    let granted: Vec<String> = required().into_iter().filter(|s| s != "read:jira-user" && s != "read:me").collect();
     let error = h.flow_error(&FakeAtlassian::granting(&granted)).await;
     match &error {
         ConnectError::MissingScopes(missing) => assert_eq!(missing, &["read:me", "read:jira-user"]),
@@ -464,11 +311,8 @@ async fn missing_scopes_are_named() {
 #[tokio::test]
 async fn no_refresh_token_means_no_offline_access() {
     let h = Harness::new();
-    let atlassian =
-        FakeAtlassian::granting(&required()).with_exchange(Ok(grant(&required(), false)));
-    assert!(
-        matches!(h.flow_error(&atlassian).await, ConnectError::MissingScopes(ref m) if m == &["offline_access"])
-    );
+    let atlassian = FakeAtlassian::granting(&required()).with_exchange(Ok(grant(&required(), false)));
+    assert!(matches!(h.flow_error(&atlassian).await, ConnectError::MissingScopes(ref m) if m == &["offline_access"]));
 }
 
 #[tokio::test]
@@ -478,60 +322,23 @@ async fn sessions_are_checked_when_opened() {
     let begin = |id: Option<String>, at| {
         let store = &h.store;
         let settings = &settings;
-        async move {
-            connect::begin(store, settings, id.as_deref(), at)
-                .await
-                .unwrap_err()
-        }
+        async move { connect::begin(store, settings, id.as_deref(), at).await.unwrap_err() }
     };
-    assert!(matches!(
-        begin(None, h.now).await,
-        ConnectError::SessionMissing
-    ));
-    assert!(matches!(
-        begin(Some("cs_unknown".into()), h.now).await,
-        ConnectError::SessionUnknown
-    ));
+    assert!(matches!(begin(None, h.now).await, ConnectError::SessionMissing));
+    assert!(matches!(begin(Some("cs_unknown".into()), h.now).await, ConnectError::SessionUnknown));
     let session = h.session("t", None).await;
     let late = h.now + Duration::minutes(16);
-    assert!(matches!(
-        begin(Some(session.expose_secret().into()), late).await,
-        ConnectError::SessionExpired
-    ));
-    assert_eq!(
-        h.store.state_count(),
-        0,
-        "a refused session stores no state"
-    );
+    assert!(matches!(begin(Some(session.expose_secret().into()), late).await, ConnectError::SessionExpired));
+    assert_eq!(h.store.state_count(), 0, "a refused session stores no state");
 
     // Used: the flow completed once; the link cannot start another.
     let state = h.begin(&session).await;
     let second_state = h.begin(&session).await;
-    h.complete(
-        &FakeAtlassian::granting(&required()),
-        Some(&state),
-        Some("the-code"),
-        None,
-        h.now,
-    )
-    .await
-    .unwrap();
-    assert!(matches!(
-        begin(Some(session.expose_secret().into()), h.now).await,
-        ConnectError::SessionUsed
-    ));
+    h.complete(&FakeAtlassian::granting(&required()), Some(&state), Some("the-code"), None, h.now).await.unwrap();
+    assert!(matches!(begin(Some(session.expose_secret().into()), h.now).await, ConnectError::SessionUsed));
     // A second tab of the same link cannot complete either, and Atlassian is not asked.
     let atlassian = FakeAtlassian::granting(&required());
-    let failure = h
-        .complete(
-            &atlassian,
-            Some(&second_state),
-            Some("the-code"),
-            None,
-            h.now,
-        )
-        .await
-        .unwrap_err();
+    let failure = h.complete(&atlassian, Some(&second_state), Some("the-code"), None, h.now).await.unwrap_err();
     assert!(matches!(failure.error, ConnectError::SessionUsed));
     assert!(atlassian.calls().is_empty());
 }
@@ -545,24 +352,10 @@ async fn creating_sessions_validates_the_tenant_and_return_url() {
         let settings = &settings;
         async move { connect::create_session(store, settings, tenant, url, h.now).await }
     };
-    let ok = create(
-        "tenant-1",
-        Some("https://app.example/integrations/atlassian?x=1"),
-    )
-    .await
-    .unwrap();
-    assert!(
-        ok.connect_url
-            .as_str()
-            .starts_with("https://connector.example/connect?session=cs_")
-    );
+    let ok = create("tenant-1", Some("https://app.example/integrations/atlassian?x=1")).await.unwrap();
+    assert!(ok.connect_url.as_str().starts_with("https://connector.example/connect?session=cs_"));
     assert_eq!(ok.expires_at, h.now + Duration::minutes(15));
-    let stored = h
-        .store
-        .get_session(&tokens::ids::sha256_hex(ok.session_id.expose_secret()))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = h.store.get_session(&tokens::ids::sha256_hex(ok.session_id.expose_secret())).await.unwrap().unwrap();
     assert_eq!(stored.tenant_id, "tenant-1");
 
     for bad in [
@@ -574,22 +367,10 @@ async fn creating_sessions_validates_the_tenant_and_return_url() {
         "javascript:alert(1)",
         "/integrations/",
     ] {
-        assert!(
-            matches!(
-                create("t", Some(bad)).await,
-                Err(ConnectError::ReturnUrlNotAllowed)
-            ),
-            "{bad}"
-        );
+        assert!(matches!(create("t", Some(bad)).await, Err(ConnectError::ReturnUrlNotAllowed)), "{bad}");
     }
-    assert!(matches!(
-        create("", None).await,
-        Err(ConnectError::InvalidTenant)
-    ));
-    assert!(matches!(
-        create("bad\ntenant", None).await,
-        Err(ConnectError::InvalidTenant)
-    ));
+    assert!(matches!(create("", None).await, Err(ConnectError::InvalidTenant)));
+    assert!(matches!(create("bad\ntenant", None).await, Err(ConnectError::InvalidTenant)));
     assert!(create("t", None).await.is_ok());
 }
 
@@ -597,16 +378,10 @@ async fn creating_sessions_validates_the_tenant_and_return_url() {
 async fn sites_listed_twice_are_merged() {
     let h = Harness::new();
     let mut atlassian = FakeAtlassian::granting(&required());
-    atlassian.resources = vec![
-        site("c1", &["read:jira-user"]),
-        site("c1", &["read:confluence-user"]),
-        site("c2", &["read:jira-work"]),
-    ];
+    atlassian.resources =
+        vec![site("c1", &["read:jira-user"]), site("c1", &["read:confluence-user"]), site("c2", &["read:jira-work"])];
     let state = h.begin(&h.session("t", None).await).await;
-    let done = h
-        .complete(&atlassian, Some(&state), Some("the-code"), None, h.now)
-        .await
-        .unwrap();
+    let done = h.complete(&atlassian, Some(&state), Some("the-code"), None, h.now).await.unwrap();
     let sites = &done.connection.sites;
     assert_eq!(sites.len(), 2);
     assert_eq!(sites[0].products, vec![Product::Jira, Product::Confluence]);
@@ -618,23 +393,9 @@ async fn nothing_secret_shows_in_debug_output() {
     let h = Harness::new();
     let session = h.session("t", None).await;
     let state = h.begin(&session).await;
-    let done = h
-        .complete(
-            &FakeAtlassian::granting(&required()),
-            Some(&state),
-            Some("the-code"),
-            None,
-            h.now,
-        )
-        .await;
+    let done = h.complete(&FakeAtlassian::granting(&required()), Some(&state), Some("the-code"), None, h.now).await;
     let debug = format!("{done:?} {session:?} {state:?}");
-    for secret in [
-        "access-123",
-        "refresh-456",
-        "the-code",
-        session.expose_secret(),
-        state.expose_secret(),
-    ] {
+    for secret in ["access-123", "refresh-456", "the-code", session.expose_secret(), state.expose_secret()] {
         assert!(!debug.contains(secret), "{secret} leaked into Debug output");
     }
     let _ = h.store.list_connections("t").await.unwrap();

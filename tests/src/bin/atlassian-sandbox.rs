@@ -19,13 +19,9 @@ async fn main() -> anyhow::Result<()> {
             "--client-id" => config.client_id = value()?,
             "--client-secret" => config.client_secret = value()?,
             "--access-token-ttl" => {
-                config.access_token_ttl =
-                    Duration::from_secs(value()?.parse().context("--access-token-ttl")?)
+                config.access_token_ttl = Duration::from_secs(value()?.parse().context("--access-token-ttl")?)
             }
-            "--reuse-leeway" => {
-                config.reuse_leeway =
-                    Duration::from_secs(value()?.parse().context("--reuse-leeway")?)
-            }
+            "--reuse-leeway" => config.reuse_leeway = Duration::from_secs(value()?.parse().context("--reuse-leeway")?),
             "-h" | "--help" => {
                 println!(
                     "atlassian-sandbox [--port N] [--users N] [--sites N] [--client-id ID] [--client-secret S] [--access-token-ttl S] [--reuse-leeway S]"
@@ -35,9 +31,8 @@ async fn main() -> anyhow::Result<()> {
             other => bail!("unknown flag {other}"),
         }
     }
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .with_context(|| format!("binding port {port}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding port {port}"))?;
     let sandbox = Sandbox::new(config);
     println!(
         "atlassian sandbox on http://{} ({} users, {} sites)",
