@@ -164,7 +164,8 @@ def up():
         if not port_free(sandbox_port):
             raise SystemExit(f"port {sandbox_port} is taken: stop what uses it or set STACK_SANDBOX_PORT")
         auth_base = api_base = f"http://127.0.0.1:{sandbox_port}"
-        sandbox_bin = ROOT / "target" / "debug" / "atlassian-sandbox"
+        target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+        sandbox_bin = target_dir / "debug" / "atlassian-sandbox"
         subprocess.run(["cargo", "build", "-q", "-p", "tests", "--bin", "atlassian-sandbox"], cwd=ROOT, check=True)
         start("sandbox", [str(sandbox_bin), "--port", str(sandbox_port), "--client-id", client_id,
                           "--client-secret", client_secret])

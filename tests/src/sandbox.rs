@@ -191,6 +191,7 @@ impl Sandbox {
         value
     }
 
+    #[allow(clippy::result_large_err)] // a test server: the rejection is the response itself
     fn grant_for_bearer(&self, headers: &HeaderMap) -> Result<(String, Vec<String>, Vec<String>), Response> {
         let token = headers
             .get(header::AUTHORIZATION)
@@ -380,13 +381,11 @@ async fn token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) 
     // Basic client authentication is accepted too.
     if let Some(basic) =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "))
+        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic)
+        && let Some((id, secret)) = String::from_utf8_lossy(&decoded).split_once(':')
     {
-        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic) {
-            if let Some((id, secret)) = String::from_utf8_lossy(&decoded).split_once(':') {
-                fields.entry("client_id".into()).or_insert_with(|| id.to_owned());
-                fields.entry("client_secret".into()).or_insert_with(|| secret.to_owned());
-            }
-        }
+        fields.entry("client_id".into()).or_insert_with(|| id.to_owned());
+        fields.entry("client_secret".into()).or_insert_with(|| secret.to_owned());
     }
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
     let mut inner = sandbox.lock();

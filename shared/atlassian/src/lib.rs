@@ -9,6 +9,8 @@
 
 mod client;
 mod error;
+#[cfg(feature = "fake")]
+pub mod fake;
 mod types;
 
 pub use client::{AtlassianClient, ClientCredentials, Endpoints, http_client};

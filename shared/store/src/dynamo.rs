@@ -106,7 +106,7 @@ fn ttl(at: OffsetDateTime) -> Option<i64> {
 
 fn rfc3339(at: OffsetDateTime) -> Result<String, StoreError> {
     at.format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| StoreError::Corrupt(serde_dynamo::Error::from(serde::ser::Error::custom(e))))
+        .map_err(|e| StoreError::Corrupt(serde::ser::Error::custom(e)))
 }
 
 impl SessionStore for DynamoStore {

@@ -1,78 +1,14 @@
 //! The connect flow against in-memory fakes: every outcome of `begin` and `complete`, and that failures store
 //! nothing.
 
-use atlassian::{
-    AccessToken, AccessibleResource, ApiError, AtlassianApi, AuthorizationCode, Me, OAuthError, RefreshToken,
-    TokenGrant,
-};
+use atlassian::fake::{FakeAtlassian, grant, site};
+use atlassian::{AuthorizationCode, OAuthError};
 use secrecy::{ExposeSecret, SecretString};
-use std::sync::Mutex;
-use std::time::Duration as StdDuration;
 use store::{ConnectionStatus, ConnectionStore, MemoryStore, Product, SessionStore};
 use time::{Duration, OffsetDateTime};
 use tokens::connect::{self, AuthorizeSettings, CallbackParams, CompleteSettings, ReturnUrlAllowList, SessionSettings};
 use tokens::{ConnectError, KeyRing, credentials, scopes};
 use url::Url;
-
-/// What the fake Atlassian answers.
-struct FakeAtlassian {
-    exchange: Mutex<Option<Result<TokenGrant, OAuthError>>>,
-    resources: Vec<AccessibleResource>,
-    account_id: String,
-    calls: Mutex<Vec<&'static str>>,
-}
-
-impl FakeAtlassian {
-    fn granting(scopes: &[String]) -> Self {
-        Self {
-            exchange: Mutex::new(Some(Ok(grant(scopes, true)))),
-            resources: vec![site("cloud-1", &["read:jira-user", "read:confluence-user"])],
-            account_id: "acc-1".into(),
-            calls: Mutex::default(),
-        }
-    }
-    fn with_exchange(self, result: Result<TokenGrant, OAuthError>) -> Self {
-        *self.exchange.lock().unwrap() = Some(result);
-        self
-    }
-    fn calls(&self) -> Vec<&'static str> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-fn grant(scopes: &[String], refresh: bool) -> TokenGrant {
-    TokenGrant {
-        access_token: AccessToken::new("access-123".into()),
-        refresh_token: refresh.then(|| RefreshToken::new("refresh-456".into())),
-        expires_in: StdDuration::from_secs(3600),
-        scopes: scopes.to_vec(),
-    }
-}
-
-fn site(id: &str, scopes: &[&str]) -> AccessibleResource {
-    AccessibleResource {
-        id: id.into(),
-        url: format!("https://{id}.atlassian.net"),
-        name: id.into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
-impl AtlassianApi for FakeAtlassian {
-    async fn exchange_code(&self, code: &AuthorizationCode) -> Result<TokenGrant, OAuthError> {
-        assert_eq!(code.secret(), "the-code");
-        self.calls.lock().unwrap().push("exchange");
-        self.exchange.lock().unwrap().take().expect("the code is exchanged once")
-    }
-    async fn accessible_resources(&self, _: &AccessToken) -> Result<Vec<AccessibleResource>, ApiError> {
-        self.calls.lock().unwrap().push("resources");
-        Ok(self.resources.clone())
-    }
-    async fn me(&self, _: &AccessToken) -> Result<Me, ApiError> {
-        self.calls.lock().unwrap().push("me");
-        Ok(Me { account_id: self.account_id.clone(), name: None })
-    }
-}
 
 struct Harness {
     store: MemoryStore,

@@ -1,0 +1,98 @@
+//! An in-memory [`AtlassianApi`] for tests and benchmarks (feature `fake`): answers what it is told and records
+//! what it was asked.
+
+use crate::{
+    AccessToken, AccessibleResource, ApiError, AtlassianApi, AuthorizationCode, Me, OAuthError, RefreshToken,
+    TokenGrant,
+};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub struct FakeAtlassian {
+    /// The next code exchange's answer; `None` once used when `reusable` is false.
+    exchange: Mutex<Option<Result<TokenGrant, OAuthError>>>,
+    /// Answer every exchange with the same grant (benchmarks).
+    reusable: bool,
+    pub resources: Vec<AccessibleResource>,
+    pub account_id: String,
+    calls: Mutex<Vec<&'static str>>,
+}
+
+/// A grant with the given scopes, and a refresh token when `refresh`.
+pub fn grant(scopes: &[String], refresh: bool) -> TokenGrant {
+    TokenGrant {
+        access_token: AccessToken::new("access-123".into()),
+        refresh_token: refresh.then(|| RefreshToken::new("refresh-456".into())),
+        expires_in: Duration::from_secs(3600),
+        scopes: scopes.to_vec(),
+    }
+}
+
+/// A site with the given scopes.
+pub fn site(id: &str, scopes: &[&str]) -> AccessibleResource {
+    AccessibleResource {
+        id: id.into(),
+        url: format!("https://{id}.atlassian.net"),
+        name: id.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+impl FakeAtlassian {
+    /// Grants `scopes` with a refresh token on one site with Jira and Confluence, for account `acc-1`.
+    pub fn granting(scopes: &[String]) -> Self {
+        Self {
+            exchange: Mutex::new(Some(Ok(grant(scopes, true)))),
+            reusable: false,
+            resources: vec![site("cloud-1", &["read:jira-user", "read:confluence-user"])],
+            account_id: "acc-1".into(),
+            calls: Mutex::default(),
+        }
+    }
+
+    /// Answers every exchange with the same grant.
+    pub fn reusable(mut self) -> Self {
+        self.reusable = true;
+        self
+    }
+
+    pub fn with_exchange(self, result: Result<TokenGrant, OAuthError>) -> Self {
+        *self.exchange.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+        self
+    }
+
+    /// What was called, in order.
+    pub fn calls(&self) -> Vec<&'static str> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record(&self, call: &'static str) {
+        if !self.reusable {
+            self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
+        }
+    }
+}
+
+impl AtlassianApi for FakeAtlassian {
+    async fn exchange_code(&self, _code: &AuthorizationCode) -> Result<TokenGrant, OAuthError> {
+        self.record("exchange");
+        let mut exchange = self.exchange.lock().unwrap_or_else(|p| p.into_inner());
+        if self.reusable {
+            return match exchange.as_ref() {
+                Some(Ok(grant)) => Ok(grant.clone()),
+                _ => Err(OAuthError::Protocol),
+            };
+        }
+        exchange.take().expect("the fake exchanges one code unless made reusable")
+    }
+
+    async fn accessible_resources(&self, _: &AccessToken) -> Result<Vec<AccessibleResource>, ApiError> {
+        self.record("resources");
+        Ok(self.resources.clone())
+    }
+
+    async fn me(&self, _: &AccessToken) -> Result<Me, ApiError> {
+        self.record("me");
+        Ok(Me { account_id: self.account_id.clone(), name: None })
+    }
+}
