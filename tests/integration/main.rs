@@ -11,6 +11,7 @@ use tests::harness::{self, Consent, Stack, unique};
 use tests::sandbox::SandboxConfig;
 use time::{Duration, OffsetDateTime};
 use tokens::connect::{self, AuthorizeSettings, CompleteSettings, ReturnUrlAllowList, SessionSettings};
+use tokens::refresh::{self, RefreshError, RefreshPolicy};
 use tokens::{KeyRing, ids, scopes};
 use url::Url;
 
@@ -55,6 +56,7 @@ struct Flow {
     connect: connect_fn::Deps<DynamoStore>,
     callback: callback_fn::Deps<DynamoStore, AtlassianClient>,
     sessions: SessionSettings,
+    sandbox: Url,
 }
 
 use ::connect as connect_fn;
@@ -69,7 +71,7 @@ impl Flow {
 
     async fn with_secret(client_secret: &str) -> Self {
         let sandbox = harness::spawn_sandbox(SandboxConfig::default()).await.unwrap();
-        let endpoints = Endpoints { auth_base: sandbox.clone(), api_base: sandbox };
+        let endpoints = Endpoints { auth_base: sandbox.clone(), api_base: sandbox.clone() };
         let store = store();
         let atlassian = AtlassianClient::new(
             atlassian::http_client().unwrap(),
@@ -104,7 +106,38 @@ impl Flow {
                 return_urls: ReturnUrlAllowList::parse("https://app.test/").unwrap(),
             },
             store,
+            sandbox,
         }
+    }
+
+    async fn sandbox_stats(&self) -> serde_json::Value {
+        let url = self.sandbox.join("/__sandbox/stats").unwrap();
+        harness::client().get(url).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Makes the stored access token look expired (same tokens, expiry in the past).
+    async fn expire_access_token(&self, connection_id: &str) {
+        use store::CredentialStore;
+        let connection = self.store.get_connection(connection_id).await.unwrap().unwrap();
+        let keys = &self.callback.keys;
+        let mut credentials = tokens::credentials::open(keys, connection_id, &connection.credentials).unwrap();
+        credentials.expires_at = OffsetDateTime::now_utc() - Duration::minutes(1);
+        let sealed = tokens::credentials::seal(keys, connection_id, &credentials).unwrap();
+        let now = OffsetDateTime::now_utc();
+        assert!(self.store.save_credentials(connection_id, connection.token_version, &sealed, now).await.unwrap());
+    }
+
+    async fn access_token(&self, connection_id: &str, owner: &str) -> Result<String, RefreshError> {
+        refresh::access_token(
+            &self.store,
+            &self.callback.atlassian,
+            &self.callback.keys,
+            &RefreshPolicy::default(),
+            connection_id,
+            owner,
+        )
+        .await
+        .map(|token| token.secret().clone())
     }
 
     async fn session(&self, tenant: &str, return_url: Option<&str>) -> String {
@@ -337,6 +370,72 @@ async fn a_used_session_is_refused() {
     let callback = harness::consent(&authorize, &Consent::default()).await.unwrap();
     assert_eq!(flow.callback(&callback).await.status(), 200);
     assert_page(&flow.open(&session).await, 410, "already used");
+}
+
+#[tokio::test]
+async fn dynamo_store_serialises_refreshes() {
+    let store = store();
+    contract::one_refresh_lease_at_a_time(&store).await;
+    contract::credentials_are_saved_only_on_the_expected_version(&store).await;
+}
+
+/// Connects `tenant` through the flow and returns its connection id.
+async fn connected(flow: &Flow, tenant: &str) -> String {
+    assert_eq!(flow.run(tenant, &Consent::default()).await.status(), 200);
+    flow.store.list_connections(tenant).await.unwrap().remove(0).connection_id
+}
+
+#[tokio::test]
+async fn twenty_concurrent_workers_refresh_an_expired_token_once() {
+    let flow = std::sync::Arc::new(Flow::new().await);
+    let tenant = unique("tenant");
+    let id = connected(&flow, &tenant).await;
+    flow.expire_access_token(&id).await;
+
+    let workers: Vec<_> = (0..20)
+        .map(|i| {
+            let (flow, id) = (flow.clone(), id.clone());
+            tokio::spawn(async move { flow.access_token(&id, &format!("worker-{i}")).await })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for worker in workers {
+        tokens.push(worker.await.unwrap().expect("every worker gets a token"));
+    }
+    assert_eq!(flow.sandbox_stats().await["refreshes"], 1, "exactly one refresh call reached Atlassian");
+    assert!(tokens.windows(2).all(|w| w[0] == w[1]), "every worker got the same, new token");
+
+    // No grant was lost: the new token works, and the stored refresh token still refreshes.
+    let me = harness::client().get(flow.sandbox.join("/me").unwrap()).bearer_auth(&tokens[0]).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    flow.expire_access_token(&id).await;
+    let again = flow.access_token(&id, "later").await.expect("the rotated refresh token works");
+    assert_ne!(again, tokens[0]);
+    assert_eq!(flow.sandbox_stats().await["refreshes"], 2);
+}
+
+#[tokio::test]
+async fn a_revoked_grant_needs_reauth_until_the_tenant_connects_again() {
+    let flow = Flow::new().await;
+    let tenant = unique("tenant");
+    let id = connected(&flow, &tenant).await;
+    let revoke = flow.sandbox.join(&format!("/__sandbox/grants/{}/revoke", harness::ADMIN)).unwrap();
+    assert_eq!(harness::client().post(revoke).send().await.unwrap().status(), 204);
+    flow.expire_access_token(&id).await;
+
+    let error = flow.access_token(&id, "worker").await.unwrap_err();
+    assert!(matches!(error, RefreshError::NeedsReauth { .. }), "{error:?}");
+    let connection = flow.store.get_connection(&id).await.unwrap().unwrap();
+    assert_eq!(connection.status, store::ConnectionStatus::NeedsReauth);
+    assert!(connection.status_reason.is_some());
+
+    // The tenant's next connect brings the same connection back.
+    assert_eq!(connected(&flow, &tenant).await, id);
+    let connection = flow.store.get_connection(&id).await.unwrap().unwrap();
+    assert_eq!(connection.status, store::ConnectionStatus::Active);
+    assert_eq!(connection.status_reason, None);
+    flow.expire_access_token(&id).await;
+    assert!(flow.access_token(&id, "worker").await.is_ok());
 }
 
 #[tokio::test]

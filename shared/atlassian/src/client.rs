@@ -2,7 +2,7 @@ use crate::{AccessibleResource, ApiError, AtlassianApi, Me, OAuthError, TokenGra
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
     AccessToken, AuthType, AuthorizationCode, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RedirectUrl,
-    RequestTokenError, TokenResponse, TokenUrl,
+    RefreshToken, RequestTokenError, TokenResponse, TokenUrl,
 };
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -117,12 +117,17 @@ impl AtlassianApi for AtlassianClient {
             .request_async(&self.http)
             .await
             .map_err(map_token_error)?;
-        Ok(TokenGrant {
-            access_token: response.access_token().clone(),
-            refresh_token: response.refresh_token().cloned(),
-            expires_in: response.expires_in().unwrap_or(Duration::from_secs(3600)),
-            scopes: response.scopes().map(|scopes| scopes.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
-        })
+        Ok(grant(&response))
+    }
+
+    async fn refresh_token(&self, refresh_token: &RefreshToken) -> Result<TokenGrant, OAuthError> {
+        let response = self
+            .oauth
+            .exchange_refresh_token(refresh_token)
+            .request_async(&self.http)
+            .await
+            .map_err(map_token_error)?;
+        Ok(grant(&response))
     }
 
     async fn accessible_resources(&self, token: &AccessToken) -> Result<Vec<AccessibleResource>, ApiError> {
@@ -131,6 +136,15 @@ impl AtlassianApi for AtlassianClient {
 
     async fn me(&self, token: &AccessToken) -> Result<Me, ApiError> {
         self.get_json(self.endpoints.me_url(), token).await
+    }
+}
+
+fn grant(response: &oauth2::basic::BasicTokenResponse) -> TokenGrant {
+    TokenGrant {
+        access_token: response.access_token().clone(),
+        refresh_token: response.refresh_token().cloned(),
+        expires_in: response.expires_in().unwrap_or(Duration::from_secs(3600)),
+        scopes: response.scopes().map(|scopes| scopes.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
     }
 }
 

@@ -16,6 +16,11 @@ pub struct FakeAtlassian {
     pub resources: Vec<AccessibleResource>,
     pub account_id: String,
     calls: Mutex<Vec<&'static str>>,
+    /// Answers of successive refreshes, in order; once empty, refreshes return fresh grants.
+    refreshes: Mutex<std::collections::VecDeque<Result<TokenGrant, OAuthError>>>,
+    refresh_count: std::sync::atomic::AtomicUsize,
+    /// How long a refresh takes, so concurrent callers overlap.
+    pub refresh_latency: Duration,
 }
 
 /// A grant with the given scopes, and a refresh token when `refresh`.
@@ -47,7 +52,21 @@ impl FakeAtlassian {
             resources: vec![site("cloud-1", &["read:jira-user", "read:confluence-user"])],
             account_id: "acc-1".into(),
             calls: Mutex::default(),
+            refreshes: Mutex::default(),
+            refresh_count: Default::default(),
+            refresh_latency: Duration::ZERO,
         }
+    }
+
+    /// Queues the answer of the next refresh.
+    pub fn then_refresh(self, result: Result<TokenGrant, OAuthError>) -> Self {
+        self.refreshes.lock().unwrap_or_else(|p| p.into_inner()).push_back(result);
+        self
+    }
+
+    /// How many refreshes were made.
+    pub fn refresh_count(&self) -> usize {
+        self.refresh_count.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Answers every exchange with the same grant.
@@ -84,6 +103,22 @@ impl AtlassianApi for FakeAtlassian {
             };
         }
         exchange.take().expect("the fake exchanges one code unless made reusable")
+    }
+
+    async fn refresh_token(&self, _refresh_token: &RefreshToken) -> Result<TokenGrant, OAuthError> {
+        let n = self.refresh_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if !self.refresh_latency.is_zero() {
+            tokio::time::sleep(self.refresh_latency).await;
+        }
+        let queued = self.refreshes.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        queued.unwrap_or_else(|| {
+            Ok(TokenGrant {
+                access_token: AccessToken::new(format!("access-refreshed-{n}")),
+                refresh_token: Some(RefreshToken::new(format!("refresh-rotated-{n}"))),
+                expires_in: Duration::from_secs(3600),
+                scopes: Vec::new(),
+            })
+        })
     }
 
     async fn accessible_resources(&self, _: &AccessToken) -> Result<Vec<AccessibleResource>, ApiError> {

@@ -25,6 +25,13 @@ pub trait AtlassianApi: Send + Sync {
     /// `POST {auth}/oauth/token` with `grant_type=authorization_code`.
     fn exchange_code(&self, code: &AuthorizationCode) -> impl Future<Output = Result<TokenGrant, OAuthError>> + Send;
 
+    /// `POST {auth}/oauth/token` with `grant_type=refresh_token`. Atlassian rotates refresh tokens: the answer
+    /// carries a new one (keep the old one if it does not) and the one sent is disabled.
+    fn refresh_token(
+        &self,
+        refresh_token: &RefreshToken,
+    ) -> impl Future<Output = Result<TokenGrant, OAuthError>> + Send;
+
     /// `GET {api}/oauth/token/accessible-resources`: the sites this grant reaches.
     fn accessible_resources(
         &self,

@@ -113,6 +113,76 @@ pub async fn completing_marks_the_session_used_and_upserts<S: SessionStore + Con
     assert_eq!(store.list_connections(&unique("tenant")).await.expect("list"), vec![]);
 }
 
+/// Stores a fresh connection for a new tenant and returns it as stored.
+async fn stored_connection<S: SessionStore + ConnectionStore>(store: &S) -> Connection {
+    let tenant = unique("tenant");
+    let session = session(&tenant);
+    store.put_session(&session).await.expect("put session");
+    store.complete_connect(&session.id_hash, &connection(&tenant, &unique("con"))).await.expect("complete")
+}
+
+pub async fn one_refresh_lease_at_a_time<S: SessionStore + ConnectionStore + CredentialStore>(store: &S) {
+    let c = stored_connection(store).await;
+    let id = &c.connection_id;
+    let now = now();
+    let until = now + Duration::seconds(30);
+    let (a, b) = tokio::join!(store.try_lease(id, "a", now, until), store.try_lease(id, "b", now, until));
+    let (a, b) = (a.expect("lease"), b.expect("lease"));
+    assert!(a ^ b, "exactly one of two concurrent takers gets the lease");
+    let (holder, other) = if a { ("a", "b") } else { ("b", "a") };
+    assert!(!store.try_lease(id, other, now, until).await.expect("lease"));
+    // Releasing someone else's lease does nothing; the holder's release frees it.
+    store.release_lease(id, other).await.expect("release");
+    assert!(!store.try_lease(id, other, now, until).await.expect("lease"));
+    store.release_lease(id, holder).await.expect("release");
+    assert!(store.try_lease(id, other, now, until).await.expect("lease"));
+    // An expired lease can be taken over.
+    assert!(
+        store.try_lease(id, holder, until + Duration::seconds(1), until + Duration::seconds(31)).await.expect("lease")
+    );
+    // No lease on a connection that does not exist.
+    assert!(!store.try_lease("con_missing", "a", now, until).await.expect("lease"));
+}
+
+pub async fn credentials_are_saved_only_on_the_expected_version<S: SessionStore + ConnectionStore + CredentialStore>(
+    store: &S,
+) {
+    let c = stored_connection(store).await;
+    let id = &c.connection_id;
+    let now = now();
+    assert!(store.try_lease(id, "w", now, now + Duration::seconds(30)).await.expect("lease"));
+    let new = SealedCredentials { key_version: "v2".into(), blob: vec![9, 9, 9] };
+    let later = now + Duration::minutes(5);
+    assert!(store.save_credentials(id, c.token_version, &new, later).await.expect("save"));
+    let saved = store.get_connection(id).await.expect("get").expect("connection");
+    assert_eq!(saved.credentials, new);
+    assert_eq!(saved.token_version, c.token_version + 1);
+    assert_eq!(saved.updated_at, later);
+    assert!(
+        store.try_lease(id, "other", now, now + Duration::seconds(30)).await.expect("lease"),
+        "saving drops the lease"
+    );
+    // A stale version writes nothing.
+    let stale = SealedCredentials { key_version: "v1".into(), blob: vec![1] };
+    assert!(!store.save_credentials(id, c.token_version, &stale, later).await.expect("save"));
+    assert_eq!(store.get_connection(id).await.expect("get").expect("connection").credentials, new);
+
+    // needs_reauth, on the current version only.
+    assert!(!store.mark_needs_reauth(id, c.token_version, "stale", later).await.expect("mark"));
+    assert!(store.mark_needs_reauth(id, saved.token_version, "revoked by the customer", later).await.expect("mark"));
+    let marked = store.get_connection(id).await.expect("get").expect("connection");
+    assert_eq!(marked.status, ConnectionStatus::NeedsReauth);
+    assert_eq!(marked.status_reason.as_deref(), Some("revoked by the customer"));
+
+    // Reconnecting brings it back to active and clears the reason.
+    let session = session(&c.tenant_id);
+    store.put_session(&session).await.expect("put session");
+    let again = store.complete_connect(&session.id_hash, &connection(&c.tenant_id, id)).await.expect("reconnect");
+    assert_eq!(again.status, ConnectionStatus::Active);
+    assert_eq!(again.status_reason, None);
+    assert_eq!(again.token_version, saved.token_version + 1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +193,7 @@ mod tests {
         sessions_round_trip_and_never_overwrite(&store).await;
         a_state_is_taken_once(&store).await;
         completing_marks_the_session_used_and_upserts(&store).await;
+        one_refresh_lease_at_a_time(&store).await;
+        credentials_are_saved_only_on_the_expected_version(&store).await;
     }
 }

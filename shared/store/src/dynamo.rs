@@ -5,9 +5,13 @@
 //! | connect session | `SESSION#<sha256>`    | `SESSION` |                    |              | yes |
 //! | OAuth state     | `STATE#<sha256>`      | `STATE`   |                    |              | yes |
 //! | connection      | `CONN#<connection id>`| `CONN`    | `TENANT#<tenant>`  | `CONN#<id>`  |     |
+//!
+//! A connection item also carries the refresh lease (`lease_owner`, `lease_until` in epoch milliseconds) outside
+//! the record: only [`CredentialStore`] reads or writes it.
 
 use crate::{
-    CompleteError, ConnectSession, Connection, ConnectionStore, OAuthState, SessionStore, StateStore, StoreError,
+    CompleteError, ConnectSession, Connection, ConnectionStore, CredentialStore, OAuthState, SealedCredentials,
+    SessionStore, StateStore, StoreError,
 };
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -274,4 +278,123 @@ fn connection_upsert(table: &str, connection: &Connection) -> Result<Update, Sto
         .set_expression_attribute_values(Some(values))
         .build()
         .map_err(StoreError::dynamo)
+}
+
+fn millis(at: OffsetDateTime) -> AttributeValue {
+    AttributeValue::N((at.unix_timestamp_nanos() / 1_000_000).to_string())
+}
+
+fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    error: &aws_sdk_dynamodb::error::SdkError<E>,
+) -> bool {
+    error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+}
+
+impl DynamoStore {
+    /// A conditional update of a connection: `Ok(false)` when the condition does not hold.
+    async fn update_connection_if(
+        &self,
+        connection_id: &str,
+        update: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+        names: Vec<(&str, &str)>,
+    ) -> Result<bool, StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(connection_pk(connection_id)))
+            .key("sk", AttributeValue::S("CONN".into()))
+            .update_expression(update)
+            .condition_expression(condition);
+        for (name, value) in values {
+            request = request.expression_attribute_values(name, value);
+        }
+        for (placeholder, name) in names {
+            request = request.expression_attribute_names(placeholder, name);
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::dynamo(e)),
+        }
+    }
+}
+
+impl CredentialStore for DynamoStore {
+    async fn try_lease(
+        &self,
+        connection_id: &str,
+        owner: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.update_connection_if(
+            connection_id,
+            "SET lease_owner = :owner, lease_until = :until",
+            "attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+            vec![(":owner", AttributeValue::S(owner.into())), (":until", millis(until)), (":now", millis(now))],
+            vec![],
+        )
+        .await
+    }
+
+    async fn release_lease(&self, connection_id: &str, owner: &str) -> Result<(), StoreError> {
+        self.update_connection_if(
+            connection_id,
+            "REMOVE lease_owner, lease_until",
+            "lease_owner = :owner",
+            vec![(":owner", AttributeValue::S(owner.into()))],
+            vec![],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn save_credentials(
+        &self,
+        connection_id: &str,
+        expected_version: u64,
+        credentials: &SealedCredentials,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let credentials = serde_dynamo::to_attribute_value(credentials).map_err(StoreError::Corrupt)?;
+        self.update_connection_if(
+            connection_id,
+            "SET credentials = :credentials, token_version = token_version + :one, updated_at = :now \
+             REMOVE lease_owner, lease_until",
+            "token_version = :expected",
+            vec![
+                (":credentials", credentials),
+                (":one", AttributeValue::N("1".into())),
+                (":now", AttributeValue::S(rfc3339(now)?)),
+                (":expected", AttributeValue::N(expected_version.to_string())),
+            ],
+            vec![],
+        )
+        .await
+    }
+
+    async fn mark_needs_reauth(
+        &self,
+        connection_id: &str,
+        expected_version: u64,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.update_connection_if(
+            connection_id,
+            "SET #status = :status, status_reason = :reason, updated_at = :now REMOVE lease_owner, lease_until",
+            "token_version = :expected",
+            vec![
+                (":status", AttributeValue::S("needs_reauth".into())),
+                (":reason", AttributeValue::S(reason.into())),
+                (":now", AttributeValue::S(rfc3339(now)?)),
+                (":expected", AttributeValue::N(expected_version.to_string())),
+            ],
+            vec![("#status", "status")],
+        )
+        .await
+    }
 }

@@ -22,6 +22,7 @@ pub use model::{
 };
 
 use std::future::Future;
+use time::OffsetDateTime;
 
 /// Connect sessions, created by the management API and opened by `/connect`.
 pub trait SessionStore: Send + Sync {
@@ -35,6 +36,43 @@ pub trait StateStore: Send + Sync {
     fn put_state(&self, state: &OAuthState) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Removes the state and returns it, atomically: of two concurrent takes, exactly one gets `Some`.
     fn take_state(&self, state_hash: &str) -> impl Future<Output = Result<Option<OAuthState>, StoreError>> + Send;
+}
+
+/// The credentials of a connection as the token refresh sees them: a short lease serialises refreshes across every
+/// concurrent Lambda, and writes are conditional on `token_version`, so a write based on stale credentials (another
+/// worker refreshed, or the tenant reconnected) never lands.
+pub trait CredentialStore: Send + Sync {
+    /// Takes the connection's refresh lease for `owner` until `until`, unless someone else holds a live one.
+    fn try_lease(
+        &self,
+        connection_id: &str,
+        owner: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Drops `owner`'s lease (a no-op if it is not theirs any more).
+    fn release_lease(&self, connection_id: &str, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces the credentials if `token_version` is still `expected`: bumps the version and drops the lease.
+    /// `false` when the version moved on (nothing written).
+    fn save_credentials(
+        &self,
+        connection_id: &str,
+        expected_version: u64,
+        credentials: &SealedCredentials,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Turns the connection `needs_reauth` with a reason for people, if `token_version` is still `expected`;
+    /// drops the lease. `false` when the version moved on (someone refreshed or reconnected meanwhile).
+    fn mark_needs_reauth(
+        &self,
+        connection_id: &str,
+        expected_version: u64,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Connections, one per (tenant, Atlassian grant).

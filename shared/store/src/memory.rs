@@ -1,10 +1,12 @@
 //! An in-memory store with the same semantics as [`crate::DynamoStore`], for unit tests of the layers above.
 
 use crate::{
-    CompleteError, ConnectSession, Connection, ConnectionStore, OAuthState, SessionStore, StateStore, StoreError,
+    CompleteError, ConnectSession, Connection, ConnectionStatus, ConnectionStore, CredentialStore, OAuthState,
+    SealedCredentials, SessionStore, StateStore, StoreError,
 };
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use time::OffsetDateTime;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -16,6 +18,7 @@ struct Inner {
     sessions: HashMap<String, ConnectSession>,
     states: HashMap<String, OAuthState>,
     connections: HashMap<String, Connection>,
+    leases: HashMap<String, (String, OffsetDateTime)>,
 }
 
 impl MemoryStore {
@@ -105,5 +108,71 @@ impl ConnectionStore for MemoryStore {
         }
         inner.connections.insert(stored.connection_id.clone(), stored.clone());
         Ok(stored)
+    }
+}
+
+impl CredentialStore for MemoryStore {
+    async fn try_lease(
+        &self,
+        connection_id: &str,
+        owner: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if !inner.connections.contains_key(connection_id) {
+            return Ok(false);
+        }
+        if inner.leases.get(connection_id).is_some_and(|(_, held_until)| *held_until >= now) {
+            return Ok(false);
+        }
+        inner.leases.insert(connection_id.to_owned(), (owner.to_owned(), until));
+        Ok(true)
+    }
+
+    async fn release_lease(&self, connection_id: &str, owner: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.leases.get(connection_id).is_some_and(|(holder, _)| holder == owner) {
+            inner.leases.remove(connection_id);
+        }
+        Ok(())
+    }
+
+    async fn save_credentials(
+        &self,
+        connection_id: &str,
+        expected_version: u64,
+        credentials: &SealedCredentials,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let Some(connection) = inner.connections.get_mut(connection_id) else { return Ok(false) };
+        if connection.token_version != expected_version {
+            return Ok(false);
+        }
+        connection.credentials = credentials.clone();
+        connection.token_version += 1;
+        connection.updated_at = now;
+        inner.leases.remove(connection_id);
+        Ok(true)
+    }
+
+    async fn mark_needs_reauth(
+        &self,
+        connection_id: &str,
+        expected_version: u64,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let Some(connection) = inner.connections.get_mut(connection_id) else { return Ok(false) };
+        if connection.token_version != expected_version {
+            return Ok(false);
+        }
+        connection.status = ConnectionStatus::NeedsReauth;
+        connection.status_reason = Some(reason.to_owned());
+        connection.updated_at = now;
+        inner.leases.remove(connection_id);
+        Ok(true)
     }
 }

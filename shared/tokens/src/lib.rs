@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod crypto;
 mod error;
 pub mod ids;
+pub mod refresh;
 pub mod scopes;
 
 pub use crypto::KeyRing;
