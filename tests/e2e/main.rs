@@ -172,7 +172,7 @@ async fn reconnecting_updates_the_connection_end_to_end() {
     let (first, a) = connect(&stack, &tenant, None, &Consent::default()).await;
     assert_eq!(first.status, 200, "{}", first.body);
     let (_, before) = stack.api_get(&format!("/connections/{}", a.connection_id)).await.unwrap();
-    let one_site = vec![tests::sandbox::Org::seeded(1, 2).sites[0].id.clone()];
+    let one_site = vec![tests::sandbox::site_id(0)];
     let (second, b) = connect(&stack, &tenant, None, &Consent { sites: Some(one_site), ..Consent::default() }).await;
     assert_eq!(second.status, 200, "{}", second.body);
     assert_eq!(a.connection_id, b.connection_id);

@@ -145,7 +145,7 @@ pub async fn consent(authorize_url: &str, consent: &Consent) -> Result<String> {
     form.push(("account_id".into(), consent.account_id.clone()));
     let sites = match &consent.sites {
         Some(sites) => sites.clone(),
-        None => crate::sandbox::Org::seeded(1, 2).sites.into_iter().map(|s| s.id).collect(),
+        None => (0..crate::sandbox::OrgSize::default().sites).map(crate::sandbox::site_id).collect(),
     };
     form.extend(sites.into_iter().map(|s| ("site".to_string(), s)));
     if let Some(granted) = &consent.granted_scopes {

@@ -1,5 +1,6 @@
-//! `atlassian-sandbox [--port N] [--users N] [--sites N] [--client-id ID] [--client-secret SECRET]
-//!  [--access-token-ttl SECONDS] [--reuse-leeway SECONDS]`: serves the sandbox on 127.0.0.1.
+//! `atlassian-sandbox [--port N] [--users N] [--groups N] [--projects N] [--spaces N] [--sites N] [--latency-ms MS]
+//!  [--client-id ID] [--client-secret SECRET] [--access-token-ttl SECONDS] [--reuse-leeway SECONDS]`: serves the
+//! sandbox on 127.0.0.1.
 
 use anyhow::{Context, bail};
 use std::time::Duration;
@@ -14,8 +15,12 @@ async fn main() -> anyhow::Result<()> {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--port" => port = value()?.parse().context("--port")?,
-            "--users" => config.users = value()?.parse().context("--users")?,
-            "--sites" => config.sites = value()?.parse().context("--sites")?,
+            "--users" => config.org.users = value()?.parse().context("--users")?,
+            "--groups" => config.org.groups = value()?.parse().context("--groups")?,
+            "--projects" => config.org.projects = value()?.parse().context("--projects")?,
+            "--spaces" => config.org.spaces = value()?.parse().context("--spaces")?,
+            "--sites" => config.org.sites = value()?.parse().context("--sites")?,
+            "--latency-ms" => config.faults.latency_ms = value()?.parse().context("--latency-ms")?,
             "--client-id" => config.client_id = value()?,
             "--client-secret" => config.client_secret = value()?,
             "--access-token-ttl" => {
@@ -34,11 +39,15 @@ async fn main() -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding port {port}"))?;
     let sandbox = Sandbox::new(config);
+    let org = sandbox.org();
     println!(
-        "atlassian sandbox on http://{} ({} users, {} sites)",
+        "atlassian sandbox on http://{} ({} users, {} groups, {} projects, {} spaces, {} sites)",
         listener.local_addr()?,
-        sandbox.org().users.len(),
-        sandbox.org().sites.len()
+        org.users.len(),
+        org.groups.len(),
+        org.projects.len(),
+        org.spaces.len(),
+        org.sites.len()
     );
     sandbox.serve(listener).await?;
     Ok(())

@@ -21,24 +21,29 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 use url::Url;
+
+mod org;
+mod rest;
+
+pub use org::{Group, Org, OrgSize, Project, SiteDef, Space, User, site_id};
+pub use rest::Faults;
 
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     pub client_id: String,
     pub client_secret: String,
-    /// Users in the seeded org (the first few are org admins who can consent).
-    pub users: usize,
-    /// Sites in the seeded org.
-    pub sites: usize,
+    /// The seeded org's size (the first three users are org admins who can consent).
+    pub org: OrgSize,
     pub access_token_ttl: Duration,
     /// How long an already-rotated refresh token may still be used (Atlassian: 10 minutes).
     pub reuse_leeway: Duration,
+    /// Faults injected into the REST API from the start (also settable at `POST /__sandbox/faults`).
+    pub faults: Faults,
 }
 
 impl Default for SandboxConfig {
@@ -46,64 +51,11 @@ impl Default for SandboxConfig {
         Self {
             client_id: "sandbox-client-id".into(),
             client_secret: "sandbox-client-secret".into(),
-            users: 25,
-            sites: 2,
+            org: OrgSize::default(),
             access_token_ttl: Duration::from_secs(3600),
             reuse_leeway: Duration::from_secs(600),
+            faults: Faults::default(),
         }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct User {
-    pub account_id: String,
-    pub name: String,
-    pub email: String,
-    pub org_admin: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SiteDef {
-    pub id: String,
-    pub url: String,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Org {
-    pub users: Vec<User>,
-    pub sites: Vec<SiteDef>,
-}
-
-impl Org {
-    /// A deterministic org: the same flags give the same ids.
-    pub fn seeded(users: usize, sites: usize) -> Self {
-        const FIRST: &[&str] =
-            &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"];
-        const LAST: &[&str] = &["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson"];
-        let users = (0..users.max(1))
-            .map(|i| {
-                let first = FIRST[i % FIRST.len()];
-                let last = LAST[(i / FIRST.len()) % LAST.len()];
-                User {
-                    account_id: format!("5b10ac8d82e05b22cc7d{i:04x}"),
-                    name: if i == 0 { "Ada Admin".into() } else { format!("{first} {last} {i}") },
-                    email: format!("{}.{}{i}@acme.example", first.to_lowercase(), last.to_lowercase()),
-                    org_admin: i < 3,
-                }
-            })
-            .collect();
-        let sites = (0..sites)
-            .map(|i| {
-                let name = if i == 0 { "acme".to_string() } else { format!("acme-{i}") };
-                SiteDef {
-                    id: format!("{:08x}-5a4d-4b0c-8d1e-{:012x}", 0xacbe0000u32 + i as u32, i + 1),
-                    url: format!("https://{name}.atlassian.net"),
-                    name,
-                }
-            })
-            .collect();
-        Self { users, sites }
     }
 }
 
@@ -142,23 +94,34 @@ struct Inner {
     issued: Vec<String>,
     token_requests: u64,
     refreshes: u64,
+    faults: Faults,
+    /// REST requests answered, by route, and the quota points Atlassian would have charged.
+    rest_requests: std::collections::BTreeMap<&'static str, u64>,
+    points: u64,
+    rest_counter: u64,
 }
 
 #[derive(Clone)]
 pub struct Sandbox {
     config: Arc<SandboxConfig>,
-    org: Arc<Org>,
+    org: Arc<RwLock<Org>>,
     inner: Arc<Mutex<Inner>>,
 }
 
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Self {
-        let org = Org::seeded(config.users, config.sites);
-        Self { config: Arc::new(config), org: Arc::new(org), inner: Arc::default() }
+        let org = Org::seeded(config.org);
+        let inner = Inner { faults: config.faults.clone(), ..Inner::default() };
+        Self { config: Arc::new(config), org: Arc::new(RwLock::new(org)), inner: Arc::new(Mutex::new(inner)) }
     }
 
-    pub fn org(&self) -> &Org {
-        &self.org
+    /// A snapshot of the org as it is now.
+    pub fn org(&self) -> Org {
+        self.read_org().clone()
+    }
+
+    fn read_org(&self) -> RwLockReadGuard<'_, Org> {
+        self.org.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -174,7 +137,10 @@ impl Sandbox {
             .route("/__sandbox/issued", get(issued))
             .route("/__sandbox/stats", get(stats))
             .route("/__sandbox/org", get(org))
+            .route("/__sandbox/org/mutate", post(mutate))
+            .route("/__sandbox/faults", post(set_faults))
             .route("/__sandbox/grants/{account_id}/revoke", post(revoke))
+            .merge(rest::routes())
             .with_state(self)
     }
 
@@ -256,15 +222,14 @@ async fn authorize_page(State(sandbox): State<Sandbox>, Query(query): Query<Hash
         .iter()
         .map(|k| format!(r#"<input type="hidden" name="{k}" value="{}">"#, attr(get(k))))
         .collect();
-    let accounts: String = sandbox
-        .org
+    let org = sandbox.read_org();
+    let accounts: String = org
         .users
         .iter()
         .filter(|u| u.org_admin)
         .map(|u| format!(r#"<option value="{}">{} ({})</option>"#, attr(&u.account_id), text(&u.name), text(&u.email)))
         .collect();
-    let sites: String = sandbox
-        .org
+    let sites: String = org
         .sites
         .iter()
         .map(|s| {
@@ -312,7 +277,7 @@ async fn authorize_decision(State(sandbox): State<Sandbox>, RawForm(form): RawFo
         return found(&redirect);
     }
     let account_id = get("account_id");
-    if !sandbox.org.users.iter().any(|u| u.account_id == account_id && u.org_admin) {
+    if !sandbox.read_org().users.iter().any(|u| u.account_id == account_id && u.org_admin) {
         return (StatusCode::BAD_REQUEST, "unknown account").into_response();
     }
     let sites: Vec<String> = pairs.iter().filter(|(k, _)| k == "site").map(|(_, v)| v.clone()).collect();
@@ -478,7 +443,7 @@ async fn accessible_resources(State(sandbox): State<Sandbox>, headers: HeaderMap
     };
     let site_scopes: Vec<&String> = scopes.iter().filter(|s| *s != "offline_access" && *s != "read:me").collect();
     let resources: Vec<_> = sandbox
-        .org
+        .read_org()
         .sites
         .iter()
         .filter(|s| sites.contains(&s.id))
@@ -497,7 +462,8 @@ async fn me(State(sandbox): State<Sandbox>, headers: HeaderMap) -> Response {
         Ok(grant) => grant,
         Err(response) => return response,
     };
-    let Some(user) = sandbox.org.users.iter().find(|u| u.account_id == account_id) else {
+    let org = sandbox.read_org();
+    let Some(user) = org.user(&account_id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     axum::Json(json!({
@@ -515,11 +481,29 @@ async fn issued(State(sandbox): State<Sandbox>) -> Response {
 
 async fn stats(State(sandbox): State<Sandbox>) -> Response {
     let inner = sandbox.lock();
-    axum::Json(json!({"token_requests": inner.token_requests, "refreshes": inner.refreshes})).into_response()
+    axum::Json(json!({
+        "token_requests": inner.token_requests,
+        "refreshes": inner.refreshes,
+        "rest_requests": inner.rest_requests,
+        "points": inner.points,
+    }))
+    .into_response()
 }
 
 async fn org(State(sandbox): State<Sandbox>) -> Response {
-    axum::Json(sandbox.org.as_ref().clone()).into_response()
+    axum::Json(sandbox.org()).into_response()
+}
+
+/// One round of changes to the org (see [`Org::mutate`]); answers the org as it is now.
+async fn mutate(State(sandbox): State<Sandbox>) -> Response {
+    let mut org = sandbox.org.write().unwrap_or_else(|p| p.into_inner());
+    org.mutate();
+    axum::Json(org.clone()).into_response()
+}
+
+async fn set_faults(State(sandbox): State<Sandbox>, axum::Json(faults): axum::Json<Faults>) -> Response {
+    sandbox.lock().faults = faults;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn revoke(State(sandbox): State<Sandbox>, Path(account_id): Path<String>) -> Response {

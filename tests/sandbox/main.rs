@@ -1,0 +1,192 @@
+//! The sandbox's REST API behaves like Atlassian's: pagination styles and page caps, scopes, sites, faults and
+//! mutation. Paging every endpoint the way a client must gives back exactly the seeded org.
+
+use serde_json::Value;
+use tests::harness::{self, Consent};
+use tests::sandbox::{Faults, OrgSize, SandboxConfig};
+use url::Url;
+
+const SIZE: OrgSize = OrgSize { users: 1234, groups: 120, projects: 230, spaces: 300, sites: 2 };
+
+/// A sandbox of its own and an access token from a full consent (with `scopes` granted, or all asked).
+async fn sandbox(granted_scopes: Option<&str>) -> (Url, String) {
+    let base = harness::spawn_sandbox(SandboxConfig { org: SIZE, ..SandboxConfig::default() }).await.unwrap();
+    let config = SandboxConfig::default();
+    let scope = tokens_scopes();
+    let mut authorize = base.join("/authorize").unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("audience", "api.atlassian.com")
+        .append_pair("client_id", &config.client_id)
+        .append_pair("scope", &scope)
+        .append_pair("redirect_uri", "https://connector.test/oauth/callback")
+        .append_pair("state", "st_x")
+        .append_pair("response_type", "code");
+    let consent = Consent { granted_scopes: granted_scopes.map(String::from), ..Consent::default() };
+    let callback = harness::consent(authorize.as_str(), &consent).await.unwrap();
+    let code = harness::query(&callback)["code"].clone();
+    let token: Value = harness::client()
+        .post(base.join("/oauth/token").unwrap())
+        .json(&serde_json::json!({
+            "grant_type": "authorization_code", "client_id": config.client_id, "client_secret": config.client_secret,
+            "code": code, "redirect_uri": "https://connector.test/oauth/callback",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (base, token["access_token"].as_str().unwrap().to_owned())
+}
+
+fn tokens_scopes() -> String {
+    "offline_access read:me read:jira-user read:jira-work read:group:jira read:space:confluence".into()
+}
+
+async fn get(base: &Url, token: &str, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = harness::client().get(base.join(path).unwrap()).bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn paging_every_endpoint_gives_back_the_org() {
+    let (base, token) = sandbox(None).await;
+    let value: Value =
+        harness::client().get(base.join("/__sandbox/org").unwrap()).send().await.unwrap().json().await.unwrap();
+    let site = tests::sandbox::site_id(0);
+    let jira = format!("/ex/jira/{site}/rest/api/3");
+
+    // Users: a bare array; ask for more than the cap and stop on a short page.
+    let mut users = Vec::new();
+    loop {
+        let (status, _, page) =
+            get(&base, &token, &format!("{jira}/users/search?startAt={}&maxResults=5000", users.len())).await;
+        assert_eq!(status, 200);
+        let page = page.as_array().unwrap().clone();
+        assert!(page.len() <= 1000, "maxResults is capped at 1000");
+        let short = page.len() < 1000;
+        users.extend(page);
+        if short {
+            break;
+        }
+    }
+    let ids: Vec<&str> = users.iter().map(|u| u["accountId"].as_str().unwrap()).collect();
+    let expected: Vec<&str> =
+        value["users"].as_array().unwrap().iter().map(|u| u["account_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, expected);
+    assert!(users.iter().any(|u| u.get("emailAddress").is_none()), "hidden emails are absent");
+
+    // Groups: PageBean capped at 50, then members of one group.
+    let mut groups = Vec::new();
+    loop {
+        let (_, _, page) =
+            get(&base, &token, &format!("{jira}/group/bulk?startAt={}&maxResults=500", groups.len())).await;
+        assert_eq!(page["maxResults"], 50);
+        groups.extend(page["values"].as_array().unwrap().clone());
+        if page["isLast"] == true {
+            break;
+        }
+    }
+    assert_eq!(groups.len(), SIZE.groups);
+    let group = &value["groups"][7];
+    let (_, _, members) = get(
+        &base,
+        &token,
+        &format!("{jira}/group/member?groupId={}&includeInactiveUsers=true", group["id"].as_str().unwrap()),
+    )
+    .await;
+    let member_ids: Vec<&str> =
+        members["values"].as_array().unwrap().iter().map(|m| m["accountId"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = group["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert_eq!(member_ids, expected);
+    let (status, _, _) = get(&base, &token, &format!("{jira}/group/member?groupId=nope")).await;
+    assert_eq!(status, 404);
+
+    // Projects of this site, with their leads.
+    let mut projects = Vec::new();
+    loop {
+        let (_, _, page) = get(
+            &base,
+            &token,
+            &format!("{jira}/project/search?expand=lead&startAt={}&maxResults=1000", projects.len()),
+        )
+        .await;
+        assert_eq!(page["maxResults"], 100);
+        projects.extend(page["values"].as_array().unwrap().clone());
+        if page["isLast"] == true {
+            break;
+        }
+    }
+    let expected = value["projects"].as_array().unwrap().iter().filter(|p| p["site"] == site.as_str()).count();
+    assert_eq!(projects.len(), expected);
+    assert!(projects.iter().all(|p| p["lead"]["accountId"].is_string()));
+
+    // Spaces: follow `_links.next` (site-relative) through the gateway, never `_links.base`.
+    let mut spaces = Vec::new();
+    let mut next = format!("/ex/confluence/{site}/wiki/api/v2/spaces?limit=100");
+    loop {
+        let (status, headers, page) = get(&base, &token, &next).await;
+        assert_eq!(status, 200);
+        spaces.extend(page["results"].as_array().unwrap().clone());
+        match page["_links"]["next"].as_str() {
+            Some(link) => {
+                assert!(link.starts_with("/wiki/api/v2/spaces?cursor="), "{link}");
+                assert!(headers["link"].to_str().unwrap().contains("rel=\"next\""));
+                next = format!("/ex/confluence/{site}{link}");
+            }
+            None => break,
+        }
+    }
+    let expected = value["spaces"].as_array().unwrap().iter().filter(|s| s["site"] == site.as_str()).count();
+    assert_eq!(spaces.len(), expected);
+
+    let stats: Value =
+        harness::client().get(base.join("/__sandbox/stats").unwrap()).send().await.unwrap().json().await.unwrap();
+    assert!(stats["points"].as_u64().unwrap() > 2 * SIZE.users as u64, "identity objects cost 2 points each");
+}
+
+#[tokio::test]
+async fn scopes_and_sites_are_enforced() {
+    let (base, token) = sandbox(Some("offline_access read:me read:jira-user read:jira-work")).await;
+    let site = tests::sandbox::site_id(0);
+    let (status, _, body) = get(&base, &token, &format!("/ex/jira/{site}/rest/api/3/group/member?groupId=x")).await;
+    assert_eq!((status, body["message"].as_str()), (401, Some("Unauthorized; scope does not match")));
+    let (status, _, _) = get(&base, &token, &format!("/ex/confluence/{site}/wiki/api/v2/spaces")).await;
+    assert_eq!(status, 401, "v2 spaces want the granular scope");
+    let (status, _, _) = get(&base, &token, &format!("/ex/jira/{site}/rest/api/3/users/search")).await;
+    assert_eq!(status, 200);
+    let (status, _, _) =
+        get(&base, &token, "/ex/jira/00000000-0000-0000-0000-000000000000/rest/api/3/users/search").await;
+    assert_eq!(status, 401, "a site outside the grant");
+    let (status, _, _) = get(&base, "sbx-at-forged", &format!("/ex/jira/{site}/rest/api/3/users/search")).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn faults_and_mutation() {
+    let (base, token) = sandbox(None).await;
+    let site = tests::sandbox::site_id(0);
+    let users = format!("/ex/jira/{site}/rest/api/3/users/search");
+    let faults = Faults { rate_limit_every: 2, retry_after_secs: 0, ..Faults::default() };
+    let response = harness::client().post(base.join("/__sandbox/faults").unwrap()).json(&faults).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    // Every second REST request of this sandbox is limited: 200, 429, 200, 429.
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(get(&base, &token, &users).await);
+    }
+    assert_eq!(answers.iter().map(|a| a.0).collect::<Vec<_>>(), vec![200, 429, 200, 429]);
+    let limited = &answers[3];
+    assert_eq!(limited.1["retry-after"], "0");
+    assert_eq!(limited.1["ratelimit-reason"], "jira-burst-based");
+
+    let before: Value =
+        harness::client().get(base.join("/__sandbox/org").unwrap()).send().await.unwrap().json().await.unwrap();
+    let after: Value =
+        harness::client().post(base.join("/__sandbox/org/mutate").unwrap()).send().await.unwrap().json().await.unwrap();
+    assert_ne!(before, after);
+    assert_eq!(after["generation"], 1);
+}

@@ -1,0 +1,292 @@
+//! The sandbox's seeded org: users, groups with members, Jira projects and Confluence spaces over several sites,
+//! all derived from the sizes so the same flags always give the same ids; and [`Org::mutate`], which changes it the
+//! way a real org changes between two syncs (adds, renames, removals, membership changes).
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy)]
+pub struct OrgSize {
+    pub users: usize,
+    pub groups: usize,
+    pub projects: usize,
+    pub spaces: usize,
+    pub sites: usize,
+}
+
+impl Default for OrgSize {
+    fn default() -> Self {
+        Self { users: 25, groups: 6, projects: 5, spaces: 4, sites: 2 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct User {
+    pub account_id: String,
+    pub name: String,
+    pub email: String,
+    /// Whether the profile shows the email (Jira omits `emailAddress` otherwise).
+    pub email_visible: bool,
+    pub active: bool,
+    /// `atlassian`, `app` or `customer`.
+    pub account_type: String,
+    pub org_admin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Project {
+    pub site: String,
+    pub id: String,
+    pub key: String,
+    pub name: String,
+    pub lead: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Space {
+    pub site: String,
+    pub id: String,
+    pub key: String,
+    pub name: String,
+    /// `global` or `personal`.
+    pub r#type: String,
+    /// `current` or `archived`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SiteDef {
+    pub id: String,
+    pub url: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Org {
+    pub users: Vec<User>,
+    pub groups: Vec<Group>,
+    pub projects: Vec<Project>,
+    pub spaces: Vec<Space>,
+    pub sites: Vec<SiteDef>,
+    /// How many times [`Org::mutate`] ran; new objects get ids past every seeded one.
+    pub generation: u64,
+}
+
+const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"];
+const LAST: &[&str] = &["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson"];
+const TEAMS: &[&str] = &["engineering", "design", "sales", "support", "finance", "legal", "ops", "research"];
+
+pub fn site_id(i: usize) -> String {
+    format!("{:08x}-5a4d-4b0c-8d1e-{:012x}", 0xacbe0000u32 + i as u32, i + 1)
+}
+
+fn user(i: usize) -> User {
+    let first = FIRST[i % FIRST.len()];
+    let last = LAST[(i / FIRST.len()) % LAST.len()];
+    User {
+        account_id: format!("5b10ac8d82e05b22cc7d{i:04x}"),
+        name: if i == 0 { "Ada Admin".into() } else { format!("{first} {last} {i}") },
+        email: format!("{}.{}{i}@acme.example", first.to_lowercase(), last.to_lowercase()),
+        email_visible: i % 5 != 4,
+        active: i % 17 != 16,
+        account_type: if i > 0 && i % 50 == 49 { "app".into() } else { "atlassian".into() },
+        org_admin: i < 3,
+    }
+}
+
+fn group(i: usize, users: &[User]) -> Group {
+    let size = (3 + i % 40).min(users.len());
+    let mut members: Vec<String> =
+        (0..size).map(|k| users[(i * 13 + k * 97) % users.len()].account_id.clone()).collect();
+    members.sort();
+    members.dedup();
+    Group {
+        id: format!("{:08x}-6e0f-4a1b-9c2d-{:012x}", 0x9a000000u32 + i as u32, i + 1),
+        name: format!("{}-{i}", TEAMS[i % TEAMS.len()]),
+        members,
+    }
+}
+
+fn project(i: usize, sites: &[SiteDef], users: &[User]) -> Project {
+    Project {
+        site: sites[i % sites.len()].id.clone(),
+        id: (10000 + i).to_string(),
+        key: format!("P{i}"),
+        name: format!("Project {} {i}", TEAMS[i % TEAMS.len()]),
+        lead: users[(i * 31) % users.len()].account_id.clone(),
+    }
+}
+
+fn space(i: usize, sites: &[SiteDef]) -> Space {
+    Space {
+        site: sites[i % sites.len()].id.clone(),
+        id: (65536 + i).to_string(),
+        key: format!("SP{i}"),
+        name: format!("{} space {i}", TEAMS[i % TEAMS.len()]),
+        r#type: if i % 4 == 3 { "personal".into() } else { "global".into() },
+        status: if i % 9 == 8 { "archived".into() } else { "current".into() },
+    }
+}
+
+impl Org {
+    pub fn seeded(size: OrgSize) -> Self {
+        let users: Vec<User> = (0..size.users.max(1)).map(user).collect();
+        let sites: Vec<SiteDef> = (0..size.sites)
+            .map(|i| {
+                let name = if i == 0 { "acme".to_string() } else { format!("acme-{i}") };
+                SiteDef { id: site_id(i), url: format!("https://{name}.atlassian.net"), name }
+            })
+            .collect();
+        let groups = (0..size.groups).map(|i| group(i, &users)).collect();
+        let (projects, spaces) = if sites.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                (0..size.projects).map(|i| project(i, &sites, &users)).collect(),
+                (0..size.spaces).map(|i| space(i, &sites)).collect(),
+            )
+        };
+        Self { users, groups, projects, spaces, sites, generation: 0 }
+    }
+
+    pub fn user(&self, account_id: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.account_id == account_id)
+    }
+
+    /// One round of change: every kind of object gets an addition, a rename and a removal; a user is deactivated;
+    /// group memberships change; a project gets a new lead. Admins (who consent) are never removed.
+    pub fn mutate(&mut self) {
+        self.generation += 1;
+        let g = self.generation as usize;
+        let fresh = 0x8000 + g * 16;
+
+        // Users: two new ones, one renamed, one deactivated, one removed (from every group too).
+        for k in 0..2 {
+            let mut added = user(fresh + k);
+            added.name = format!("New Hire {g}-{k}");
+            added.org_admin = false;
+            self.users.push(added);
+        }
+        let n = self.users.len();
+        if n > 6 {
+            let renamed = 3 + g % (n - 5);
+            self.users[renamed].name = format!("{} (renamed {g})", self.users[renamed].name);
+            let deactivated = 3 + (g * 7) % (n - 5);
+            self.users[deactivated].active = !self.users[deactivated].active;
+            let removed = self.users.remove(3 + (g * 11) % (n - 5)).account_id;
+            for group in &mut self.groups {
+                group.members.retain(|m| *m != removed);
+            }
+            for project in &mut self.projects {
+                if project.lead == removed {
+                    project.lead = self.users[0].account_id.clone();
+                }
+            }
+        }
+
+        // Groups: one added, one renamed, one removed, one gains and loses members.
+        let new_member = self.users[self.users.len() - 1].account_id.clone();
+        self.groups.push(Group {
+            id: format!("{:08x}-6e0f-4a1b-9c2d-{:012x}", 0x9b000000u32 + g as u32, fresh),
+            name: format!("new-team-{g}"),
+            members: vec![self.users[0].account_id.clone(), new_member.clone()],
+        });
+        if self.groups.len() > 3 {
+            let len = self.groups.len() - 1;
+            self.groups[g % len].name = format!("{}-renamed-{g}", self.groups[g % len].name);
+            let changed = &mut self.groups[(g + 1) % len];
+            if !changed.members.is_empty() {
+                changed.members.remove(0);
+            }
+            if !changed.members.contains(&new_member) {
+                changed.members.push(new_member);
+                changed.members.sort();
+            }
+            self.groups.remove((g + 2) % len);
+        }
+
+        // Projects and spaces: one added, one renamed, one removed; a project changes lead.
+        if !self.sites.is_empty() {
+            let users = self.users.clone();
+            let mut added = project(fresh, &self.sites, &users);
+            added.key = format!("NEW{g}");
+            self.projects.push(added);
+            let mut added = space(fresh, &self.sites);
+            added.key = format!("NEWSP{g}");
+            self.spaces.push(added);
+            if self.projects.len() > 2 {
+                let len = self.projects.len() - 1;
+                self.projects[g % len].name = format!("{} (renamed {g})", self.projects[g % len].name);
+                self.projects[(g + 1) % len].lead = self.users[1].account_id.clone();
+                self.projects.remove((g + 2) % len);
+            }
+            if self.spaces.len() > 2 {
+                let len = self.spaces.len() - 1;
+                self.spaces[g % len].name = format!("{} (renamed {g})", self.spaces[g % len].name);
+                self.spaces.remove((g + 1) % len);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeding_is_deterministic_and_sized() {
+        let size = OrgSize { users: 100, groups: 20, projects: 9, spaces: 7, sites: 3 };
+        let org = Org::seeded(size);
+        assert_eq!(org, Org::seeded(size));
+        assert_eq!(
+            (org.users.len(), org.groups.len(), org.projects.len(), org.spaces.len(), org.sites.len()),
+            (100, 20, 9, 7, 3)
+        );
+        assert!(org.users.iter().any(|u| !u.email_visible) && org.users.iter().any(|u| !u.active));
+        assert!(org.groups.iter().all(|g| !g.members.is_empty()));
+        assert!(org.projects.iter().all(|p| org.user(&p.lead).is_some()));
+        assert_eq!(org.projects.iter().filter(|p| p.site == site_id(2)).count(), 3);
+    }
+
+    #[test]
+    fn mutation_adds_changes_and_removes_everything() {
+        let mut org = Org::seeded(OrgSize::default());
+        let before = org.clone();
+        org.mutate();
+        for (kind, added, removed) in [
+            (
+                "users",
+                org.users.iter().filter(|u| before.user(&u.account_id).is_none()).count(),
+                before.users.iter().filter(|u| org.user(&u.account_id).is_none()).count(),
+            ),
+            (
+                "groups",
+                org.groups.iter().filter(|g| !before.groups.iter().any(|b| b.id == g.id)).count(),
+                before.groups.iter().filter(|g| !org.groups.iter().any(|b| b.id == g.id)).count(),
+            ),
+            (
+                "projects",
+                org.projects.iter().filter(|p| !before.projects.iter().any(|b| b.id == p.id)).count(),
+                before.projects.iter().filter(|p| !org.projects.iter().any(|b| b.id == p.id)).count(),
+            ),
+            (
+                "spaces",
+                org.spaces.iter().filter(|s| !before.spaces.iter().any(|b| b.id == s.id)).count(),
+                before.spaces.iter().filter(|s| !org.spaces.iter().any(|b| b.id == s.id)).count(),
+            ),
+        ] {
+            assert!(added >= 1 && removed >= 1, "{kind}: added {added}, removed {removed}");
+        }
+        assert!(org.users.iter().take(3).all(|u| u.org_admin), "admins stay");
+        assert!(org.groups.iter().all(|g| g.members.iter().all(|m| org.user(m).is_some())), "no dangling members");
+        let mut again = before.clone();
+        again.mutate();
+        assert_eq!(again, org, "mutation is deterministic");
+    }
+}

@@ -1,0 +1,306 @@
+//! The sandbox's Jira and Confluence REST endpoints, reached like 3LO apps reach them: through the gateway
+//! (`/ex/jira/{cloudId}/…`, `/ex/confluence/{cloudId}/…`) with a Bearer access token whose grant covers the site
+//! and the endpoint's scopes. Page sizes and pagination styles are Atlassian's (see the reference):
+//!
+//! | endpoint | pagination | page size |
+//! |---|---|---|
+//! | `rest/api/3/users/search` (alias `users`) | `startAt`/`maxResults`, **bare array**, stop on a short page | default 50, max 1000 |
+//! | `rest/api/3/group/bulk` | `startAt`/`maxResults`, PageBean `isLast` | default 50, max 50 |
+//! | `rest/api/3/group/member?groupId=` | `startAt`/`maxResults`, PageBean | default 50, max 50 |
+//! | `rest/api/3/project/search?expand=lead` | `startAt`/`maxResults`, PageBean | default 50, max 100 |
+//! | `wiki/api/v2/spaces` | opaque `cursor`, `_links.next` site-relative + `Link` header | default 25, max 250 |
+//!
+//! Faults ([`Faults`]) add latency, `429` with `Retry-After` and `RateLimit-Reason`, and `500`s. Every answer is
+//! counted with the quota points Atlassian would charge (1 per request, +2 per user or group, +1 per project or
+//! space), readable at `/__sandbox/stats`.
+
+use super::{Org, Sandbox, User};
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// Faults injected into every REST request of the sandbox.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Added to every REST answer.
+    pub latency_ms: u64,
+    /// Every Nth REST request answers `429` (0: never).
+    pub rate_limit_every: u64,
+    /// The `Retry-After` of those answers, in seconds (0 is sent as 0: clients must clamp it).
+    pub retry_after_secs: u64,
+    /// Every Nth REST request answers `500` (0: never).
+    pub error_every: u64,
+}
+
+pub fn routes() -> Router<Sandbox> {
+    Router::new()
+        .route("/ex/jira/{cloud_id}/rest/api/3/users/search", get(users))
+        .route("/ex/jira/{cloud_id}/rest/api/3/users", get(users))
+        .route("/ex/jira/{cloud_id}/rest/api/3/group/bulk", get(groups))
+        .route("/ex/jira/{cloud_id}/rest/api/3/group/member", get(group_members))
+        .route("/ex/jira/{cloud_id}/rest/api/3/project/search", get(projects))
+        .route("/ex/confluence/{cloud_id}/wiki/api/v2/spaces", get(spaces))
+}
+
+type Params = Query<HashMap<String, String>>;
+
+fn unauthorized(message: &str) -> Response {
+    (StatusCode::UNAUTHORIZED, axum::Json(json!({"code": 401, "message": message}))).into_response()
+}
+
+impl Sandbox {
+    /// What every REST request goes through: faults, the Bearer token, the site and the scopes.
+    async fn gate(
+        &self,
+        headers: &HeaderMap,
+        cloud_id: &str,
+        route: &'static str,
+        product: &str,
+        any_scope: &[&str],
+    ) -> Result<String, Response> {
+        let (faults, n) = {
+            let mut inner = self.lock();
+            inner.rest_counter += 1;
+            *inner.rest_requests.entry(route).or_default() += 1;
+            (inner.faults.clone(), inner.rest_counter)
+        };
+        if faults.latency_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
+        }
+        if faults.rate_limit_every > 0 && n % faults.rate_limit_every == 0 {
+            let reason = if product == "jira" { "jira-burst-based" } else { "confluence-quota-global-based" };
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", faults.retry_after_secs.to_string()), ("ratelimit-reason", reason.to_string())],
+                axum::Json(json!({"code": 429, "message": "Rate limit exceeded."})),
+            )
+                .into_response());
+        }
+        if faults.error_every > 0 && n % faults.error_every == 0 {
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response());
+        }
+        let (account_id, sites, scopes) = self.grant_for_bearer(headers)?;
+        if !sites.iter().any(|s| s == cloud_id) {
+            return Err(unauthorized("Unauthorized; site is not part of this grant"));
+        }
+        if !any_scope.iter().any(|wanted| scopes.iter().any(|s| s == wanted)) {
+            return Err(unauthorized("Unauthorized; scope does not match"));
+        }
+        Ok(account_id)
+    }
+
+    fn charge(&self, points: u64) {
+        self.lock().points += points;
+    }
+
+    fn site_url(&self, cloud_id: &str) -> String {
+        self.read_org().sites.iter().find(|s| s.id == cloud_id).map(|s| s.url.clone()).unwrap_or_default()
+    }
+}
+
+fn offset(params: &HashMap<String, String>, default: usize, max: usize) -> (usize, usize) {
+    let start = params.get("startAt").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let size = params.get("maxResults").and_then(|v| v.parse().ok()).unwrap_or(default).clamp(1, max);
+    (start, size)
+}
+
+/// Jira's `PageBean`.
+fn page_bean(self_url: &str, start: usize, size: usize, total: usize, values: Vec<Value>) -> Value {
+    let is_last = start + values.len() >= total;
+    let mut page = json!({
+        "self": self_url, "maxResults": size, "startAt": start, "total": total, "isLast": is_last, "values": values,
+    });
+    if !is_last {
+        page["nextPage"] = json!(format!("{self_url}?startAt={}&maxResults={size}", start + size));
+    }
+    page
+}
+
+fn user_json(site: &str, user: &User) -> Value {
+    let mut value = json!({
+        "self": format!("{site}/rest/api/3/user?accountId={}", user.account_id),
+        "accountId": user.account_id,
+        "accountType": user.account_type,
+        "avatarUrls": {"48x48": format!("https://avatar.example/{}/48", user.account_id)},
+        "displayName": user.name,
+        "active": user.active,
+        "timeZone": "Europe/London",
+        "locale": "en_GB",
+    });
+    if user.email_visible {
+        value["emailAddress"] = json!(user.email);
+    }
+    value
+}
+
+async fn users(
+    State(sandbox): State<Sandbox>,
+    Path(cloud_id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    if let Err(r) = sandbox.gate(&headers, &cloud_id, "users", "jira", &["read:jira-user", "read:user:jira"]).await {
+        return r;
+    }
+    let (start, size) = offset(&q, 50, 1000);
+    let site = sandbox.site_url(&cloud_id);
+    let values: Vec<Value> =
+        sandbox.read_org().users.iter().skip(start).take(size).map(|u| user_json(&site, u)).collect();
+    sandbox.charge(1 + 2 * values.len() as u64);
+    axum::Json(values).into_response()
+}
+
+async fn groups(
+    State(sandbox): State<Sandbox>,
+    Path(cloud_id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    if let Err(r) =
+        sandbox.gate(&headers, &cloud_id, "group/bulk", "jira", &["read:jira-user", "read:group:jira"]).await
+    {
+        return r;
+    }
+    let (start, size) = offset(&q, 50, 50);
+    let org = sandbox.read_org();
+    let values: Vec<Value> =
+        org.groups.iter().skip(start).take(size).map(|g| json!({"groupId": g.id, "name": g.name})).collect();
+    sandbox.charge(1 + 2 * values.len() as u64);
+    let url = format!("{}/rest/api/3/group/bulk", sandbox.site_url(&cloud_id));
+    axum::Json(page_bean(&url, start, size, org.groups.len(), values)).into_response()
+}
+
+async fn group_members(
+    State(sandbox): State<Sandbox>,
+    Path(cloud_id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    // Classic `read:jira-user` is not enough here: Atlassian wants the admin scope or the granular one.
+    let scopes = ["manage:jira-configuration", "read:group:jira"];
+    if let Err(r) = sandbox.gate(&headers, &cloud_id, "group/member", "jira", &scopes).await {
+        return r;
+    }
+    let Some(group_id) = q.get("groupId") else {
+        let body = json!({"errorMessages": ["You must specify a group name or ID."], "errors": {}});
+        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    };
+    let (start, size) = offset(&q, 50, 50);
+    let include_inactive = q.get("includeInactiveUsers").is_some_and(|v| v == "true");
+    let org: std::sync::RwLockReadGuard<'_, Org> = sandbox.read_org();
+    let Some(group) = org.groups.iter().find(|g| g.id == *group_id) else {
+        let body = json!({"errorMessages": ["Specified group does not exist."], "errors": {}});
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    };
+    let site = sandbox.site_url(&cloud_id);
+    let members: Vec<&User> =
+        group.members.iter().filter_map(|m| org.user(m)).filter(|u| include_inactive || u.active).collect();
+    let values: Vec<Value> = members.iter().skip(start).take(size).map(|u| user_json(&site, u)).collect();
+    sandbox.charge(1 + 2 * values.len() as u64);
+    let url = format!("{site}/rest/api/3/group/member");
+    axum::Json(page_bean(&url, start, size, members.len(), values)).into_response()
+}
+
+async fn projects(
+    State(sandbox): State<Sandbox>,
+    Path(cloud_id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    if let Err(r) =
+        sandbox.gate(&headers, &cloud_id, "project/search", "jira", &["read:jira-work", "read:project:jira"]).await
+    {
+        return r;
+    }
+    let (start, size) = offset(&q, 50, 100);
+    let expand_lead = q.get("expand").is_some_and(|e| e.split(',').any(|x| x == "lead"));
+    let site = sandbox.site_url(&cloud_id);
+    let org = sandbox.read_org();
+    let mut on_site: Vec<_> = org.projects.iter().filter(|p| p.site == cloud_id).collect();
+    on_site.sort_by(|a, b| a.key.cmp(&b.key));
+    let values: Vec<Value> = on_site
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|p| {
+            let mut value = json!({
+                "self": format!("{site}/rest/api/3/project/{}", p.id), "id": p.id, "key": p.key, "name": p.name,
+                "projectTypeKey": "software", "simplified": false, "style": "classic", "isPrivate": false,
+            });
+            if expand_lead && let Some(lead) = org.user(&p.lead) {
+                value["lead"] = json!({
+                    "accountId": lead.account_id, "displayName": lead.name, "active": lead.active,
+                    "accountType": lead.account_type,
+                });
+            }
+            value
+        })
+        .collect();
+    sandbox.charge(1 + values.len() as u64);
+    let url = format!("{site}/rest/api/3/project/search");
+    axum::Json(page_bean(&url, start, size, on_site.len(), values)).into_response()
+}
+
+async fn spaces(
+    State(sandbox): State<Sandbox>,
+    Path(cloud_id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    if let Err(r) = sandbox.gate(&headers, &cloud_id, "spaces", "confluence", &["read:space:confluence"]).await {
+        return r;
+    }
+    let start = match q.get("cursor") {
+        None => 0,
+        Some(cursor) => match URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.strip_prefix("after:").and_then(|n| n.parse().ok()))
+        {
+            Some(start) => start,
+            None => {
+                let body = json!({"errors": [{"status": 400, "code": "INVALID_REQUEST_PARAMETER", "title": "Invalid cursor"}]});
+                return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+            }
+        },
+    };
+    let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(25).clamp(1, 250);
+    let site = sandbox.site_url(&cloud_id);
+    let org = sandbox.read_org();
+    let mut on_site: Vec<_> = org.spaces.iter().filter(|s| s.site == cloud_id).collect();
+    on_site.sort_by_key(|s| s.id.parse::<u64>().unwrap_or(u64::MAX));
+    let results: Vec<Value> = on_site
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|s| {
+            json!({
+                "id": s.id, "key": s.key, "name": s.name, "type": s.r#type, "status": s.status,
+                "authorId": org.users[0].account_id, "createdAt": "2024-01-15T09:30:00.000Z", "homepageId": null,
+                "description": null, "icon": null, "_links": {"webui": format!("/spaces/{}", s.key)},
+            })
+        })
+        .collect();
+    sandbox.charge(1 + results.len() as u64);
+    let mut links = json!({"base": format!("{site}/wiki")});
+    let mut response_headers = HeaderMap::new();
+    if start + results.len() < on_site.len() {
+        let cursor = URL_SAFE_NO_PAD.encode(format!("after:{}", start + limit));
+        let next = format!("/wiki/api/v2/spaces?cursor={cursor}&limit={limit}");
+        let link = format!("<{next}>; rel=\"next\", <{site}/wiki>; rel=\"base\"");
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response_headers.insert(header::LINK, value);
+        }
+        links["next"] = json!(next);
+    }
+    (response_headers, axum::Json(json!({"results": results, "_links": links}))).into_response()
+}
