@@ -190,3 +190,158 @@ async fn faults_and_mutation() {
     assert_ne!(before, after);
     assert_eq!(after["generation"], 1);
 }
+
+mod client {
+    use super::*;
+    use atlassian::{AccessToken, ApiError, AtlassianClient, DirectoryApi, RetryPolicy};
+    use std::time::{Duration, Instant};
+
+    fn client(base: &Url) -> AtlassianClient {
+        AtlassianClient::new(
+            atlassian::http_client().unwrap(),
+            atlassian::Endpoints { auth_base: base.clone(), api_base: base.clone() },
+            atlassian::ClientCredentials {
+                client_id: atlassian::ClientId::new("unused".into()),
+                client_secret: atlassian::ClientSecret::new("unused".into()),
+            },
+            Url::parse("https://connector.test/oauth/callback").unwrap(),
+        )
+        .with_retry(RetryPolicy {
+            max_retries: 4,
+            min_delay: Duration::from_millis(5),
+            max_delay: Duration::from_secs(5),
+        })
+    }
+
+    async fn set_faults(base: &Url, faults: &Faults) {
+        let response =
+            harness::client().post(base.join("/__sandbox/faults").unwrap()).json(faults).send().await.unwrap();
+        assert_eq!(response.status(), 204);
+    }
+
+    /// Everything the sync would read of one site, walking the pages as the client's callers must.
+    async fn read_site(
+        client: &AtlassianClient,
+        token: &AccessToken,
+        site: &str,
+    ) -> Result<(usize, usize, usize, usize, usize), ApiError> {
+        let mut users = 0;
+        loop {
+            let page = client.users_page(token, site, users).await?;
+            users += page.len();
+            if page.len() < atlassian::rest::USERS_PAGE {
+                break;
+            }
+        }
+        let (mut groups, mut members, mut start) = (Vec::new(), 0, 0);
+        loop {
+            let page = client.groups_page(token, site, start).await?;
+            start += page.values.len();
+            groups.extend(page.values.iter().map(|g| g.group_id.clone()));
+            if page.is_last() {
+                break;
+            }
+        }
+        for group in &groups {
+            let mut at = 0;
+            loop {
+                let page = client.group_members_page(token, site, group, at).await?;
+                at += page.values.len();
+                members += page.values.len();
+                if page.is_last() {
+                    break;
+                }
+            }
+        }
+        let mut projects = 0;
+        loop {
+            let page = client.projects_page(token, site, projects).await?;
+            projects += page.values.len();
+            assert!(page.values.iter().all(|p| p.lead.is_some()));
+            if page.is_last() {
+                break;
+            }
+        }
+        let (mut spaces, mut next) = (0, None);
+        loop {
+            let page = client.spaces_page(token, site, next.as_deref()).await?;
+            spaces += page.results.len();
+            next = page.next;
+            if next.is_none() {
+                break;
+            }
+        }
+        Ok((users, groups.len(), members, projects, spaces))
+    }
+
+    fn expected(org: &Value, site: &str) -> (usize, usize, usize, usize, usize) {
+        let count = |kind: &str| org[kind].as_array().unwrap().iter().filter(|x| x["site"] == site).count();
+        let members = org["groups"].as_array().unwrap().iter().map(|g| g["members"].as_array().unwrap().len()).sum();
+        (
+            org["users"].as_array().unwrap().len(),
+            org["groups"].as_array().unwrap().len(),
+            members,
+            count("projects"),
+            count("spaces"),
+        )
+    }
+
+    async fn org(base: &Url) -> Value {
+        harness::client().get(base.join("/__sandbox/org").unwrap()).send().await.unwrap().json().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_client_reads_every_page() {
+        let (base, token) = sandbox(None).await;
+        let site = tests::sandbox::site_id(1);
+        let got = read_site(&client(&base), &AccessToken::new(token), &site).await.unwrap();
+        assert_eq!(got, expected(&org(&base).await, &site));
+    }
+
+    #[tokio::test]
+    async fn the_client_rides_out_rate_limits_and_server_errors() {
+        let (base, token) = sandbox(None).await;
+        // Burst 429s with `Retry-After: 0` (clamped to 1 s) every 40th request, a 500 every 7th.
+        set_faults(&base, &Faults { rate_limit_every: 40, retry_after_secs: 0, error_every: 7, ..Faults::default() })
+            .await;
+        let site = tests::sandbox::site_id(0);
+        let started = Instant::now();
+        let got = read_site(&client(&base), &AccessToken::new(token), &site).await.unwrap();
+        assert_eq!(got, expected(&org(&base).await, &site));
+        let stats: Value =
+            harness::client().get(base.join("/__sandbox/stats").unwrap()).send().await.unwrap().json().await.unwrap();
+        let requests: u64 = stats["rest_requests"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        let limited = requests / 40;
+        assert!(limited >= 1, "the test must hit the rate limit");
+        assert!(started.elapsed() >= Duration::from_secs(limited), "each 429 waited at least its clamped Retry-After");
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_quota_is_handed_back_at_once() {
+        let (base, token) = sandbox(None).await;
+        set_faults(&base, &Faults { rate_limit_every: 1, retry_after_secs: 1800, ..Faults::default() }).await;
+        let started = Instant::now();
+        let error = client(&base)
+            .spaces_page(&AccessToken::new(token.clone()), &tests::sandbox::site_id(0), None)
+            .await
+            .unwrap_err();
+        assert!(error.is_quota_exhausted(), "{error:?}");
+        assert!(matches!(error, ApiError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(1800)));
+        // A burst limit that asks for longer than the client may sleep is handed back too.
+        let error =
+            client(&base).users_page(&AccessToken::new(token), &tests::sandbox::site_id(0), 0).await.unwrap_err();
+        assert!(matches!(error, ApiError::RateLimited { .. }) && !error.is_quota_exhausted());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_next_link_cannot_leave_the_gateway() {
+        let (base, token) = sandbox(None).await;
+        let token = AccessToken::new(token);
+        let site = tests::sandbox::site_id(0);
+        for evil in ["https://evil.example/wiki/api/v2/spaces", "//evil.example/wiki/x", "/rest/api/3/users"] {
+            let error = client(&base).spaces_page(&token, &site, Some(evil)).await.unwrap_err();
+            assert!(matches!(error, ApiError::Status { status: 400 }), "{evil}: {error:?}");
+        }
+    }
+}

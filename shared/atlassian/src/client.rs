@@ -1,4 +1,6 @@
+use crate::rest::RetryPolicy;
 use crate::{AccessibleResource, ApiError, AtlassianApi, Me, OAuthError, TokenGrant};
+use backon::{ExponentialBuilder, Retryable};
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
     AccessToken, AuthType, AuthorizationCode, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RedirectUrl,
@@ -72,6 +74,7 @@ pub struct AtlassianClient {
     http: reqwest::Client,
     endpoints: Endpoints,
     oauth: TokenClient,
+    retry: RetryPolicy,
 }
 
 impl AtlassianClient {
@@ -82,14 +85,42 @@ impl AtlassianClient {
             .set_token_uri(TokenUrl::from_url(endpoints.token_url()))
             .set_redirect_uri(RedirectUrl::from_url(redirect_uri))
             .set_auth_type(AuthType::RequestBody);
-        Self { http, endpoints, oauth }
+        Self { http, endpoints, oauth, retry: RetryPolicy::default() }
     }
 
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, url: Url, token: &AccessToken) -> Result<T, ApiError> {
+    /// Sets how transient failures are retried.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// A GET with the retry policy: exponential backoff with jitter, at least the server's `Retry-After`.
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, url: Url, token: &AccessToken) -> Result<T, ApiError> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.retry.min_delay)
+            .with_max_delay(self.retry.max_delay)
+            .with_max_times(self.retry.max_retries)
+            .with_jitter();
+        let max_delay = self.retry.max_delay;
+        (|| self.get_once(url.clone(), token))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|e: &ApiError| e.is_transient() && !e.is_quota_exhausted())
+            .adjust(move |e: &ApiError, delay| match (e, delay) {
+                // Retry-After is a floor; a wait longer than we may sleep goes back to the caller.
+                (ApiError::RateLimited { retry_after: Some(after), .. }, Some(_)) if *after > max_delay => None,
+                (ApiError::RateLimited { retry_after: Some(after), .. }, Some(delay)) => Some(delay.max(*after)),
+                (_, delay) => delay,
+            })
+            .notify(|e: &ApiError, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "retrying an Atlassian call"))
+            .await
+    }
+
+    async fn get_once<T: DeserializeOwned>(&self, url: Url, token: &AccessToken) -> Result<T, ApiError> {
         let response = self
             .http
             .get(url)
@@ -99,13 +130,20 @@ impl AtlassianClient {
             .await
             .map_err(ApiError::Transport)?;
         let status = response.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(ApiError::Unauthorized { status: status.as_u16() });
+        match status.as_u16() {
+            200..=299 => response.json().await.map_err(ApiError::Decode),
+            401 | 403 => Err(ApiError::Unauthorized { status: status.as_u16() }),
+            404 => Err(ApiError::NotFound),
+            429 => {
+                let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let retry_after = header("retry-after")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    // Servers have sent `Retry-After: 0`; never hammer back at once.
+                    .map(|secs| Duration::from_secs(secs.max(1)));
+                Err(ApiError::RateLimited { retry_after, reason: header("ratelimit-reason") })
+            }
+            other => Err(ApiError::Status { status: other }),
         }
-        if !status.is_success() {
-            return Err(ApiError::Status { status: status.as_u16() });
-        }
-        response.json().await.map_err(ApiError::Decode)
     }
 }
 

@@ -25,10 +25,34 @@ pub enum OAuthError {
 pub enum ApiError {
     #[error("Atlassian refused the access token (HTTP {status})")]
     Unauthorized { status: u16 },
+    #[error("Atlassian found no such resource (HTTP 404)")]
+    NotFound,
+    /// `429`: `retry_after` is the server's `Retry-After` (0 already clamped to 1 s); `reason` its
+    /// `RateLimit-Reason` (`jira-quota-global-based`, `jira-burst-based`, …).
+    #[error("Atlassian rate-limited the request ({})", .reason.as_deref().unwrap_or("no reason given"))]
+    RateLimited { retry_after: Option<std::time::Duration>, reason: Option<String> },
     #[error("Atlassian answered HTTP {status}")]
     Status { status: u16 },
     #[error("Atlassian's answer could not be read")]
     Decode(#[source] reqwest::Error),
     #[error("Atlassian could not be reached")]
     Transport(#[source] reqwest::Error),
+}
+
+impl ApiError {
+    /// Worth another try: rate limits, server errors (5xx, and 409, which Jira answers for requests that ran too
+    /// long), timeouts, dropped connections and bodies cut short.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } | Self::Transport(_) | Self::Decode(_) => true,
+            Self::Status { status } => *status >= 500 || *status == 409,
+            Self::Unauthorized { .. } | Self::NotFound => false,
+        }
+    }
+
+    /// A quota (not burst) limit: the whole product is paused until the quota resets, so the caller should stop and
+    /// come back later instead of retrying in place.
+    pub fn is_quota_exhausted(&self) -> bool {
+        matches!(self, Self::RateLimited { reason: Some(reason), .. } if reason.contains("quota"))
+    }
 }

@@ -11,11 +11,13 @@ mod client;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod rest;
 mod types;
 
 pub use client::{AtlassianClient, ClientCredentials, Endpoints, http_client};
 pub use error::{ApiError, OAuthError};
 pub use oauth2::{AccessToken, AuthorizationCode, ClientId, ClientSecret, RefreshToken};
+pub use rest::{DirectoryApi, RetryPolicy};
 pub use types::{AccessibleResource, Me, TokenGrant};
 
 use std::future::Future;

@@ -1,0 +1,252 @@
+//! The Jira and Confluence REST calls the sync needs, through the 3LO gateway
+//! (`{api}/ex/jira/{cloudId}/…`, `{api}/ex/confluence/{cloudId}/…`; a 3LO token sent to `{site}.atlassian.net`
+//! gets 401). Each call returns one page in Atlassian's own pagination style; walking the pages is the sync's job,
+//! because it checkpoints between them.
+//!
+//! Every GET retries transient failures ([`ApiError::is_transient`]) with exponential backoff and full jitter
+//! (`backon`), waiting at least the server's `Retry-After` (0 is clamped to 1 s). A quota-exhausted 429 or one
+//! asking for a longer wait than [`RetryPolicy::max_delay`] is returned at once: a Lambda should checkpoint and
+//! come back later, not sleep.
+
+use crate::{AccessToken, ApiError};
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_retries: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_retries: 4, min_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
+    }
+}
+
+/// A Jira user (`users/search`, `group/member`, a project's `lead`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JiraUser {
+    pub account_id: String,
+    #[serde(default)]
+    pub account_type: Option<String>,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Absent when the user's profile hides it.
+    #[serde(default)]
+    pub email_address: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Jira's `PageBean`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    #[serde(default)]
+    pub start_at: usize,
+    #[serde(default)]
+    pub max_results: usize,
+    #[serde(default)]
+    pub total: Option<usize>,
+    #[serde(default)]
+    pub is_last: Option<bool>,
+    #[serde(default = "Vec::new")]
+    pub values: Vec<T>,
+}
+
+impl<T> Page<T> {
+    /// `isLast` when given; otherwise a short or empty page ends the list.
+    pub fn is_last(&self) -> bool {
+        self.is_last.unwrap_or(self.values.is_empty() || self.values.len() < self.max_results)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JiraGroup {
+    pub group_id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JiraProject {
+    pub id: String,
+    pub key: String,
+    pub name: String,
+    /// Present with `expand=lead`.
+    #[serde(default)]
+    pub lead: Option<JiraUser>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ConfluenceSpace {
+    pub id: String,
+    pub key: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub space_type: String,
+    pub status: String,
+}
+
+/// A page of Confluence v2 spaces, and the site-relative link to the next one.
+#[derive(Debug, Clone)]
+pub struct SpacesPage {
+    pub results: Vec<ConfluenceSpace>,
+    /// `_links.next`, e.g. `/wiki/api/v2/spaces?cursor=…&limit=250`; `None` on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SpacesBody {
+    results: Vec<ConfluenceSpace>,
+    #[serde(rename = "_links", default)]
+    links: Option<SpacesLinks>,
+}
+
+#[derive(Deserialize)]
+struct SpacesLinks {
+    next: Option<String>,
+}
+
+/// Page sizes: the largest each endpoint honours.
+pub const USERS_PAGE: usize = 1000;
+pub const GROUPS_PAGE: usize = 50;
+pub const MEMBERS_PAGE: usize = 50;
+pub const PROJECTS_PAGE: usize = 100;
+pub const SPACES_PAGE: usize = 250;
+
+/// The REST reads of the sync, one page at a time.
+pub trait DirectoryApi: Send + Sync {
+    /// `GET /rest/api/3/users/search`: a bare array; a page shorter than asked ends the list.
+    fn users_page(
+        &self,
+        token: &AccessToken,
+        cloud_id: &str,
+        start_at: usize,
+    ) -> impl Future<Output = Result<Vec<JiraUser>, ApiError>> + Send;
+
+    /// `GET /rest/api/3/group/bulk`.
+    fn groups_page(
+        &self,
+        token: &AccessToken,
+        cloud_id: &str,
+        start_at: usize,
+    ) -> impl Future<Output = Result<Page<JiraGroup>, ApiError>> + Send;
+
+    /// `GET /rest/api/3/group/member?groupId=…&includeInactiveUsers=true`.
+    fn group_members_page(
+        &self,
+        token: &AccessToken,
+        cloud_id: &str,
+        group_id: &str,
+        start_at: usize,
+    ) -> impl Future<Output = Result<Page<JiraUser>, ApiError>> + Send;
+
+    /// `GET /rest/api/3/project/search?expand=lead`.
+    fn projects_page(
+        &self,
+        token: &AccessToken,
+        cloud_id: &str,
+        start_at: usize,
+    ) -> impl Future<Output = Result<Page<JiraProject>, ApiError>> + Send;
+
+    /// `GET /wiki/api/v2/spaces`, or the `next` link of the previous page.
+    fn spaces_page(
+        &self,
+        token: &AccessToken,
+        cloud_id: &str,
+        next: Option<&str>,
+    ) -> impl Future<Output = Result<SpacesPage, ApiError>> + Send;
+}
+
+use std::future::Future;
+
+impl crate::AtlassianClient {
+    fn gateway(&self, product: &str, cloud_id: &str, path_and_query: &str) -> Result<url::Url, ApiError> {
+        // Only a site-relative path may follow the cloud id: a `next` link cannot send the token elsewhere.
+        if !path_and_query.starts_with('/') || path_and_query.starts_with("//") {
+            return Err(ApiError::Status { status: 400 });
+        }
+        let base = self.endpoints().api_base.as_str().trim_end_matches('/');
+        let cloud_id: String = url::form_urlencoded::byte_serialize(cloud_id.as_bytes()).collect();
+        url::Url::parse(&format!("{base}/ex/{product}/{cloud_id}{path_and_query}"))
+            .map_err(|_| ApiError::Status { status: 400 })
+    }
+}
+
+impl DirectoryApi for crate::AtlassianClient {
+    async fn users_page(
+        &self,
+        token: &AccessToken,
+        cloud_id: &str,
+        start_at: usize,
+    ) -> Result<Vec<JiraUser>, ApiError> {
+        let url = self.gateway(
+            "jira",
+            cloud_id,
+            &format!("/rest/api/3/users/search?startAt={start_at}&maxResults={USERS_PAGE}"),
+        )?;
+        self.get_json(url, token).await
+    }
+
+    async fn groups_page(
+        &self,
+        token: &AccessToken,
+        cloud_id: &str,
+        start_at: usize,
+    ) -> Result<Page<JiraGroup>, ApiError> {
+        let url = self.gateway(
+            "jira",
+            cloud_id,
+            &format!("/rest/api/3/group/bulk?startAt={start_at}&maxResults={GROUPS_PAGE}"),
+        )?;
+        self.get_json(url, token).await
+    }
+
+    async fn group_members_page(
+        &self,
+        token: &AccessToken,
+        cloud_id: &str,
+        group_id: &str,
+        start_at: usize,
+    ) -> Result<Page<JiraUser>, ApiError> {
+        let group_id: String = url::form_urlencoded::byte_serialize(group_id.as_bytes()).collect();
+        let path = format!(
+            "/rest/api/3/group/member?groupId={group_id}&includeInactiveUsers=true&startAt={start_at}&maxResults={MEMBERS_PAGE}"
+        );
+        self.get_json(self.gateway("jira", cloud_id, &path)?, token).await
+    }
+
+    async fn projects_page(
+        &self,
+        token: &AccessToken,
+        cloud_id: &str,
+        start_at: usize,
+    ) -> Result<Page<JiraProject>, ApiError> {
+        let path = format!("/rest/api/3/project/search?expand=lead&startAt={start_at}&maxResults={PROJECTS_PAGE}");
+        self.get_json(self.gateway("jira", cloud_id, &path)?, token).await
+    }
+
+    async fn spaces_page(
+        &self,
+        token: &AccessToken,
+        cloud_id: &str,
+        next: Option<&str>,
+    ) -> Result<SpacesPage, ApiError> {
+        let first = format!("/wiki/api/v2/spaces?limit={SPACES_PAGE}");
+        let path = next.unwrap_or(&first);
+        if !path.starts_with("/wiki/") {
+            return Err(ApiError::Status { status: 400 });
+        }
+        let body: SpacesBody = self.get_json(self.gateway("confluence", cloud_id, path)?, token).await?;
+        Ok(SpacesPage { results: body.results, next: body.links.and_then(|l| l.next) })
+    }
+}
