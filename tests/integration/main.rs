@@ -379,6 +379,11 @@ async fn dynamo_store_serialises_refreshes() {
     contract::credentials_are_saved_only_on_the_expected_version(&store).await;
 }
 
+#[tokio::test]
+async fn dynamo_store_shares_the_points_budget() {
+    contract::the_points_budget_is_shared(std::sync::Arc::new(store())).await;
+}
+
 /// Connects `tenant` through the flow and returns its connection id.
 async fn connected(flow: &Flow, tenant: &str) -> String {
     assert_eq!(flow.run(tenant, &Consent::default()).await.status(), 200);

@@ -183,6 +183,30 @@ pub async fn credentials_are_saved_only_on_the_expected_version<S: SessionStore 
     assert_eq!(again.token_version, saved.token_version + 1);
 }
 
+pub async fn the_points_budget_is_shared<S: BudgetStore + 'static>(store: std::sync::Arc<S>) {
+    use crate::budget::BudgetLimits;
+    let name = unique("budget");
+    let limits = BudgetLimits { per_hour: 36, burst: 100 }; // a refill too slow to matter during the check
+    let now = OffsetDateTime::now_utc();
+    // Twenty workers ask for 10 points each at once: exactly the burst (100) is granted, never more.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (store, name) = (store.clone(), name.clone());
+            tokio::spawn(async move { store.take_points(&name, limits, 10, now).await })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in tasks {
+        granted += task.await.expect("task").expect("take").granted;
+    }
+    assert_eq!(granted, 100);
+    let empty = store.take_points(&name, limits, 5, now).await.expect("take");
+    assert_eq!(empty.granted, 0);
+    assert_eq!(empty.wait, Some(std::time::Duration::from_millis(500_000)), "5 points at 36 an hour");
+    let later = store.take_points(&name, limits, 5, now + Duration::seconds(500)).await.expect("take");
+    assert_eq!(later.granted, 5);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +219,6 @@ mod tests {
         completing_marks_the_session_used_and_upserts(&store).await;
         one_refresh_lease_at_a_time(&store).await;
         credentials_are_saved_only_on_the_expected_version(&store).await;
+        the_points_budget_is_shared(std::sync::Arc::new(MemoryStore::new())).await;
     }
 }

@@ -6,6 +6,8 @@
 //! | OAuth state     | `STATE#<sha256>`      | `STATE`   |                    |              | yes |
 //! | connection      | `CONN#<connection id>`| `CONN`    | `TENANT#<tenant>`  | `CONN#<id>`  |     |
 //!
+//! | points budget   | `BUDGET#<name>`       | `BUDGET`  |                    |              |     |
+//!
 //! A connection item also carries the refresh lease (`lease_owner`, `lease_until` in epoch milliseconds) outside
 //! the record: only [`CredentialStore`] reads or writes it.
 
@@ -396,5 +398,46 @@ impl CredentialStore for DynamoStore {
             vec![("#status", "status")],
         )
         .await
+    }
+}
+
+impl crate::BudgetStore for DynamoStore {
+    async fn take_points(
+        &self,
+        name: &str,
+        limits: crate::budget::BudgetLimits,
+        wanted: u64,
+        now: OffsetDateTime,
+    ) -> Result<crate::budget::Take, StoreError> {
+        // Read, compute, write back on the condition that nobody wrote in between; on a race, read again.
+        for _ in 0..32 {
+            let stored: Option<crate::budget::BucketState> = self.get(format!("BUDGET#{name}"), "BUDGET").await?;
+            let (state, take) = crate::budget::take(stored, limits, wanted, now);
+            if stored == Some(state) {
+                return Ok(take); // nothing to write (no refill, nothing granted)
+            }
+            let item = to_item(&Keyed {
+                pk: format!("BUDGET#{name}"),
+                sk: "BUDGET".into(),
+                gsi1pk: None,
+                gsi1sk: None,
+                ttl: None,
+                record: state,
+            })?;
+            let mut put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+            put = match stored {
+                None => put.condition_expression("attribute_not_exists(pk)"),
+                Some(old) => put
+                    .condition_expression("updated_ms = :updated AND milli_points = :points")
+                    .expression_attribute_values(":updated", AttributeValue::N(old.updated_ms.to_string()))
+                    .expression_attribute_values(":points", AttributeValue::N(old.milli_points.to_string())),
+            };
+            match put.send().await {
+                Ok(_) => return Ok(take),
+                Err(e) if is_condition_failure(&e) => continue,
+                Err(e) => return Err(StoreError::dynamo(e)),
+            }
+        }
+        Err(StoreError::Dynamo("the points budget stayed contended after 32 attempts".into()))
     }
 }

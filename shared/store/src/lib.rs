@@ -8,6 +8,7 @@
 //! Sessions and states are keyed by the SHA-256 of their secret value: the table never holds a value that would let
 //! someone who reads it continue a connect flow.
 
+pub mod budget;
 pub mod contract;
 mod dynamo;
 mod error;
@@ -73,6 +74,18 @@ pub trait CredentialStore: Send + Sync {
         reason: &str,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The app-wide points budget (see [`budget`]).
+pub trait BudgetStore: Send + Sync {
+    /// Takes up to `wanted` points from the shared bucket `name`, atomically across every worker.
+    fn take_points(
+        &self,
+        name: &str,
+        limits: budget::BudgetLimits,
+        wanted: u64,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<budget::Take, StoreError>> + Send;
 }
 
 /// Connections, one per (tenant, Atlassian grant).

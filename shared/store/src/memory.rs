@@ -19,6 +19,7 @@ struct Inner {
     states: HashMap<String, OAuthState>,
     connections: HashMap<String, Connection>,
     leases: HashMap<String, (String, OffsetDateTime)>,
+    buckets: HashMap<String, crate::budget::BucketState>,
 }
 
 impl MemoryStore {
@@ -174,5 +175,20 @@ impl CredentialStore for MemoryStore {
         connection.updated_at = now;
         inner.leases.remove(connection_id);
         Ok(true)
+    }
+}
+
+impl crate::BudgetStore for MemoryStore {
+    async fn take_points(
+        &self,
+        name: &str,
+        limits: crate::budget::BudgetLimits,
+        wanted: u64,
+        now: OffsetDateTime,
+    ) -> Result<crate::budget::Take, StoreError> {
+        let mut inner = self.lock();
+        let (state, take) = crate::budget::take(inner.buckets.get(name).copied(), limits, wanted, now);
+        inner.buckets.insert(name.to_owned(), state);
+        Ok(take)
     }
 }
