@@ -380,6 +380,13 @@ async fn dynamo_store_serialises_refreshes() {
 }
 
 #[tokio::test]
+async fn dynamo_mirror_keeps_the_contract() {
+    let stack = Stack::from_env();
+    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
+    contract::the_mirror_round_trips_compares_and_clears(&mirror).await;
+}
+
+#[tokio::test]
 async fn dynamo_store_shares_the_points_budget() {
     contract::the_points_budget_is_shared(std::sync::Arc::new(store())).await;
 }

@@ -207,6 +207,66 @@ pub async fn the_points_budget_is_shared<S: BudgetStore + 'static>(store: std::s
     assert_eq!(later.granted, 5);
 }
 
+pub async fn the_mirror_round_trips_compares_and_clears(store: &impl MirrorStore) {
+    use crate::mirror::{MirrorObject, ObjectType, Scope};
+    use serde_json::json;
+    let scope = Scope::new(&unique("con"), ObjectType::Users);
+    let at = now();
+    let objects: Vec<MirrorObject> = (0..250)
+        .map(|i| {
+            let record = json!({
+                "account_id": format!("acc-{i}"),
+                "email": if i % 5 == 0 { serde_json::Value::Null } else { json!(format!("u{i}@acme.example")) },
+                "display_name": format!("User {i}"),
+                "status": "active",
+                "sites": ["cloud-1", "cloud-2"],
+            });
+            MirrorObject::new(format!("acc-{i}"), record.as_object().cloned().expect("object"), at)
+        })
+        .collect();
+    store.write(&scope, &objects).await.expect("write");
+
+    let keys: Vec<String> = ["acc-0", "acc-249", "acc-missing"].iter().map(|k| k.to_string()).collect();
+    let stored = store.stored(&scope, &keys).await.expect("stored");
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored["acc-0"].hash, objects[0].hash);
+    assert!(!stored["acc-249"].deleted);
+
+    // Change one, delete another: the comparison sees both.
+    let mut changed = objects[1].clone();
+    changed.record.insert("display_name".into(), json!("Renamed"));
+    changed.hash = crate::mirror::content_hash(&changed.record);
+    let mut gone = objects[2].clone();
+    gone.deleted = true;
+    store.write(&scope, &[changed.clone(), gone]).await.expect("write");
+    let stored = store.stored(&scope, &["acc-1".into(), "acc-2".into()]).await.expect("stored");
+    assert_eq!(stored["acc-1"].hash, changed.hash);
+    assert_ne!(changed.hash, objects[1].hash);
+    assert!(stored["acc-2"].deleted);
+
+    // Listing walks the partition exactly once, records intact.
+    let (mut listed, mut cursor) = (Vec::new(), None);
+    loop {
+        let (page, next) = store.list(&scope, cursor.as_deref(), 100).await.expect("list");
+        assert!(page.len() <= 100);
+        listed.extend(page);
+        cursor = next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(listed.len(), 250);
+    let one = listed.iter().find(|o| o.key == "acc-1").expect("acc-1");
+    assert_eq!(one, &changed);
+    let zero = listed.iter().find(|o| o.key == "acc-0").expect("acc-0");
+    assert_eq!(zero, &objects[0], "nulls, arrays and times round-trip");
+
+    let other = Scope::new(&scope.connection_id, ObjectType::Groups);
+    assert!(store.list(&other, None, 10).await.expect("list").0.is_empty(), "partitions are separate");
+    assert_eq!(store.clear(&scope).await.expect("clear"), 250);
+    assert!(store.list(&scope, None, 10).await.expect("list").0.is_empty());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +280,6 @@ mod tests {
         one_refresh_lease_at_a_time(&store).await;
         credentials_are_saved_only_on_the_expected_version(&store).await;
         the_points_budget_is_shared(std::sync::Arc::new(MemoryStore::new())).await;
+        the_mirror_round_trips_compares_and_clears(&store).await;
     }
 }

@@ -13,11 +13,15 @@ pub mod contract;
 mod dynamo;
 mod error;
 mod memory;
+pub mod mirror;
+mod mirror_dynamo;
 mod model;
 
 pub use dynamo::DynamoStore;
 pub use error::{CompleteError, StoreError};
 pub use memory::MemoryStore;
+pub use mirror::{MirrorObject, MirrorStore, ObjectType, Scope};
+pub use mirror_dynamo::DynamoMirror;
 pub use model::{
     ConnectSession, Connection, ConnectionMode, ConnectionStatus, OAuthState, Product, SealedCredentials, Site,
 };

@@ -20,6 +20,7 @@ struct Inner {
     connections: HashMap<String, Connection>,
     leases: HashMap<String, (String, OffsetDateTime)>,
     buckets: HashMap<String, crate::budget::BucketState>,
+    mirror: HashMap<crate::Scope, std::collections::BTreeMap<String, crate::MirrorObject>>,
 }
 
 impl MemoryStore {
@@ -190,5 +191,58 @@ impl crate::BudgetStore for MemoryStore {
         let (state, take) = crate::budget::take(inner.buckets.get(name).copied(), limits, wanted, now);
         inner.buckets.insert(name.to_owned(), state);
         Ok(take)
+    }
+}
+
+fn sort_key(key: &str) -> String {
+    format!("{:02x}#{key}", crate::mirror::bucket(key))
+}
+
+impl crate::MirrorStore for MemoryStore {
+    async fn stored(
+        &self,
+        scope: &crate::Scope,
+        keys: &[String],
+    ) -> Result<HashMap<String, crate::mirror::Stored>, StoreError> {
+        let inner = self.lock();
+        let Some(partition) = inner.mirror.get(scope) else { return Ok(HashMap::new()) };
+        Ok(keys
+            .iter()
+            .filter_map(|k| partition.get(&sort_key(k)))
+            .map(|o| (o.key.clone(), crate::mirror::Stored { hash: o.hash.clone(), deleted: o.deleted }))
+            .collect())
+    }
+
+    async fn write(&self, scope: &crate::Scope, objects: &[crate::MirrorObject]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let partition = inner.mirror.entry(scope.clone()).or_default();
+        for object in objects {
+            partition.insert(sort_key(&object.key), object.clone());
+        }
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        scope: &crate::Scope,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<crate::MirrorObject>, Option<crate::mirror::Cursor>), StoreError> {
+        let inner = self.lock();
+        let Some(partition) = inner.mirror.get(scope) else { return Ok((Vec::new(), None)) };
+        let start = after.map(|a| std::ops::Bound::Excluded(a.to_owned())).unwrap_or(std::ops::Bound::Unbounded);
+        let mut page: Vec<(String, crate::MirrorObject)> = partition
+            .range((start, std::ops::Bound::Unbounded))
+            .take(limit + 1)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = if more { page.last().map(|(k, _)| k.clone()) } else { None };
+        Ok((page.into_iter().map(|(_, v)| v).collect(), next))
+    }
+
+    async fn clear(&self, scope: &crate::Scope) -> Result<usize, StoreError> {
+        Ok(self.lock().mirror.remove(scope).map(|p| p.len()).unwrap_or(0))
     }
 }

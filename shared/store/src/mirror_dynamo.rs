@@ -1,0 +1,199 @@
+//! [`MirrorStore`] on DynamoDB: `pk = <connection id>#<type>`, `sk = <bucket>#<key>`.
+
+use crate::StoreError;
+use crate::mirror::{Cursor, MirrorObject, MirrorStore, Scope, Stored, bucket};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, WriteRequest};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::Duration;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// DynamoDB's limits per call.
+const BATCH_GET: usize = 100;
+const BATCH_WRITE: usize = 25;
+/// Unprocessed keys or items are retried with exponential backoff, this many times.
+const BATCH_RETRIES: u32 = 8;
+
+#[derive(Debug, Clone)]
+pub struct DynamoMirror {
+    client: Client,
+    table: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MirrorItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    object: MirrorObject,
+}
+
+fn pk(scope: &Scope) -> String {
+    format!("{}#{}", scope.connection_id, scope.object_type.as_str())
+}
+
+fn sk(key: &str) -> String {
+    format!("{:02x}#{key}", bucket(key))
+}
+
+fn key_of(scope: &Scope, key: &str) -> Item {
+    HashMap::from([("pk".to_owned(), AttributeValue::S(pk(scope))), ("sk".to_owned(), AttributeValue::S(sk(key)))])
+}
+
+async fn backoff(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(50u64 << attempt.min(6))).await;
+}
+
+impl DynamoMirror {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    /// BatchWriteItem in chunks of 25, retrying what DynamoDB leaves unprocessed.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for chunk in requests.chunks(BATCH_WRITE) {
+            let mut pending = chunk.to_vec();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(StoreError::dynamo)?;
+                pending = output.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
+                if !pending.is_empty() {
+                    attempt += 1;
+                    if attempt > BATCH_RETRIES {
+                        return Err(StoreError::Dynamo("DynamoDB kept items unprocessed".into()));
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MirrorStore for DynamoMirror {
+    async fn stored(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Stored>, StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_GET) {
+            let mut unique: Vec<&String> = chunk.iter().collect();
+            unique.sort();
+            unique.dedup();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(unique.iter().map(|k| key_of(scope, k)).collect()))
+                    .projection_expression("#k, #h, deleted")
+                    .expression_attribute_names("#k", "key")
+                    .expression_attribute_names("#h", "hash")
+                    .consistent_read(true)
+                    .build()
+                    .map_err(StoreError::dynamo)?,
+            );
+            let mut attempt = 0;
+            while let Some(request) = pending.take() {
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(StoreError::dynamo)?;
+                for item in output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+                    if let (Some(key), Some(hash)) = (text("key"), text("hash")) {
+                        let deleted = item.get("deleted").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+                        found.insert(key, Stored { hash, deleted });
+                    }
+                }
+                pending =
+                    output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys().is_empty());
+                if pending.is_some() {
+                    attempt += 1;
+                    if attempt > BATCH_RETRIES {
+                        return Err(StoreError::Dynamo("DynamoDB kept keys unprocessed".into()));
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn write(&self, scope: &Scope, objects: &[MirrorObject]) -> Result<(), StoreError> {
+        let mut requests = Vec::with_capacity(objects.len());
+        for object in objects {
+            let item: Item =
+                serde_dynamo::to_item(MirrorItem { pk: pk(scope), sk: sk(&object.key), object: object.clone() })
+                    .map_err(StoreError::Corrupt)?;
+            let put = PutRequest::builder().set_item(Some(item)).build().map_err(StoreError::dynamo)?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        self.batch_write(requests).await
+    }
+
+    async fn list(
+        &self,
+        scope: &Scope,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<MirrorObject>, Option<Cursor>), StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(pk(scope)))
+            .limit(limit.clamp(1, 1000) as i32);
+        if let Some(after) = after {
+            let sk = URL_SAFE_NO_PAD
+                .decode(after)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| StoreError::Dynamo("invalid cursor".into()))?;
+            let mut start = key_of(scope, "");
+            start.insert("sk".into(), AttributeValue::S(sk));
+            query = query.set_exclusive_start_key(Some(start));
+        }
+        let output = query.send().await.map_err(StoreError::dynamo)?;
+        let objects = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| serde_dynamo::from_item::<_, MirrorItem>(item).map(|i| i.object).map_err(StoreError::Corrupt))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = output
+            .last_evaluated_key
+            .and_then(|k| k.get("sk").and_then(|v| v.as_s().ok()).map(|sk| URL_SAFE_NO_PAD.encode(sk)));
+        Ok((objects, next))
+    }
+
+    async fn clear(&self, scope: &Scope) -> Result<usize, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(pk(scope)))
+            .projection_expression("pk, sk")
+            .into_paginator()
+            .items()
+            .send();
+        let mut deletes = Vec::new();
+        while let Some(item) = pages.next().await {
+            let key = item.map_err(StoreError::dynamo)?;
+            let delete = DeleteRequest::builder().set_key(Some(key)).build().map_err(StoreError::dynamo)?;
+            deletes.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        let count = deletes.len();
+        self.batch_write(deletes).await?;
+        Ok(count)
+    }
+}
