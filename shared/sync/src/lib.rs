@@ -1,0 +1,4 @@
+//! The sync of a connection's users, groups, Jira projects and Confluence spaces into the mirror.
+
+pub mod records;
+pub mod seen;
