@@ -476,3 +476,169 @@ async fn the_client_maps_token_endpoint_errors() {
     let denied = client("x").me(&bad_token).await.unwrap_err();
     assert!(matches!(denied, atlassian::ApiError::Unauthorized { status: 401 }), "{denied:?}");
 }
+
+mod sync_runs {
+    use super::*;
+    use atlassian::AccessToken;
+    use serde_json::{Value, json};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope, Stored};
+    use tests::sandbox::OrgSize;
+
+    /// The real DynamoDB mirror, counting the objects written through it.
+    struct Counting {
+        inner: store::DynamoMirror,
+        written: AtomicU64,
+    }
+
+    impl MirrorStore for Counting {
+        async fn stored(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Stored>, store::StoreError> {
+            self.inner.stored(scope, keys).await
+        }
+        async fn write(&self, scope: &Scope, objects: &[MirrorObject]) -> Result<(), store::StoreError> {
+            self.written.fetch_add(objects.len() as u64, Ordering::SeqCst);
+            self.inner.write(scope, objects).await
+        }
+        async fn list(
+            &self,
+            scope: &Scope,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<(Vec<MirrorObject>, Option<String>), store::StoreError> {
+            self.inner.list(scope, after, limit).await
+        }
+        async fn clear(&self, scope: &Scope) -> Result<usize, store::StoreError> {
+            self.inner.clear(scope).await
+        }
+    }
+
+    /// The org as the mirror must show it: key → record, for one object type.
+    fn expected(org: &Value, object_type: ObjectType, sites: &[String]) -> HashMap<String, Value> {
+        let list = |kind: &str| org[kind].as_array().unwrap().clone();
+        match object_type {
+            ObjectType::Users => list("users")
+                .iter()
+                .map(|u| {
+                    let email = if u["email_visible"] == true { u["email"].clone() } else { Value::Null };
+                    let status = if u["active"] == true { "active" } else { "inactive" };
+                    let record = json!({
+                        "account_id": u["account_id"], "email": email, "display_name": u["name"], "status": status,
+                        "account_type": u["account_type"], "sites": sites,
+                    });
+                    (u["account_id"].as_str().unwrap().to_owned(), record)
+                })
+                .collect(),
+            ObjectType::Groups => list("groups")
+                .iter()
+                .map(|g| {
+                    let mut members: Vec<&str> =
+                        g["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+                    members.sort_unstable();
+                    let record = json!({"group_id": g["id"], "name": g["name"], "member_account_ids": members});
+                    (g["id"].as_str().unwrap().to_owned(), record)
+                })
+                .collect(),
+            ObjectType::Projects => list("projects")
+                .iter()
+                .map(|p| {
+                    let lead = list("users").into_iter().find(|u| u["account_id"] == p["lead"]).unwrap();
+                    let record = json!({
+                        "cloud_id": p["site"], "project_id": p["id"], "key": p["key"], "name": p["name"],
+                        "lead_account_id": p["lead"], "lead_display_name": lead["name"],
+                    });
+                    (format!("{}#{}", p["site"].as_str().unwrap(), p["id"].as_str().unwrap()), record)
+                })
+                .collect(),
+            ObjectType::Spaces => list("spaces")
+                .iter()
+                .map(|s| {
+                    let record = json!({
+                        "cloud_id": s["site"], "space_id": s["id"], "key": s["key"], "name": s["name"],
+                        "type": s["type"], "status": s["status"],
+                    });
+                    (format!("{}#{}", s["site"].as_str().unwrap(), s["id"].as_str().unwrap()), record)
+                })
+                .collect(),
+        }
+    }
+
+    /// The live (not deleted) objects of the mirror, and how many are marked deleted.
+    async fn mirrored(mirror: &impl MirrorStore, scope: &Scope) -> (HashMap<String, Value>, usize) {
+        let (mut live, mut deleted, mut cursor) = (HashMap::new(), 0, None);
+        loop {
+            let (page, next) = mirror.list(scope, cursor.as_deref(), 500).await.unwrap();
+            for object in page {
+                if object.deleted {
+                    deleted += 1;
+                } else {
+                    live.insert(object.key, Value::Object(object.record));
+                }
+            }
+            cursor = next;
+            if cursor.is_none() {
+                return (live, deleted);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn syncing_mirrors_the_org_writes_only_changes_and_marks_deletions() {
+        // Every endpoint needs more than one page: 1,100 users (1,000 a page), 210 projects (100), 520 spaces (250).
+        let size = OrgSize { users: 1100, groups: 30, projects: 210, spaces: 520, sites: 2 };
+        let base = harness::spawn_sandbox(SandboxConfig { org: size, ..SandboxConfig::default() }).await.unwrap();
+        let token = AccessToken::new(harness::sandbox_token(&base, None).await.unwrap());
+        let stack = Stack::from_env();
+        let mirror = Counting {
+            inner: store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table),
+            written: AtomicU64::new(0),
+        };
+        let directory = AtlassianClient::new(
+            atlassian::http_client().unwrap(),
+            Endpoints { auth_base: base.clone(), api_base: base.clone() },
+            ClientCredentials { client_id: ClientId::new("x".into()), client_secret: ClientSecret::new("x".into()) },
+            Url::parse(CALLBACK).unwrap(),
+        );
+        let connection_id = unique("con");
+        let sites: Vec<String> = (0..size.sites).map(tests::sandbox::site_id).collect();
+        let run = |object_type| sync::engine::Run {
+            directory: &directory,
+            mirror: &mirror,
+            token: &token,
+            connection_id: &connection_id,
+            sites: sites.clone(),
+            object_type,
+            now: OffsetDateTime::now_utc(),
+        };
+
+        // First sync: everything is created, and the mirror is exactly the org.
+        let org = harness::sandbox_org(&base).await.unwrap();
+        for object_type in ObjectType::ALL {
+            let counts = run(object_type).run().await.unwrap();
+            let expected = expected(&org, object_type, &sites);
+            assert_eq!(counts.created as usize, expected.len(), "{object_type:?} created");
+            let (live, deleted) = mirrored(&mirror, &Scope::new(&connection_id, object_type)).await;
+            assert_eq!(deleted, 0);
+            assert_eq!(live, expected, "{object_type:?}: the mirror is exactly the org");
+        }
+
+        // An unchanged re-sync reads everything and writes nothing.
+        let before = mirror.written.load(Ordering::SeqCst);
+        for object_type in ObjectType::ALL {
+            let counts = run(object_type).run().await.unwrap();
+            assert_eq!((counts.created, counts.updated, counts.deleted), (0, 0, 0), "{object_type:?}");
+            assert!(counts.unchanged > 0 && counts.pages > 0 && counts.points > counts.pages);
+        }
+        assert_eq!(mirror.written.load(Ordering::SeqCst), before, "an unchanged re-sync writes no object");
+
+        // The org changes: adds, renames, removals and membership changes all show.
+        harness::client().post(base.join("/__sandbox/org/mutate").unwrap()).send().await.unwrap();
+        let org = harness::sandbox_org(&base).await.unwrap();
+        for object_type in ObjectType::ALL {
+            let counts = run(object_type).run().await.unwrap();
+            assert!(counts.created >= 1 && counts.deleted >= 1, "{object_type:?}: {counts:?}");
+            let (live, deleted) = mirrored(&mirror, &Scope::new(&connection_id, object_type)).await;
+            assert_eq!(live, expected(&org, object_type, &sites), "{object_type:?} after the change");
+            assert_eq!(deleted as u64, counts.deleted, "{object_type:?}: removed upstream, marked deleted");
+        }
+    }
+}

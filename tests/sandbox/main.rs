@@ -2,7 +2,7 @@
 //! mutation. Paging every endpoint the way a client must gives back exactly the seeded org.
 
 use serde_json::Value;
-use tests::harness::{self, Consent};
+use tests::harness;
 use tests::sandbox::{Faults, OrgSize, SandboxConfig};
 use url::Url;
 
@@ -11,37 +11,8 @@ const SIZE: OrgSize = OrgSize { users: 1234, groups: 120, projects: 230, spaces:
 /// A sandbox of its own and an access token from a full consent (with `scopes` granted, or all asked).
 async fn sandbox(granted_scopes: Option<&str>) -> (Url, String) {
     let base = harness::spawn_sandbox(SandboxConfig { org: SIZE, ..SandboxConfig::default() }).await.unwrap();
-    let config = SandboxConfig::default();
-    let scope = tokens_scopes();
-    let mut authorize = base.join("/authorize").unwrap();
-    authorize
-        .query_pairs_mut()
-        .append_pair("audience", "api.atlassian.com")
-        .append_pair("client_id", &config.client_id)
-        .append_pair("scope", &scope)
-        .append_pair("redirect_uri", "https://connector.test/oauth/callback")
-        .append_pair("state", "st_x")
-        .append_pair("response_type", "code");
-    let consent = Consent { granted_scopes: granted_scopes.map(String::from), ..Consent::default() };
-    let callback = harness::consent(authorize.as_str(), &consent).await.unwrap();
-    let code = harness::query(&callback)["code"].clone();
-    let token: Value = harness::client()
-        .post(base.join("/oauth/token").unwrap())
-        .json(&serde_json::json!({
-            "grant_type": "authorization_code", "client_id": config.client_id, "client_secret": config.client_secret,
-            "code": code, "redirect_uri": "https://connector.test/oauth/callback",
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (base, token["access_token"].as_str().unwrap().to_owned())
-}
-
-fn tokens_scopes() -> String {
-    "offline_access read:me read:jira-user read:jira-work read:group:jira read:space:confluence".into()
+    let token = harness::sandbox_token(&base, granted_scopes).await.unwrap();
+    (base, token)
 }
 
 async fn get(base: &Url, token: &str, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {

@@ -170,3 +170,39 @@ pub async fn spawn_sandbox(config: SandboxConfig) -> Result<Url> {
     tokio::spawn(Sandbox::new(config).serve(listener));
     Ok(url)
 }
+
+/// An access token from a full consent on the sandbox at `base` (with `granted_scopes`, or all asked).
+pub async fn sandbox_token(base: &Url, granted_scopes: Option<&str>) -> Result<String> {
+    let config = SandboxConfig::default();
+    let mut authorize = base.join("/authorize")?;
+    authorize
+        .query_pairs_mut()
+        .append_pair("audience", "api.atlassian.com")
+        .append_pair("client_id", &config.client_id)
+        .append_pair(
+            "scope",
+            "offline_access read:me read:jira-user read:jira-work read:group:jira read:space:confluence",
+        )
+        .append_pair("redirect_uri", "https://connector.test/oauth/callback")
+        .append_pair("state", "st_x")
+        .append_pair("response_type", "code");
+    let consent = Consent { granted_scopes: granted_scopes.map(String::from), ..Consent::default() };
+    let callback = self::consent(authorize.as_str(), &consent).await?;
+    let code = query(&callback).get("code").cloned().context("no code")?;
+    let token: serde_json::Value = client()
+        .post(base.join("/oauth/token")?)
+        .json(&serde_json::json!({
+            "grant_type": "authorization_code", "client_id": config.client_id, "client_secret": config.client_secret,
+            "code": code, "redirect_uri": "https://connector.test/oauth/callback",
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    token["access_token"].as_str().map(String::from).context("no access token")
+}
+
+/// The sandbox's org as JSON (`/__sandbox/org`).
+pub async fn sandbox_org(base: &Url) -> Result<serde_json::Value> {
+    Ok(client().get(base.join("/__sandbox/org")?).send().await?.json().await?)
+}

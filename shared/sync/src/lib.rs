@@ -1,4 +1,5 @@
 //! The sync of a connection's users, groups, Jira projects and Confluence spaces into the mirror.
 
+pub mod engine;
 pub mod records;
 pub mod seen;
