@@ -387,6 +387,11 @@ async fn dynamo_mirror_keeps_the_contract() {
 }
 
 #[tokio::test]
+async fn dynamo_store_runs_one_sync_per_type_at_a_time() {
+    contract::one_run_per_type_at_a_time(&store()).await;
+}
+
+#[tokio::test]
 async fn dynamo_store_shares_the_points_budget() {
     contract::the_points_budget_is_shared(std::sync::Arc::new(store())).await;
 }
@@ -641,4 +646,56 @@ mod sync_runs {
             assert_eq!(deleted as u64, counts.deleted, "{object_type:?}: removed upstream, marked deleted");
         }
     }
+}
+
+#[tokio::test]
+async fn sync_jobs_record_their_runs_and_stop_at_a_revoked_grant() {
+    use store::RunStore;
+    use store::mirror::{MirrorStore, ObjectType, Scope};
+    use sync::job::{self, Outcome};
+    let flow = Flow::new().await;
+    let tenant = unique("tenant");
+    let id = connected(&flow, &tenant).await;
+    let stack = Stack::from_env();
+    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
+    let policy = RefreshPolicy::default();
+    let deps = job::Deps {
+        store: &flow.store,
+        mirror: &mirror,
+        atlassian: &flow.callback.atlassian,
+        keys: &flow.callback.keys,
+        refresh: &policy,
+    };
+    let org = harness::sandbox_org(&flow.sandbox).await.unwrap();
+    for (object_type, kind) in [
+        (ObjectType::Users, "users"),
+        (ObjectType::Groups, "groups"),
+        (ObjectType::Projects, "projects"),
+        (ObjectType::Spaces, "spaces"),
+    ] {
+        let outcome = job::run(&deps, &id, object_type, &unique("run")).await.unwrap();
+        let Outcome::Finished(store::RunStatus::Succeeded, counts) = outcome else {
+            panic!("{object_type:?}: {outcome:?}")
+        };
+        let expected = org[kind].as_array().unwrap().len();
+        assert_eq!(counts.created as usize, expected, "{object_type:?}");
+        let (objects, _) = mirror.list(&Scope::new(&id, object_type), None, 1000).await.unwrap();
+        assert_eq!(objects.len(), expected);
+    }
+    let runs = flow.store.list_runs(&id).await.unwrap();
+    assert_eq!(runs.len(), 4);
+    assert!(
+        runs.iter().all(|r| r.status == store::RunStatus::Succeeded && r.finished_at.is_some() && r.counts.points > 0)
+    );
+
+    // The customer revokes access: the next run ends needs_reauth, and so does the connection.
+    let revoke = flow.sandbox.join(&format!("/__sandbox/grants/{}/revoke", harness::ADMIN)).unwrap();
+    harness::client().post(revoke).send().await.unwrap();
+    flow.expire_access_token(&id).await;
+    let outcome = job::run(&deps, &id, ObjectType::Users, &unique("run")).await.unwrap();
+    assert!(matches!(outcome, Outcome::Finished(store::RunStatus::NeedsReauth, _)), "{outcome:?}");
+    let connection = flow.store.get_connection(&id).await.unwrap().unwrap();
+    assert_eq!(connection.status, store::ConnectionStatus::NeedsReauth);
+    // Further jobs skip the connection until the tenant connects again.
+    assert_eq!(job::run(&deps, &id, ObjectType::Groups, &unique("run")).await.unwrap(), Outcome::Skipped);
 }

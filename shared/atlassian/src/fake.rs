@@ -131,3 +131,47 @@ impl AtlassianApi for FakeAtlassian {
         Ok(Me { account_id: self.account_id.clone(), name: None })
     }
 }
+
+/// An empty directory: every list is one empty page.
+impl crate::DirectoryApi for FakeAtlassian {
+    async fn users_page(&self, _: &AccessToken, _: &str, _: usize) -> Result<Vec<crate::rest::JiraUser>, ApiError> {
+        Ok(Vec::new())
+    }
+    async fn groups_page(
+        &self,
+        _: &AccessToken,
+        _: &str,
+        _: usize,
+    ) -> Result<crate::rest::Page<crate::rest::JiraGroup>, ApiError> {
+        Ok(empty_page())
+    }
+    async fn group_members_page(
+        &self,
+        _: &AccessToken,
+        _: &str,
+        _: &str,
+        _: usize,
+    ) -> Result<crate::rest::Page<crate::rest::JiraUser>, ApiError> {
+        Ok(empty_page())
+    }
+    async fn projects_page(
+        &self,
+        _: &AccessToken,
+        _: &str,
+        _: usize,
+    ) -> Result<crate::rest::Page<crate::rest::JiraProject>, ApiError> {
+        Ok(empty_page())
+    }
+    async fn spaces_page(
+        &self,
+        _: &AccessToken,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<crate::rest::SpacesPage, ApiError> {
+        Ok(crate::rest::SpacesPage { results: Vec::new(), next: None })
+    }
+}
+
+fn empty_page<T>() -> crate::rest::Page<T> {
+    crate::rest::Page { start_at: 0, max_results: 50, total: Some(0), is_last: Some(true), values: Vec::new() }
+}

@@ -267,6 +267,50 @@ pub async fn the_mirror_round_trips_compares_and_clears(store: &impl MirrorStore
     assert!(store.list(&scope, None, 10).await.expect("list").0.is_empty());
 }
 
+pub async fn one_run_per_type_at_a_time(store: &impl RunStore) {
+    use crate::mirror::ObjectType;
+    use crate::runs::{RunCounts, RunRecord, RunStatus};
+    let connection_id = unique("con");
+    let now = now();
+    let run = |run_id: &str, object_type| RunRecord {
+        object_type,
+        run_id: run_id.into(),
+        status: RunStatus::Running,
+        started_at: now,
+        finished_at: None,
+        counts: RunCounts::default(),
+        error: None,
+        lease_until_ms: crate::budget::epoch_ms(now + Duration::minutes(15)),
+    };
+    let first = run("run-1", ObjectType::Users);
+    assert!(store.try_start_run(&connection_id, &first, now).await.expect("start"));
+    assert!(!store.try_start_run(&connection_id, &run("run-2", ObjectType::Users), now).await.expect("start"));
+    assert!(store.try_start_run(&connection_id, &first, now).await.expect("start"), "the same run resumes");
+    assert!(
+        store.try_start_run(&connection_id, &run("run-3", ObjectType::Groups), now).await.expect("start"),
+        "types are independent"
+    );
+    // A lapsed lease can be taken over.
+    let later = now + Duration::minutes(16);
+    let takeover = RunRecord { started_at: later, ..run("run-4", ObjectType::Users) };
+    assert!(store.try_start_run(&connection_id, &takeover, later).await.expect("start"));
+    // The old run's results are refused; the new run's are kept.
+    let mut stale = first.clone();
+    stale.status = RunStatus::Succeeded;
+    assert!(!store.save_run(&connection_id, &stale).await.expect("save"));
+    let mut done = takeover.clone();
+    done.status = RunStatus::Succeeded;
+    done.finished_at = Some(later);
+    done.counts = RunCounts { pages: 3, created: 10, updated: 1, unchanged: 5, deleted: 2, points: 77 };
+    assert!(store.save_run(&connection_id, &done).await.expect("save"));
+    // A finished run does not block the next.
+    assert!(store.try_start_run(&connection_id, &run("run-5", ObjectType::Users), later).await.expect("start"));
+    let mut runs = store.list_runs(&connection_id).await.expect("list");
+    runs.sort_by_key(|r| r.object_type);
+    assert_eq!(runs.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), vec!["run-5", "run-3"]);
+    assert!(store.list_runs(&unique("con")).await.expect("list").is_empty());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +325,6 @@ mod tests {
         credentials_are_saved_only_on_the_expected_version(&store).await;
         the_points_budget_is_shared(std::sync::Arc::new(MemoryStore::new())).await;
         the_mirror_round_trips_compares_and_clears(&store).await;
+        one_run_per_type_at_a_time(&store).await;
     }
 }

@@ -6,6 +6,7 @@
 //! | OAuth state     | `STATE#<sha256>`      | `STATE`   |                    |              | yes |
 //! | connection      | `CONN#<connection id>`| `CONN`    | `TENANT#<tenant>`  | `CONN#<id>`  |     |
 //!
+//! | run record      | `CONN#<connection id>`| `RUN#<type>` |                 |              |     |
 //! | points budget   | `BUDGET#<name>`       | `BUDGET`  |                    |              |     |
 //!
 //! A connection item also carries the refresh lease (`lease_owner`, `lease_until` in epoch milliseconds) outside
@@ -439,5 +440,86 @@ impl crate::BudgetStore for DynamoStore {
             }
         }
         Err(StoreError::Dynamo("the points budget stayed contended after 32 attempts".into()))
+    }
+}
+
+fn run_sk(object_type: crate::ObjectType) -> String {
+    format!("RUN#{}", object_type.as_str())
+}
+
+impl crate::RunStore for DynamoStore {
+    async fn try_start_run(
+        &self,
+        connection_id: &str,
+        run: &crate::RunRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let item = to_item(&Keyed {
+            pk: connection_pk(connection_id),
+            sk: run_sk(run.object_type),
+            gsi1pk: None,
+            gsi1sk: None,
+            ttl: None,
+            record: run,
+        })?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(
+                "attribute_not_exists(pk) OR #status <> :running OR lease_until_ms < :now OR run_id = :run_id",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":running", AttributeValue::S("running".into()))
+            .expression_attribute_values(":now", AttributeValue::N(crate::budget::epoch_ms(now).to_string()))
+            .expression_attribute_values(":run_id", AttributeValue::S(run.run_id.clone()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::dynamo(e)),
+        }
+    }
+
+    async fn save_run(&self, connection_id: &str, run: &crate::RunRecord) -> Result<bool, StoreError> {
+        let item = to_item(&Keyed {
+            pk: connection_pk(connection_id),
+            sk: run_sk(run.object_type),
+            gsi1pk: None,
+            gsi1sk: None,
+            ttl: None,
+            record: run,
+        })?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("run_id = :run_id")
+            .expression_attribute_values(":run_id", AttributeValue::S(run.run_id.clone()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::dynamo(e)),
+        }
+    }
+
+    async fn list_runs(&self, connection_id: &str) -> Result<Vec<crate::RunRecord>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :run)")
+            .expression_attribute_values(":pk", AttributeValue::S(connection_pk(connection_id)))
+            .expression_attribute_values(":run", AttributeValue::S("RUN#".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::dynamo)?;
+        output.items.unwrap_or_default().into_iter().map(from_item).collect()
     }
 }

@@ -16,6 +16,7 @@ mod memory;
 pub mod mirror;
 mod mirror_dynamo;
 mod model;
+pub mod runs;
 
 pub use dynamo::DynamoStore;
 pub use error::{CompleteError, StoreError};
@@ -25,6 +26,7 @@ pub use mirror_dynamo::DynamoMirror;
 pub use model::{
     ConnectSession, Connection, ConnectionMode, ConnectionStatus, OAuthState, Product, SealedCredentials, Site,
 };
+pub use runs::{RunCounts, RunRecord, RunStatus};
 
 use std::future::Future;
 use time::OffsetDateTime;
@@ -90,6 +92,24 @@ pub trait BudgetStore: Send + Sync {
         wanted: u64,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<budget::Take, StoreError>> + Send;
+}
+
+/// Run records (see [`runs`]).
+pub trait RunStore: Send + Sync {
+    /// Stores `run` as the running record of its type unless another run holds a live lease (a record with the same
+    /// `run_id` may always be resumed). `false`: someone else is running.
+    fn try_start_run(
+        &self,
+        connection_id: &str,
+        run: &RunRecord,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Replaces the record of the same run (`false` if another run took over meanwhile).
+    fn save_run(&self, connection_id: &str, run: &RunRecord) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The latest run of each type.
+    fn list_runs(&self, connection_id: &str) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
 }
 
 /// Connections, one per (tenant, Atlassian grant).

@@ -21,6 +21,7 @@ struct Inner {
     leases: HashMap<String, (String, OffsetDateTime)>,
     buckets: HashMap<String, crate::budget::BucketState>,
     mirror: HashMap<crate::Scope, std::collections::BTreeMap<String, crate::MirrorObject>>,
+    runs: HashMap<(String, crate::ObjectType), crate::RunRecord>,
 }
 
 impl MemoryStore {
@@ -244,5 +245,46 @@ impl crate::MirrorStore for MemoryStore {
 
     async fn clear(&self, scope: &crate::Scope) -> Result<usize, StoreError> {
         Ok(self.lock().mirror.remove(scope).map(|p| p.len()).unwrap_or(0))
+    }
+}
+
+impl crate::RunStore for MemoryStore {
+    async fn try_start_run(
+        &self,
+        connection_id: &str,
+        run: &crate::RunRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let key = (connection_id.to_owned(), run.object_type);
+        let now_ms = crate::budget::epoch_ms(now);
+        if let Some(current) = inner.runs.get(&key)
+            && current.status == crate::RunStatus::Running
+            && current.lease_until_ms >= now_ms
+            && current.run_id != run.run_id
+        {
+            return Ok(false);
+        }
+        inner.runs.insert(key, run.clone());
+        Ok(true)
+    }
+
+    async fn save_run(&self, connection_id: &str, run: &crate::RunRecord) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let key = (connection_id.to_owned(), run.object_type);
+        match inner.runs.get(&key) {
+            Some(current) if current.run_id == run.run_id => {
+                inner.runs.insert(key, run.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn list_runs(&self, connection_id: &str) -> Result<Vec<crate::RunRecord>, StoreError> {
+        let mut runs: Vec<_> =
+            self.lock().runs.iter().filter(|((c, _), _)| c == connection_id).map(|(_, r)| r.clone()).collect();
+        runs.sort_by_key(|r| r.object_type);
+        Ok(runs)
     }
 }

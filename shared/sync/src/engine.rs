@@ -30,16 +30,7 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Counts {
-    pub pages: u64,
-    pub created: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub deleted: u64,
-    /// Quota points Atlassian charges for what was read (1 a request, +2 a user or group, +1 a project or space).
-    pub points: u64,
-}
+pub use store::RunCounts as Counts;
 
 /// The sites a type is read from: Jira sites for users, groups and projects; Confluence sites for spaces.
 pub fn sites_for(connection: &Connection, object_type: ObjectType) -> Vec<String> {
