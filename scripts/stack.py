@@ -151,7 +151,7 @@ def up():
 
     aws_endpoint = f"http://127.0.0.1:{aws_port}"
     functions_url = f"http://127.0.0.1:{fn_port}"
-    start("moto", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aws_port)])
+    start("moto", [str(VENV_BIN / "python"), str(ROOT / "scripts" / "moto_server.py"), "127.0.0.1", str(aws_port)])
 
     # The sandbox, unless the caller points the stack at another Atlassian.
     external = bool(os.environ.get("ATLASSIAN_AUTH_BASE_URL"))

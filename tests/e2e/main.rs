@@ -180,7 +180,7 @@ async fn reconnecting_updates_the_connection_end_to_end() {
     assert_eq!(after["status"], "active");
     assert_eq!(after["created_at"], before["created_at"]);
     assert_ne!(after["updated_at"], before["updated_at"]);
-    assert_eq!(after["sites"].as_array().unwrap().len(), 1, "the reconnect's sites replace the old ones");
+    assert_eq!(after["sites"].as_array().unwrap().len(), 2, "like Atlassian, a consent adds sites to the grant");
     let (_, list) = stack.api_get(&format!("/connections?tenant_id={tenant}")).await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
@@ -213,4 +213,87 @@ async fn the_management_api_refuses_without_its_key() {
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
+}
+
+#[tokio::test]
+async fn syncing_and_reading_the_mirror_end_to_end() {
+    use store::mirror::ObjectType;
+    let stack = Stack::from_env();
+    let tenant = unique("e2e-sync");
+    // An admin of its own: other tests' consents must not touch this grant.
+    let consent = Consent { account_id: "5b10ac8d82e05b22cc7d0001".into(), ..Consent::default() };
+    let (answer, c) = connect(&stack, &tenant, None, &consent).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    // Run the four syncs (in-process; the queue-fed worker function is the next step) on the stack's tables.
+    let key_ring = stack
+        .secretsmanager()
+        .get_secret_value()
+        .secret_id(&stack.token_keys_secret_id)
+        .send()
+        .await
+        .unwrap()
+        .secret_string
+        .unwrap();
+    let keys = KeyRing::from_json(&key_ring).unwrap();
+    let atlassian = atlassian::AtlassianClient::new(
+        atlassian::http_client().unwrap(),
+        atlassian::Endpoints { auth_base: stack.atlassian_url.clone(), api_base: stack.atlassian_url.clone() },
+        atlassian::ClientCredentials {
+            client_id: atlassian::ClientId::new(stack.client_id.clone()),
+            client_secret: atlassian::ClientSecret::new(stack.client_secret.clone()),
+        },
+        stack.url("/oauth/callback"),
+    );
+    let store = store::DynamoStore::new(stack.dynamodb(), &stack.table);
+    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
+    let policy = tokens::refresh::RefreshPolicy::default();
+    let deps = sync::job::Deps { store: &store, mirror: &mirror, atlassian: &atlassian, keys: &keys, refresh: &policy };
+    for object_type in ObjectType::ALL {
+        sync::job::run(&deps, &c.connection_id, object_type, &unique("run")).await.unwrap();
+    }
+
+    // The API shows each run and serves the mirror: exactly the sandbox's users.
+    let (_, connection) = stack.api_get(&format!("/connections/{}", c.connection_id)).await.unwrap();
+    for object_type in ["users", "groups", "projects", "spaces"] {
+        assert_eq!(connection["sync"][object_type]["status"], "succeeded", "{object_type}: {connection}");
+    }
+    let org: serde_json::Value = harness::client()
+        .get(stack.atlassian_url.join("/__sandbox/org").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (status, users) =
+        stack.api_get(&format!("/connections/{}/objects/users?limit=1000", c.connection_id)).await.unwrap();
+    assert_eq!(status, 200);
+    let mut got: Vec<&str> =
+        users["items"].as_array().unwrap().iter().map(|u| u["account_id"].as_str().unwrap()).collect();
+    let mut want: Vec<&str> =
+        org["users"].as_array().unwrap().iter().map(|u| u["account_id"].as_str().unwrap()).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert_eq!(users["next_cursor"], serde_json::Value::Null);
+    let first = &users["items"][0];
+    for field in ["account_id", "email", "display_name", "status", "account_type", "sites", "deleted", "synced_at"] {
+        assert!(first.get(field).is_some(), "users carry {field}: {first}");
+    }
+
+    // Disconnecting destroys the tokens at once and empties the mirror.
+    let response = harness::client()
+        .delete(stack.url(&format!("/connections/{}", c.connection_id)))
+        .bearer_auth(&stack.management_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "revoked");
+    let item = stored_item(&stack, &c.connection_id).await;
+    assert!(!item.contains_key("credentials"), "tokens destroyed");
+    let (_, users) = stack.api_get(&format!("/connections/{}/objects/users", c.connection_id)).await.unwrap();
+    assert_eq!(users["items"], serde_json::json!([]));
 }

@@ -19,6 +19,8 @@ pub struct Stack {
     pub management_key: String,
     pub token_keys_secret_id: String,
     pub function_log: String,
+    pub client_id: String,
+    pub client_secret: String,
 }
 
 fn var(name: &str) -> String {
@@ -38,6 +40,8 @@ impl Stack {
             management_key: var("STACK_MANAGEMENT_API_KEY"),
             token_keys_secret_id: var("STACK_TOKEN_KEYS_SECRET_ID"),
             function_log: var("STACK_FUNCTION_LOG"),
+            client_id: var("STACK_CLIENT_ID"),
+            client_secret: var("STACK_CLIENT_SECRET"),
         }
     }
 

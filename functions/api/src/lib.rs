@@ -2,7 +2,10 @@
 //!
 //! - `POST /connect-sessions` `{"tenant_id", "return_url"?}` → `201 {"session_id", "connect_url", "expires_at"}`
 //! - `GET /connections?tenant_id=…` → `{"items": [...]}`
-//! - `GET /connections/{id}` → the connection (status, sites, scopes, times; never tokens)
+//! - `GET /connections/{id}` → the connection (status, sites, scopes, times, latest sync run per type; never
+//!   tokens)
+//! - `GET /connections/{id}/objects/{users|groups|projects|spaces}?limit=&cursor=` → `{"items", "next_cursor"}`
+//! - `DELETE /connections/{id}` → disconnects: tokens destroyed at once, mirrored data removed, status `revoked`
 //!
 //! Every error is JSON `{"error": {"code", "message"}}`.
 
@@ -12,7 +15,9 @@ use runtime::config::{ConfigError, Env, Source};
 use runtime::http;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use store::{Connection, ConnectionStore, SessionStore};
+use std::collections::BTreeMap;
+use store::mirror::{MirrorStore, ObjectType, Scope};
+use store::{Connection, ConnectionStore, RunRecord, RunStatus, RunStore, SessionStore};
 use time::OffsetDateTime;
 use tokens::connect::{self, ReturnUrlAllowList, SessionSettings};
 use tokens::ids;
@@ -20,6 +25,7 @@ use url::Url;
 
 pub struct Config {
     pub table: String,
+    pub mirror_table: String,
     pub management_key_secret_id: String,
     pub public_base_url: Url,
     pub return_urls: ReturnUrlAllowList,
@@ -31,6 +37,7 @@ impl Config {
         let allow_list = env.optional("RETURN_URL_ALLOWLIST").unwrap_or_default();
         Ok(Self {
             table: env.required("STATE_TABLE")?,
+            mirror_table: env.required("MIRROR_TABLE")?,
             management_key_secret_id: env.required("MANAGEMENT_API_KEY_SECRET_ID")?,
             public_base_url: env.url("PUBLIC_BASE_URL")?,
             return_urls: ReturnUrlAllowList::parse(&allow_list)
@@ -48,16 +55,18 @@ impl Config {
     }
 }
 
-pub struct Deps<S> {
+pub struct Deps<S, M> {
     pub store: S,
+    pub mirror: M,
     pub management_key: SecretString,
     pub sessions: SessionSettings,
 }
 
-pub async fn handle<S: SessionStore + ConnectionStore>(
-    deps: &Deps<S>,
-    request: Request,
-) -> Result<Response<Body>, lambda_http::Error> {
+pub async fn handle<S, M>(deps: &Deps<S, M>, request: Request) -> Result<Response<Body>, lambda_http::Error>
+where
+    S: SessionStore + ConnectionStore + RunStore,
+    M: MirrorStore,
+{
     if !authorized(deps, &request) {
         let mut response = http::json_error(401, "unauthorized", "A valid management API key is required.");
         response.headers_mut().insert("www-authenticate", lambda_http::http::HeaderValue::from_static("Bearer"));
@@ -70,7 +79,9 @@ pub async fn handle<S: SessionStore + ConnectionStore>(
         (["connect-sessions"], &Method::POST) => create_session(deps, &request).await,
         (["connections"], &Method::GET) => list_connections(deps, &request).await,
         (["connections", id], &Method::GET) => get_connection(deps, id).await,
-        (["connect-sessions"] | ["connections"] | ["connections", _], _) => {
+        (["connections", id], &Method::DELETE) => disconnect(deps, id).await,
+        (["connections", id, "objects", object_type], &Method::GET) => objects(deps, id, object_type, &request).await,
+        (["connect-sessions"] | ["connections"] | ["connections", _] | ["connections", _, "objects", _], _) => {
             http::json_error(405, "method_not_allowed", "This method is not allowed here.")
         }
         _ => http::json_error(404, "not_found", "No such route."),
@@ -78,7 +89,7 @@ pub async fn handle<S: SessionStore + ConnectionStore>(
     Ok(response)
 }
 
-fn authorized<S>(deps: &Deps<S>, request: &Request) -> bool {
+fn authorized<S, M>(deps: &Deps<S, M>, request: &Request) -> bool {
     request
         .headers()
         .get(lambda_http::http::header::AUTHORIZATION)
@@ -102,7 +113,7 @@ struct CreatedSession<'a> {
     expires_at: OffsetDateTime,
 }
 
-async fn create_session<S: SessionStore>(deps: &Deps<S>, request: &Request) -> Response<Body> {
+async fn create_session<S: SessionStore, M>(deps: &Deps<S, M>, request: &Request) -> Response<Body> {
     let Ok(body) = serde_json::from_slice::<CreateSession>(request.body().as_ref()) else {
         return http::json_error(400, "invalid_body", "Expected JSON {\"tenant_id\": \"…\", \"return_url\": \"…\"?}.");
     };
@@ -125,24 +136,94 @@ async fn create_session<S: SessionStore>(deps: &Deps<S>, request: &Request) -> R
     }
 }
 
-async fn list_connections<S: ConnectionStore>(deps: &Deps<S>, request: &Request) -> Response<Body> {
+async fn list_connections<S: ConnectionStore + RunStore, M>(deps: &Deps<S, M>, request: &Request) -> Response<Body> {
     let query = request.query_string_parameters();
     let Some(tenant_id) = query.first("tenant_id").filter(|t| !t.is_empty()) else {
         return http::json_error(400, "tenant_id_required", "Pass ?tenant_id= to list a tenant's connections.");
     };
-    match deps.store.list_connections(tenant_id).await {
-        Ok(connections) => {
-            let items: Vec<ConnectionView> = connections.iter().map(ConnectionView::from).collect();
-            http::json(200, &serde_json::json!({ "items": items }))
+    let connections = match deps.store.list_connections(tenant_id).await {
+        Ok(connections) => connections,
+        Err(error) => return internal(&error),
+    };
+    let mut items = Vec::with_capacity(connections.len());
+    for connection in &connections {
+        match deps.store.list_runs(&connection.connection_id).await {
+            Ok(runs) => items.push(serde_json::to_value(ConnectionView::new(connection, &runs)).unwrap_or_default()),
+            Err(error) => return internal(&error),
         }
+    }
+    http::json(200, &serde_json::json!({ "items": items }))
+}
+
+async fn get_connection<S: ConnectionStore + RunStore, M>(deps: &Deps<S, M>, id: &str) -> Response<Body> {
+    match deps.store.get_connection(id).await {
+        Ok(Some(connection)) => match deps.store.list_runs(id).await {
+            Ok(runs) => http::json(200, &ConnectionView::new(&connection, &runs)),
+            Err(error) => internal(&error),
+        },
+        Ok(None) => not_found(),
         Err(error) => internal(&error),
     }
 }
 
-async fn get_connection<S: ConnectionStore>(deps: &Deps<S>, id: &str) -> Response<Body> {
+fn not_found() -> Response<Body> {
+    http::json_error(404, "connection_not_found", "No connection has this id.")
+}
+
+/// Tokens first (at once, in one write), then the mirrored data.
+async fn disconnect<S: ConnectionStore + RunStore, M: MirrorStore>(deps: &Deps<S, M>, id: &str) -> Response<Body> {
+    match deps.store.revoke_connection(id, OffsetDateTime::now_utc()).await {
+        Ok(true) => {}
+        Ok(false) => return not_found(),
+        Err(error) => return internal(&error),
+    }
+    for object_type in ObjectType::ALL {
+        if let Err(error) = deps.mirror.clear(&Scope::new(id, object_type)).await {
+            return internal(&error);
+        }
+    }
+    tracing::info!(connection_id = id, "connection revoked, tokens destroyed, mirror cleared");
+    get_connection(deps, id).await
+}
+
+async fn objects<S: ConnectionStore, M: MirrorStore>(
+    deps: &Deps<S, M>,
+    id: &str,
+    object_type: &str,
+    request: &Request,
+) -> Response<Body> {
+    let Some(object_type) = ObjectType::parse(object_type) else {
+        return http::json_error(404, "unknown_object_type", "Object types are users, groups, projects and spaces.");
+    };
     match deps.store.get_connection(id).await {
-        Ok(Some(connection)) => http::json(200, &ConnectionView::from(&connection)),
-        Ok(None) => http::json_error(404, "connection_not_found", "No connection has this id."),
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(),
+        Err(error) => return internal(&error),
+    }
+    let query = request.query_string_parameters();
+    let limit = match query.first("limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(limit)) if (1..=1000).contains(&limit) => limit,
+        Some(_) => return http::json_error(400, "invalid_limit", "limit must be between 1 and 1000."),
+    };
+    match deps.mirror.list(&Scope::new(id, object_type), query.first("cursor"), limit).await {
+        Ok((objects, next)) => {
+            let items: Vec<serde_json::Value> = objects
+                .into_iter()
+                .map(|object| {
+                    let mut item = object.record;
+                    item.insert("deleted".into(), object.deleted.into());
+                    let synced_at =
+                        object.synced_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                    item.insert("synced_at".into(), synced_at.into());
+                    serde_json::Value::Object(item)
+                })
+                .collect();
+            http::json(200, &serde_json::json!({"items": items, "next_cursor": next}))
+        }
+        Err(store::StoreError::InvalidCursor) => {
+            http::json_error(400, "invalid_cursor", "The cursor is not one this API gave out.")
+        }
         Err(error) => internal(&error),
     }
 }
@@ -150,6 +231,18 @@ async fn get_connection<S: ConnectionStore>(deps: &Deps<S>, id: &str) -> Respons
 fn internal(error: &store::StoreError) -> Response<Body> {
     tracing::error!(error = %error, "store request failed");
     http::json_error(500, "internal_error", "The connector hit an internal error.")
+}
+
+/// The latest run of an object type, as the API shows it.
+#[derive(Serialize)]
+pub struct RunView<'a> {
+    pub status: RunStatus,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub counts: Option<&'a store::RunCounts>,
+    pub error: Option<&'a str>,
 }
 
 /// What the API shows of a connection: everything but the credentials.
@@ -169,10 +262,36 @@ pub struct ConnectionView<'a> {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// The latest run per object type; `null` for a type never run.
+    pub sync: BTreeMap<&'static str, Option<RunView<'a>>>,
 }
 
-impl<'a> From<&'a Connection> for ConnectionView<'a> {
-    fn from(c: &'a Connection) -> Self {
+impl<'a> ConnectionView<'a> {
+    pub fn new(c: &'a Connection, runs: &'a [RunRecord]) -> Self {
+        let sync = ObjectType::ALL
+            .into_iter()
+            .map(|object_type| {
+                let view = match runs.iter().find(|r| r.object_type == object_type) {
+                    Some(run) => Some(RunView {
+                        status: run.status,
+                        started_at: Some(run.started_at),
+                        finished_at: run.finished_at,
+                        counts: Some(&run.counts),
+                        error: run.error.as_deref(),
+                    }),
+                    // Known before any run: no site has the product this type comes from.
+                    None if sync::engine::sites_for(c, object_type).is_empty() => Some(RunView {
+                        status: RunStatus::NotAvailable,
+                        started_at: None,
+                        finished_at: None,
+                        counts: None,
+                        error: Some("no site of this connection has the product this object type comes from"),
+                    }),
+                    None => None,
+                };
+                (object_type.as_str(), view)
+            })
+            .collect();
         Self {
             connection_id: &c.connection_id,
             tenant_id: &c.tenant_id,
@@ -184,6 +303,7 @@ impl<'a> From<&'a Connection> for ConnectionView<'a> {
             account_id: &c.account_id,
             created_at: c.created_at,
             updated_at: c.updated_at,
+            sync,
         }
     }
 }

@@ -2,7 +2,7 @@ use api::{Config, Deps, handle};
 use lambda_http::{run, service_fn};
 use runtime::config::{Env, ProcessEnv};
 use runtime::secrets;
-use store::DynamoStore;
+use store::{DynamoMirror, DynamoStore};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -10,8 +10,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = Config::from_env(&Env(ProcessEnv))?;
     let aws = runtime::aws_config().await;
     let management_key = secrets::read(&runtime::secretsmanager(&aws), &config.management_key_secret_id).await?;
+    let dynamodb = runtime::dynamodb(&aws);
     let deps = Deps {
-        store: DynamoStore::new(runtime::dynamodb(&aws), &config.table),
+        store: DynamoStore::new(dynamodb.clone(), &config.table),
+        mirror: DynamoMirror::new(dynamodb, &config.mirror_table),
         management_key,
         sessions: config.session_settings(),
     };

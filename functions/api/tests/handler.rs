@@ -11,9 +11,10 @@ use tokens::connect::{ReturnUrlAllowList, SessionSettings};
 
 const KEY: &str = "mk_test_management_key";
 
-fn deps() -> Deps<MemoryStore> {
+fn deps() -> Deps<MemoryStore, MemoryStore> {
     Deps {
         store: MemoryStore::new(),
+        mirror: MemoryStore::new(),
         management_key: SecretString::from(KEY),
         sessions: SessionSettings {
             public_base_url: url::Url::parse("https://connector.example").unwrap(),
@@ -35,7 +36,7 @@ fn request(method: Method, path_and_query: &str, key: Option<&str>, body: Option
     builder.body(body).unwrap().with_query_string_parameters(query)
 }
 
-async fn call(deps: &Deps<MemoryStore>, request: Request) -> (StatusCode, Value) {
+async fn call(deps: &Deps<MemoryStore, MemoryStore>, request: Request) -> (StatusCode, Value) {
     let response = handle(deps, request).await.unwrap();
     let status = response.status();
     let body = match response.body() {
@@ -133,4 +134,110 @@ async fn unknown_things_are_json_errors() {
         assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{path}");
     }
     assert!(deps.store.list_connections("t").await.unwrap().is_empty());
+}
+
+async fn connected(deps: &Deps<MemoryStore, MemoryStore>, products: Vec<store::Product>) {
+    let session = contract::session("tenant-1");
+    deps.store.put_session(&session).await.unwrap();
+    let mut connection = contract::connection("tenant-1", "con_1");
+    connection.sites[0].products = products;
+    deps.store.complete_connect(&session.id_hash, &connection).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_connection_shows_its_latest_runs() {
+    use store::{RunCounts, RunRecord, RunStatus, RunStore, mirror::ObjectType};
+    let deps = deps();
+    connected(&deps, vec![store::Product::Jira]).await;
+    let (_, before) = call(&deps, request(Method::GET, "/connections/con_1", Some(KEY), None)).await;
+    assert_eq!(before["sync"]["users"], Value::Null, "never run");
+    assert_eq!(before["sync"]["spaces"]["status"], "not_available", "no Confluence site");
+
+    let now = time::OffsetDateTime::now_utc();
+    let run = RunRecord {
+        object_type: ObjectType::Users,
+        run_id: "r1".into(),
+        status: RunStatus::Succeeded,
+        started_at: now,
+        finished_at: Some(now),
+        counts: RunCounts { pages: 2, created: 5, updated: 1, unchanged: 3, deleted: 1, points: 40 },
+        error: None,
+        lease_until_ms: 0,
+    };
+    deps.store.try_start_run("con_1", &run, now).await.unwrap();
+    let (_, after) = call(&deps, request(Method::GET, "/connections/con_1", Some(KEY), None)).await;
+    let users = &after["sync"]["users"];
+    assert_eq!(users["status"], "succeeded");
+    assert_eq!(
+        users["counts"],
+        json!({"pages": 2, "created": 5, "updated": 1, "unchanged": 3, "deleted": 1, "points": 40})
+    );
+    assert!(users["started_at"].is_string() && users["finished_at"].is_string());
+    assert_eq!(users["error"], Value::Null);
+}
+
+#[tokio::test]
+async fn objects_are_listed_in_pages_with_deleted_and_synced_at() {
+    use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope};
+    let deps = deps();
+    connected(&deps, vec![store::Product::Jira]).await;
+    let now = time::OffsetDateTime::now_utc();
+    let objects: Vec<MirrorObject> = (0..5)
+        .map(|i| {
+            MirrorObject::new(
+                format!("acc-{i}"),
+                json!({"account_id": format!("acc-{i}")}).as_object().unwrap().clone(),
+                now,
+            )
+        })
+        .collect();
+    deps.mirror.write(&Scope::new("con_1", ObjectType::Users), &objects).await.unwrap();
+
+    let (status, first) =
+        call(&deps, request(Method::GET, "/connections/con_1/objects/users?limit=3", Some(KEY), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["items"].as_array().unwrap().len(), 3);
+    assert_eq!(first["items"][0]["deleted"], false);
+    assert!(first["items"][0]["synced_at"].is_string());
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let path = format!(
+        "/connections/con_1/objects/users?limit=3&cursor={}",
+        url::form_urlencoded::byte_serialize(cursor.as_bytes()).collect::<String>()
+    );
+    let (_, second) = call(&deps, request(Method::GET, &path, Some(KEY), None)).await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 2);
+    assert_eq!(second["next_cursor"], Value::Null);
+
+    for (path, status, code) in [
+        ("/connections/con_1/objects/widgets", StatusCode::NOT_FOUND, "unknown_object_type"),
+        ("/connections/nope/objects/users", StatusCode::NOT_FOUND, "connection_not_found"),
+        ("/connections/con_1/objects/users?limit=0", StatusCode::BAD_REQUEST, "invalid_limit"),
+        ("/connections/con_1/objects/users?cursor=garbage", StatusCode::BAD_REQUEST, "invalid_cursor"),
+    ] {
+        let (got, body) = call(&deps, request(Method::GET, path, Some(KEY), None)).await;
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn disconnecting_destroys_tokens_and_the_mirror() {
+    use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope};
+    let deps = deps();
+    connected(&deps, vec![store::Product::Jira, store::Product::Confluence]).await;
+    let object = MirrorObject::new(
+        "g".into(),
+        json!({"group_id": "g"}).as_object().unwrap().clone(),
+        time::OffsetDateTime::now_utc(),
+    );
+    deps.mirror.write(&Scope::new("con_1", ObjectType::Groups), &[object]).await.unwrap();
+
+    let (status, body) = call(&deps, request(Method::DELETE, "/connections/con_1", Some(KEY), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "revoked");
+    let stored = deps.store.get_connection("con_1").await.unwrap().unwrap();
+    assert_eq!(stored.credentials, store::SealedCredentials::default(), "tokens destroyed");
+    let (_, groups) = call(&deps, request(Method::GET, "/connections/con_1/objects/groups", Some(KEY), None)).await;
+    assert_eq!(groups["items"], json!([]));
+    let (status, _) = call(&deps, request(Method::DELETE, "/connections/nope", Some(KEY), None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -181,6 +181,14 @@ pub async fn credentials_are_saved_only_on_the_expected_version<S: SessionStore 
     assert_eq!(again.status, ConnectionStatus::Active);
     assert_eq!(again.status_reason, None);
     assert_eq!(again.token_version, saved.token_version + 1);
+
+    // Disconnecting destroys the credentials at once, and a refresh based on the old version cannot land.
+    assert!(store.revoke_connection(id, later).await.expect("revoke"));
+    let revoked = store.get_connection(id).await.expect("get").expect("connection");
+    assert_eq!(revoked.status, ConnectionStatus::Revoked);
+    assert_eq!(revoked.credentials, SealedCredentials::default());
+    assert!(!store.save_credentials(id, again.token_version, &new, later).await.expect("save"));
+    assert!(!store.revoke_connection("con_missing", later).await.expect("revoke"));
 }
 
 pub async fn the_points_budget_is_shared<S: BudgetStore + 'static>(store: std::sync::Arc<S>) {

@@ -232,6 +232,30 @@ impl ConnectionStore for DynamoStore {
             .await?
             .ok_or_else(|| StoreError::Dynamo("the connection vanished right after it was written".into()).into())
     }
+
+    async fn revoke_connection(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        self.revoke(id, now).await
+    }
+}
+
+impl DynamoStore {
+    /// See [`ConnectionStore::revoke_connection`].
+    pub(crate) async fn revoke(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        self.update_connection_if(
+            id,
+            "SET #status = :revoked, status_reason = :reason, updated_at = :now, token_version = token_version + :one \
+             REMOVE credentials, lease_owner, lease_until",
+            "attribute_exists(pk)",
+            vec![
+                (":revoked", AttributeValue::S("revoked".into())),
+                (":reason", AttributeValue::S("disconnected through the management API".into())),
+                (":now", AttributeValue::S(rfc3339(now)?)),
+                (":one", AttributeValue::N("1".into())),
+            ],
+            vec![("#status", "status")],
+        )
+        .await
+    }
 }
 
 /// An update that creates or refreshes a connection from every field of the record, except that `created_at` is

@@ -8,6 +8,8 @@ pub enum StoreError {
     Dynamo(#[source] BoxError),
     #[error("a stored item could not be read")]
     Corrupt(#[source] serde_dynamo::Error),
+    #[error("the listing cursor is not one this store gave out")]
+    InvalidCursor,
 }
 
 impl StoreError {

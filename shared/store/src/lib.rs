@@ -123,4 +123,9 @@ pub trait ConnectionStore: Send + Sync {
         session_id_hash: &str,
         connection: &Connection,
     ) -> impl Future<Output = Result<Connection, CompleteError>> + Send;
+
+    /// Disconnects: destroys the credentials, sets status `revoked` and bumps `token_version` (so an in-flight
+    /// refresh cannot write tokens back). `false` if there is no such connection.
+    fn revoke_connection(&self, id: &str, now: OffsetDateTime)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

@@ -112,6 +112,18 @@ impl ConnectionStore for MemoryStore {
         inner.connections.insert(stored.connection_id.clone(), stored.clone());
         Ok(stored)
     }
+
+    async fn revoke_connection(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let Some(connection) = inner.connections.get_mut(id) else { return Ok(false) };
+        connection.credentials = SealedCredentials::default();
+        connection.status = ConnectionStatus::Revoked;
+        connection.status_reason = Some("disconnected through the management API".into());
+        connection.token_version += 1;
+        connection.updated_at = now;
+        inner.leases.remove(id);
+        Ok(true)
+    }
 }
 
 impl CredentialStore for MemoryStore {
@@ -230,6 +242,9 @@ impl crate::MirrorStore for MemoryStore {
         limit: usize,
     ) -> Result<(Vec<crate::MirrorObject>, Option<crate::mirror::Cursor>), StoreError> {
         let inner = self.lock();
+        if after.is_some_and(|a| a.len() < 4 || a.as_bytes()[2] != b'#') {
+            return Err(StoreError::InvalidCursor);
+        }
         let Some(partition) = inner.mirror.get(scope) else { return Ok((Vec::new(), None)) };
         let start = after.map(|a| std::ops::Bound::Excluded(a.to_owned())).unwrap_or(std::ops::Bound::Unbounded);
         let mut page: Vec<(String, crate::MirrorObject)> = partition

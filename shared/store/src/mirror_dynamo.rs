@@ -157,7 +157,8 @@ impl MirrorStore for DynamoMirror {
                 .decode(after)
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| StoreError::Dynamo("invalid cursor".into()))?;
+                .filter(|sk| sk.len() > 3 && sk.as_bytes()[2] == b'#')
+                .ok_or(StoreError::InvalidCursor)?;
             let mut start = key_of(scope, "");
             start.insert("sk".into(), AttributeValue::S(sk));
             query = query.set_exclusive_start_key(Some(start));

@@ -60,8 +60,9 @@ pub struct Site {
     pub products: Vec<Product>,
 }
 
-/// Tokens sealed by `tokens::crypto`: opaque bytes plus the version of the key that wrapped them.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Tokens sealed by `tokens::crypto`: opaque bytes plus the version of the key that wrapped them. Empty once a
+/// connection is revoked (its tokens are destroyed).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedCredentials {
     pub key_version: String,
     #[serde(with = "serde_bytes")]
@@ -91,6 +92,7 @@ pub struct Connection {
     pub scopes: Vec<String>,
     /// The Atlassian account that consented (the grant's owner).
     pub account_id: String,
+    #[serde(default)]
     pub credentials: SealedCredentials,
     /// Bumped on every credentials write; later refreshes use it for optimistic concurrency.
     #[serde(default)]

@@ -289,13 +289,21 @@ async fn authorize_decision(State(sandbox): State<Sandbox>, RawForm(form): RawFo
     };
     let code = {
         let mut inner = sandbox.lock();
-        // One grant per (app, account): consenting again replaces its sites, scopes and token chain.
+        // One grant per (app, account). Consenting again adds the sites chosen to the grant (Atlassian cannot
+        // revoke one site alone), takes the scopes of this consent and starts a new token chain.
         let grant_key = format!("{}:{account_id}", sandbox.config.client_id);
+        let mut all_sites =
+            inner.grants.get(&grant_key).filter(|g| !g.revoked).map(|g| g.sites.clone()).unwrap_or_default();
+        for site in sites {
+            if !all_sites.contains(&site) {
+                all_sites.push(site);
+            }
+        }
         inner.grants.insert(
             grant_key.clone(),
             Grant {
                 account_id: account_id.to_owned(),
-                sites,
+                sites: all_sites,
                 scopes: granted.split_whitespace().map(String::from).collect(),
                 refresh_current: None,
                 refresh_previous: Vec::new(),
