@@ -217,7 +217,6 @@ async fn the_management_api_refuses_without_its_key() {
 
 #[tokio::test]
 async fn syncing_and_reading_the_mirror_end_to_end() {
-    use store::mirror::ObjectType;
     let stack = Stack::from_env();
     let tenant = unique("e2e-sync");
     // An admin of its own: other tests' consents must not touch this grant.
@@ -225,36 +224,25 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
     let (answer, c) = connect(&stack, &tenant, None, &consent).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 
-    // Run the four syncs (in-process; the queue-fed worker function is the next step) on the stack's tables.
-    let key_ring = stack
-        .secretsmanager()
-        .get_secret_value()
-        .secret_id(&stack.token_keys_secret_id)
+    // Ask for a sync: four jobs go on the queue, the worker (under cargo lambda watch) runs them.
+    let response = harness::client()
+        .post(stack.url(&format!("/connections/{}/sync", c.connection_id)))
+        .bearer_auth(&stack.management_key)
+        .json(&serde_json::json!({}))
         .send()
         .await
-        .unwrap()
-        .secret_string
         .unwrap();
-    let keys = KeyRing::from_json(&key_ring).unwrap();
-    let atlassian = atlassian::AtlassianClient::new(
-        atlassian::http_client().unwrap(),
-        atlassian::Endpoints { auth_base: stack.atlassian_url.clone(), api_base: stack.atlassian_url.clone() },
-        atlassian::ClientCredentials {
-            client_id: atlassian::ClientId::new(stack.client_id.clone()),
-            client_secret: atlassian::ClientSecret::new(stack.client_secret.clone()),
-        },
-        stack.url("/oauth/callback"),
-    );
-    let store = store::DynamoStore::new(stack.dynamodb(), &stack.table);
-    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
-    let policy = tokens::refresh::RefreshPolicy::default();
-    let deps = sync::job::Deps { store: &store, mirror: &mirror, atlassian: &atlassian, keys: &keys, refresh: &policy };
-    for object_type in ObjectType::ALL {
-        sync::job::run(&deps, &c.connection_id, object_type, &unique("run")).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let mut connection = serde_json::Value::Null;
+    for _ in 0..600 {
+        connection = stack.api_get(&format!("/connections/{}", c.connection_id)).await.unwrap().1;
+        if ["users", "groups", "projects", "spaces"].iter().all(|t| connection["sync"][t]["status"] == "succeeded") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
     // The API shows each run and serves the mirror: exactly the sandbox's users.
-    let (_, connection) = stack.api_get(&format!("/connections/{}", c.connection_id)).await.unwrap();
     for object_type in ["users", "groups", "projects", "spaces"] {
         assert_eq!(connection["sync"][object_type]["status"], "succeeded", "{object_type}: {connection}");
     }

@@ -5,6 +5,7 @@
 //! - `GET /connections/{id}` → the connection (status, sites, scopes, times, latest sync run per type; never
 //!   tokens)
 //! - `GET /connections/{id}/objects/{users|groups|projects|spaces}?limit=&cursor=` → `{"items", "next_cursor"}`
+//! - `POST /connections/{id}/sync` `{"object_types": [...]}` (default: all) → `202`, one job per type queued
 //! - `DELETE /connections/{id}` → disconnects: tokens destroyed at once, mirrored data removed, status `revoked`
 //!
 //! Every error is JSON `{"error": {"code", "message"}}`.
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use store::mirror::{MirrorStore, ObjectType, Scope};
 use store::{Connection, ConnectionStore, RunRecord, RunStatus, RunStore, SessionStore};
+use sync::queue::{Job, JobQueue};
 use time::OffsetDateTime;
 use tokens::connect::{self, ReturnUrlAllowList, SessionSettings};
 use tokens::ids;
@@ -26,6 +28,7 @@ use url::Url;
 pub struct Config {
     pub table: String,
     pub mirror_table: String,
+    pub sync_queue_url: String,
     pub management_key_secret_id: String,
     pub public_base_url: Url,
     pub return_urls: ReturnUrlAllowList,
@@ -38,6 +41,7 @@ impl Config {
         Ok(Self {
             table: env.required("STATE_TABLE")?,
             mirror_table: env.required("MIRROR_TABLE")?,
+            sync_queue_url: env.required("SYNC_QUEUE_URL")?,
             management_key_secret_id: env.required("MANAGEMENT_API_KEY_SECRET_ID")?,
             public_base_url: env.url("PUBLIC_BASE_URL")?,
             return_urls: ReturnUrlAllowList::parse(&allow_list)
@@ -55,17 +59,19 @@ impl Config {
     }
 }
 
-pub struct Deps<S, M> {
+pub struct Deps<S, M, Q> {
     pub store: S,
     pub mirror: M,
+    pub queue: Q,
     pub management_key: SecretString,
     pub sessions: SessionSettings,
 }
 
-pub async fn handle<S, M>(deps: &Deps<S, M>, request: Request) -> Result<Response<Body>, lambda_http::Error>
+pub async fn handle<S, M, Q>(deps: &Deps<S, M, Q>, request: Request) -> Result<Response<Body>, lambda_http::Error>
 where
     S: SessionStore + ConnectionStore + RunStore,
     M: MirrorStore,
+    Q: JobQueue,
 {
     if !authorized(deps, &request) {
         let mut response = http::json_error(401, "unauthorized", "A valid management API key is required.");
@@ -81,15 +87,21 @@ where
         (["connections", id], &Method::GET) => get_connection(deps, id).await,
         (["connections", id], &Method::DELETE) => disconnect(deps, id).await,
         (["connections", id, "objects", object_type], &Method::GET) => objects(deps, id, object_type, &request).await,
-        (["connect-sessions"] | ["connections"] | ["connections", _] | ["connections", _, "objects", _], _) => {
-            http::json_error(405, "method_not_allowed", "This method is not allowed here.")
-        }
+        (["connections", id, "sync"], &Method::POST) => request_sync(deps, id, &request).await,
+        (
+            ["connect-sessions"]
+            | ["connections"]
+            | ["connections", _]
+            | ["connections", _, "objects", _]
+            | ["connections", _, "sync"],
+            _,
+        ) => http::json_error(405, "method_not_allowed", "This method is not allowed here."),
         _ => http::json_error(404, "not_found", "No such route."),
     };
     Ok(response)
 }
 
-fn authorized<S, M>(deps: &Deps<S, M>, request: &Request) -> bool {
+fn authorized<S, M, Q>(deps: &Deps<S, M, Q>, request: &Request) -> bool {
     request
         .headers()
         .get(lambda_http::http::header::AUTHORIZATION)
@@ -113,7 +125,7 @@ struct CreatedSession<'a> {
     expires_at: OffsetDateTime,
 }
 
-async fn create_session<S: SessionStore, M>(deps: &Deps<S, M>, request: &Request) -> Response<Body> {
+async fn create_session<S: SessionStore, M, Q>(deps: &Deps<S, M, Q>, request: &Request) -> Response<Body> {
     let Ok(body) = serde_json::from_slice::<CreateSession>(request.body().as_ref()) else {
         return http::json_error(400, "invalid_body", "Expected JSON {\"tenant_id\": \"…\", \"return_url\": \"…\"?}.");
     };
@@ -136,7 +148,10 @@ async fn create_session<S: SessionStore, M>(deps: &Deps<S, M>, request: &Request
     }
 }
 
-async fn list_connections<S: ConnectionStore + RunStore, M>(deps: &Deps<S, M>, request: &Request) -> Response<Body> {
+async fn list_connections<S: ConnectionStore + RunStore, M, Q>(
+    deps: &Deps<S, M, Q>,
+    request: &Request,
+) -> Response<Body> {
     let query = request.query_string_parameters();
     let Some(tenant_id) = query.first("tenant_id").filter(|t| !t.is_empty()) else {
         return http::json_error(400, "tenant_id_required", "Pass ?tenant_id= to list a tenant's connections.");
@@ -155,7 +170,7 @@ async fn list_connections<S: ConnectionStore + RunStore, M>(deps: &Deps<S, M>, r
     http::json(200, &serde_json::json!({ "items": items }))
 }
 
-async fn get_connection<S: ConnectionStore + RunStore, M>(deps: &Deps<S, M>, id: &str) -> Response<Body> {
+async fn get_connection<S: ConnectionStore + RunStore, M, Q>(deps: &Deps<S, M, Q>, id: &str) -> Response<Body> {
     match deps.store.get_connection(id).await {
         Ok(Some(connection)) => match deps.store.list_runs(id).await {
             Ok(runs) => http::json(200, &ConnectionView::new(&connection, &runs)),
@@ -166,12 +181,69 @@ async fn get_connection<S: ConnectionStore + RunStore, M>(deps: &Deps<S, M>, id:
     }
 }
 
+#[derive(Deserialize, Default)]
+struct SyncRequest {
+    #[serde(default)]
+    object_types: Option<Vec<String>>,
+}
+
+async fn request_sync<S: ConnectionStore, M, Q: JobQueue>(
+    deps: &Deps<S, M, Q>,
+    id: &str,
+    request: &Request,
+) -> Response<Body> {
+    let body = request.body().as_ref();
+    let parsed = if body.is_empty() { Ok(SyncRequest::default()) } else { serde_json::from_slice::<SyncRequest>(body) };
+    let Ok(parsed) = parsed else {
+        return http::json_error(
+            400,
+            "invalid_body",
+            "Expected JSON {\"object_types\": [\"users\", \"groups\", \"projects\", \"spaces\"]}.",
+        );
+    };
+    let types = match parsed.object_types {
+        None => ObjectType::ALL.to_vec(),
+        Some(names) => match names.iter().map(|n| ObjectType::parse(n)).collect::<Option<Vec<_>>>() {
+            Some(types) if !types.is_empty() => types,
+            _ => {
+                return http::json_error(
+                    400,
+                    "unknown_object_type",
+                    "Object types are users, groups, projects and spaces.",
+                );
+            }
+        },
+    };
+    let connection = match deps.store.get_connection(id).await {
+        Ok(Some(connection)) => connection,
+        Ok(None) => return not_found(),
+        Err(error) => return internal(&error),
+    };
+    if connection.status != store::ConnectionStatus::Active {
+        return http::json_error(
+            409,
+            "connection_not_active",
+            "The connection is not active: create a connect session for its tenant and have the admin connect again.",
+        );
+    }
+    let jobs: Vec<Job> = types.iter().map(|&object_type| Job { connection_id: id.to_owned(), object_type }).collect();
+    if let Err(error) = deps.queue.enqueue(&jobs).await {
+        tracing::error!(error = %error, "enqueueing sync jobs failed");
+        return http::json_error(503, "queue_unavailable", "The sync could not be queued; try again.");
+    }
+    let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+    http::json(202, &serde_json::json!({"connection_id": id, "enqueued": names}))
+}
+
 fn not_found() -> Response<Body> {
     http::json_error(404, "connection_not_found", "No connection has this id.")
 }
 
 /// Tokens first (at once, in one write), then the mirrored data.
-async fn disconnect<S: ConnectionStore + RunStore, M: MirrorStore>(deps: &Deps<S, M>, id: &str) -> Response<Body> {
+async fn disconnect<S: ConnectionStore + RunStore, M: MirrorStore, Q>(
+    deps: &Deps<S, M, Q>,
+    id: &str,
+) -> Response<Body> {
     match deps.store.revoke_connection(id, OffsetDateTime::now_utc()).await {
         Ok(true) => {}
         Ok(false) => return not_found(),
@@ -186,8 +258,8 @@ async fn disconnect<S: ConnectionStore + RunStore, M: MirrorStore>(deps: &Deps<S
     get_connection(deps, id).await
 }
 
-async fn objects<S: ConnectionStore, M: MirrorStore>(
-    deps: &Deps<S, M>,
+async fn objects<S: ConnectionStore, M: MirrorStore, Q>(
+    deps: &Deps<S, M, Q>,
     id: &str,
     object_type: &str,
     request: &Request,

@@ -14,6 +14,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let deps = Deps {
         store: DynamoStore::new(dynamodb.clone(), &config.table),
         mirror: DynamoMirror::new(dynamodb, &config.mirror_table),
+        queue: sync::queue::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.sync_queue_url),
         management_key,
         sessions: config.session_settings(),
     };

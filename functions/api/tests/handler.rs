@@ -7,14 +7,16 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use store::{ConnectionStore, MemoryStore, SessionStore, contract};
+use sync::queue::MemoryQueue;
 use tokens::connect::{ReturnUrlAllowList, SessionSettings};
 
 const KEY: &str = "mk_test_management_key";
 
-fn deps() -> Deps<MemoryStore, MemoryStore> {
+fn deps() -> Deps<MemoryStore, MemoryStore, MemoryQueue> {
     Deps {
         store: MemoryStore::new(),
         mirror: MemoryStore::new(),
+        queue: MemoryQueue::default(),
         management_key: SecretString::from(KEY),
         sessions: SessionSettings {
             public_base_url: url::Url::parse("https://connector.example").unwrap(),
@@ -36,7 +38,7 @@ fn request(method: Method, path_and_query: &str, key: Option<&str>, body: Option
     builder.body(body).unwrap().with_query_string_parameters(query)
 }
 
-async fn call(deps: &Deps<MemoryStore, MemoryStore>, request: Request) -> (StatusCode, Value) {
+async fn call(deps: &Deps<MemoryStore, MemoryStore, MemoryQueue>, request: Request) -> (StatusCode, Value) {
     let response = handle(deps, request).await.unwrap();
     let status = response.status();
     let body = match response.body() {
@@ -136,7 +138,7 @@ async fn unknown_things_are_json_errors() {
     assert!(deps.store.list_connections("t").await.unwrap().is_empty());
 }
 
-async fn connected(deps: &Deps<MemoryStore, MemoryStore>, products: Vec<store::Product>) {
+async fn connected(deps: &Deps<MemoryStore, MemoryStore, MemoryQueue>, products: Vec<store::Product>) {
     let session = contract::session("tenant-1");
     deps.store.put_session(&session).await.unwrap();
     let mut connection = contract::connection("tenant-1", "con_1");
@@ -240,4 +242,52 @@ async fn disconnecting_destroys_tokens_and_the_mirror() {
     assert_eq!(groups["items"], json!([]));
     let (status, _) = call(&deps, request(Method::DELETE, "/connections/nope", Some(KEY), None)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_sync_is_queued_per_object_type() {
+    use store::mirror::ObjectType;
+    let deps = deps();
+    connected(&deps, vec![store::Product::Jira, store::Product::Confluence]).await;
+    let (status, body) = call(
+        &deps,
+        request(Method::POST, "/connections/con_1/sync", Some(KEY), Some(json!({"object_types": ["users", "spaces"]}))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["enqueued"], json!(["users", "spaces"]));
+    let (status, _) = call(&deps, request(Method::POST, "/connections/con_1/sync", Some(KEY), None)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "no body: every type");
+    let jobs = deps.queue.jobs.lock().unwrap().clone();
+    let types: Vec<ObjectType> = jobs.iter().map(|j| j.object_type).collect();
+    assert_eq!(
+        types,
+        vec![
+            ObjectType::Users,
+            ObjectType::Spaces,
+            ObjectType::Users,
+            ObjectType::Groups,
+            ObjectType::Projects,
+            ObjectType::Spaces
+        ]
+    );
+    assert!(jobs.iter().all(|j| j.connection_id == "con_1"));
+
+    for (path, body, status, code) in [
+        (
+            "/connections/con_1/sync",
+            Some(json!({"object_types": ["widgets"]})),
+            StatusCode::BAD_REQUEST,
+            "unknown_object_type",
+        ),
+        ("/connections/con_1/sync", Some(json!({"object_types": []})), StatusCode::BAD_REQUEST, "unknown_object_type"),
+        ("/connections/nope/sync", None, StatusCode::NOT_FOUND, "connection_not_found"),
+    ] {
+        let (got, answer) = call(&deps, request(Method::POST, path, Some(KEY), body)).await;
+        assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{path}");
+    }
+    deps.store.revoke_connection("con_1", time::OffsetDateTime::now_utc()).await.unwrap();
+    let (status, answer) = call(&deps, request(Method::POST, "/connections/con_1/sync", Some(KEY), None)).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("connection_not_active")));
+    assert_eq!(deps.queue.jobs.lock().unwrap().len(), 6, "refused requests queue nothing");
 }

@@ -233,6 +233,39 @@ impl ConnectionStore for DynamoStore {
             .ok_or_else(|| StoreError::Dynamo("the connection vanished right after it was written".into()).into())
     }
 
+    async fn active_connections(&self, after: Option<&str>) -> Result<(Vec<String>, Option<String>), StoreError> {
+        // A scan of connection items: the scheduler's once-per-cadence walk over every tenant.
+        let mut scan = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("sk = :conn AND #status = :active")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":conn", AttributeValue::S("CONN".into()))
+            .expression_attribute_values(":active", AttributeValue::S("active".into()))
+            .projection_expression("connection_id");
+        if let Some(after) = after {
+            // The cursor is the scan's last evaluated key, `pk\nsk`: a page may end on any kind of item.
+            let (pk, sk) = after.split_once('\n').ok_or(StoreError::InvalidCursor)?;
+            scan = scan
+                .exclusive_start_key("pk", AttributeValue::S(pk.into()))
+                .exclusive_start_key("sk", AttributeValue::S(sk.into()));
+        }
+        let output = scan.send().await.map_err(StoreError::dynamo)?;
+        let ids = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| item.get("connection_id").and_then(|v| v.as_s().ok()).cloned())
+            .collect();
+        let next = output.last_evaluated_key.and_then(|k| {
+            let pk = k.get("pk")?.as_s().ok()?;
+            let sk = k.get("sk")?.as_s().ok()?;
+            Some(format!("{pk}\n{sk}"))
+        });
+        Ok((ids, next))
+    }
+
     async fn revoke_connection(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
         self.revoke(id, now).await
     }

@@ -124,6 +124,12 @@ pub trait ConnectionStore: Send + Sync {
         connection: &Connection,
     ) -> impl Future<Output = Result<Connection, CompleteError>> + Send;
 
+    /// One page of the ids of every `active` connection (all tenants), for the scheduler.
+    fn active_connections(
+        &self,
+        after: Option<&str>,
+    ) -> impl Future<Output = Result<(Vec<String>, Option<String>), StoreError>> + Send;
+
     /// Disconnects: destroys the credentials, sets status `revoked` and bumps `token_version` (so an in-flight
     /// refresh cannot write tokens back). `false` if there is no such connection.
     fn revoke_connection(&self, id: &str, now: OffsetDateTime)

@@ -113,6 +113,19 @@ impl ConnectionStore for MemoryStore {
         Ok(stored)
     }
 
+    async fn active_connections(&self, after: Option<&str>) -> Result<(Vec<String>, Option<String>), StoreError> {
+        let mut ids: Vec<String> = self
+            .lock()
+            .connections
+            .values()
+            .filter(|c| c.status == ConnectionStatus::Active)
+            .map(|c| c.connection_id.clone())
+            .filter(|id| after.is_none_or(|a| id.as_str() > a))
+            .collect();
+        ids.sort();
+        Ok((ids, None))
+    }
+
     async fn revoke_connection(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         let Some(connection) = inner.connections.get_mut(id) else { return Ok(false) };

@@ -2,5 +2,6 @@
 
 pub mod engine;
 pub mod job;
+pub mod queue;
 pub mod records;
 pub mod seen;

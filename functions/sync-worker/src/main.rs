@@ -1,0 +1,41 @@
+use lambda_runtime::{LambdaEvent, run, service_fn};
+use runtime::config::{Env, ProcessEnv};
+use runtime::{OAuthClient, secrets};
+use secrecy::ExposeSecret;
+use store::{DynamoMirror, DynamoStore};
+use sync_worker::{Config, handle};
+use tokens::KeyRing;
+use tokens::refresh::RefreshPolicy;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    runtime::init_tracing();
+    let config = Config::from_env(&Env(ProcessEnv))?;
+    let aws = runtime::aws_config().await;
+    let secretsmanager = runtime::secretsmanager(&aws);
+    let client = OAuthClient::parse(
+        &config.oauth_client_secret_id,
+        &secrets::read(&secretsmanager, &config.oauth_client_secret_id).await?,
+    )?;
+    let keys = KeyRing::from_json(secrets::read(&secretsmanager, &config.token_keys_secret_id).await?.expose_secret())?;
+    let atlassian = atlassian::AtlassianClient::new(
+        atlassian::http_client()?,
+        config.endpoints.clone(),
+        atlassian::ClientCredentials {
+            client_id: atlassian::ClientId::new(client.client_id),
+            client_secret: atlassian::ClientSecret::new(client.client_secret.expose_secret().to_owned()),
+        },
+        tokens::connect::callback_url(&config.public_base_url),
+    );
+    let dynamodb = runtime::dynamodb(&aws);
+    let store = DynamoStore::new(dynamodb.clone(), &config.table);
+    let mirror = DynamoMirror::new(dynamodb, &config.mirror_table);
+    let refresh = RefreshPolicy::default();
+    let deps =
+        sync::job::Deps { store: &store, mirror: &mirror, atlassian: &atlassian, keys: &keys, refresh: &refresh };
+    run(service_fn(|event: LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| {
+        let deps = &deps;
+        async move { Ok::<_, lambda_runtime::Error>(handle(deps, event.payload).await) }
+    }))
+    .await
+}

@@ -1,0 +1,83 @@
+//! Sync jobs on AWS's own engine: the scheduler and the management API put one message per
+//! (connection, object type) on an SQS queue; the worker function consumes them. A job message is JSON
+//! `{"connection_id": "…", "object_type": "users"}`.
+
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use store::mirror::ObjectType;
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub connection_id: String,
+    pub object_type: ObjectType,
+}
+
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("SQS refused the messages")]
+    Sqs(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("{0} of the messages were not accepted")]
+    Partial(usize),
+}
+
+pub trait JobQueue: Send + Sync {
+    fn enqueue(&self, jobs: &[Job]) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// The SQS queue, sent to in batches of ten (SendMessageBatch's limit).
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
+        Self { client, url: url.into() }
+    }
+}
+
+impl JobQueue for SqsQueue {
+    async fn enqueue(&self, jobs: &[Job]) -> Result<(), QueueError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        for chunk in jobs.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, job)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(serde_json::to_string(job).unwrap_or_default())
+                        .build()
+                        .map_err(|e| QueueError::Sqs(Box::new(e)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let output = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| QueueError::Sqs(Box::new(e)))?;
+            if !output.failed().is_empty() {
+                return Err(QueueError::Partial(output.failed().len()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An in-memory queue for tests.
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    pub jobs: std::sync::Mutex<Vec<Job>>,
+}
+
+impl JobQueue for MemoryQueue {
+    async fn enqueue(&self, jobs: &[Job]) -> Result<(), QueueError> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(jobs);
+        Ok(())
+    }
+}
