@@ -11,6 +11,7 @@ use crate::seen::SeenSet;
 use atlassian::rest::{JiraGroup, JiraUser};
 use atlassian::{AccessToken, ApiError, DirectoryApi};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::Value;
 use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope, content_hash};
 use store::{Connection, Product, StoreError};
@@ -93,6 +94,9 @@ impl<D: DirectoryApi, M: MirrorStore> Run<'_, D, M> {
         }
     }
 
+    /// Group pages feed one member pipeline: `MEMBER_CONCURRENCY` member fetches stay in flight across page
+    /// boundaries (the next page of groups is read while the last members of the previous one are), and the
+    /// results are applied in page-sized chunks.
     async fn groups(
         &self,
         scope: &Scope,
@@ -101,28 +105,40 @@ impl<D: DirectoryApi, M: MirrorStore> Run<'_, D, M> {
         seen: &mut SeenSet,
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
-        let mut start = 0;
-        loop {
-            let page = self.directory.groups_page(self.token, cloud_id, start).await?;
-            counts.pages += 1;
-            counts.points += 1 + 2 * page.values.len() as u64;
-            start += page.values.len();
-            let members: Vec<(Vec<JiraUser>, u64, u64)> = stream::iter(page.values.iter())
-                .map(|group| self.members(cloud_id, group))
-                .buffered(MEMBER_CONCURRENCY)
-                .try_collect()
-                .await?;
-            let mut records = Vec::with_capacity(page.values.len());
-            for (group, (members, pages, points)) in page.values.iter().zip(members) {
+        let group_pages = AtomicU64::new(0);
+        let group_count = AtomicU64::new(0);
+        let groups = stream::try_unfold(Some(0usize), |start| {
+            let (group_pages, group_count) = (&group_pages, &group_count);
+            async move {
+                let Some(start) = start else { return Ok::<_, ApiError>(None) };
+                let page = self.directory.groups_page(self.token, cloud_id, start).await?;
+                group_pages.fetch_add(1, Ordering::Relaxed);
+                group_count.fetch_add(page.values.len() as u64, Ordering::Relaxed);
+                let next = (!page.is_last()).then_some(start + page.values.len());
+                Ok(Some((stream::iter(page.values.into_iter().map(Ok::<_, ApiError>)), next)))
+            }
+        })
+        .try_flatten();
+        let mut with_members = std::pin::pin!(
+            groups
+                .map_ok(|group| async move { self.members(cloud_id, &group).await.map(|members| (group, members)) })
+                .try_buffered(MEMBER_CONCURRENCY)
+                .try_chunks(atlassian::rest::GROUPS_PAGE)
+        );
+        while let Some(chunk) = with_members.next().await {
+            let chunk = chunk.map_err(|e| e.1)?;
+            let mut records = Vec::with_capacity(chunk.len());
+            for (group, (members, pages, points)) in chunk {
                 counts.pages += pages;
                 counts.points += points;
-                records.push(records::group(group, &members));
+                records.push(records::group(&group, &members));
             }
             self.apply(scope, site, records, seen, counts).await?;
-            if page.is_last() {
-                return Ok(());
-            }
         }
+        let (pages, groups) = (group_pages.load(Ordering::Relaxed), group_count.load(Ordering::Relaxed));
+        counts.pages += pages;
+        counts.points += pages + 2 * groups;
+        Ok(())
     }
 
     /// Every member of a group, with the pages and points it took.

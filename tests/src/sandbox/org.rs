@@ -76,6 +76,9 @@ pub struct Org {
     pub sites: Vec<SiteDef>,
     /// How many times [`Org::mutate`] ran; new objects get ids past every seeded one.
     pub generation: u64,
+    /// Users by account id, so member lookups stay O(1) in a 100,000-user org.
+    #[serde(skip)]
+    index: std::collections::HashMap<String, usize>,
 }
 
 const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"];
@@ -152,11 +155,17 @@ impl Org {
                 (0..size.spaces).map(|i| space(i, &sites)).collect(),
             )
         };
-        Self { users, groups, projects, spaces, sites, generation: 0 }
+        let mut org = Self { users, groups, projects, spaces, sites, generation: 0, index: Default::default() };
+        org.reindex();
+        org
+    }
+
+    fn reindex(&mut self) {
+        self.index = self.users.iter().enumerate().map(|(i, u)| (u.account_id.clone(), i)).collect();
     }
 
     pub fn user(&self, account_id: &str) -> Option<&User> {
-        self.users.iter().find(|u| u.account_id == account_id)
+        self.index.get(account_id).and_then(|&i| self.users.get(i))
     }
 
     /// One round of change: every kind of object gets an addition, a rename and a removal; a user is deactivated;
@@ -173,6 +182,7 @@ impl Org {
             added.org_admin = false;
             self.users.push(added);
         }
+        self.reindex();
         let n = self.users.len();
         if n > 6 {
             let renamed = 3 + g % (n - 5);
@@ -180,6 +190,7 @@ impl Org {
             let deactivated = 3 + (g * 7) % (n - 5);
             self.users[deactivated].active = !self.users[deactivated].active;
             let removed = self.users.remove(3 + (g * 11) % (n - 5)).account_id;
+            self.reindex();
             for group in &mut self.groups {
                 group.members.retain(|m| *m != removed);
             }
