@@ -18,10 +18,13 @@ use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope, Stored};
 use time::OffsetDateTime;
 use url::Url;
 
+/// Per (scope, key): the hash, `deleted`, and a user's `sites`.
+type Entries = BTreeMap<(String, String), (String, bool, Option<Value>)>;
+
 /// What DynamoDB would hold, minus what no comparison reads.
 #[derive(Default)]
 struct HashMirror {
-    objects: Mutex<BTreeMap<(String, String), (String, bool, Option<Value>)>>,
+    objects: Mutex<Entries>,
     written: AtomicU64,
 }
 
@@ -168,6 +171,7 @@ async fn main() {
             let run = sync::engine::Run {
                 directory: &client,
                 mirror: &mirror,
+                budget: &sync::budget::Unlimited,
                 token: &token,
                 connection_id: "con_bench",
                 sites: vec![site.clone()],

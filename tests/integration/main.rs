@@ -608,6 +608,7 @@ mod sync_runs {
         let run = |object_type| sync::engine::Run {
             directory: &directory,
             mirror: &mirror,
+            budget: &sync::budget::Unlimited,
             token: &token,
             connection_id: &connection_id,
             sites: sites.clone(),
@@ -663,6 +664,7 @@ async fn sync_jobs_record_their_runs_and_stop_at_a_revoked_grant() {
         store: &flow.store,
         mirror: &mirror,
         atlassian: &flow.callback.atlassian,
+        budget: &sync::budget::Unlimited,
         keys: &flow.callback.keys,
         refresh: &policy,
     };

@@ -12,6 +12,7 @@ use sync::queue::Job;
 
 pub struct Config {
     pub table: String,
+    pub budget: store::budget::BudgetLimits,
     pub mirror_table: String,
     pub oauth_client_secret_id: String,
     pub token_keys_secret_id: String,
@@ -21,7 +22,10 @@ pub struct Config {
 
 impl Config {
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
+        let per_hour = env.number_or("ATLASSIAN_POINTS_PER_HOUR", 60_000)?;
+        let burst = env.number_or("ATLASSIAN_POINTS_BURST", 5_000)?;
         Ok(Self {
+            budget: store::budget::BudgetLimits { per_hour, burst },
             table: env.required("STATE_TABLE")?,
             mirror_table: env.required("MIRROR_TABLE")?,
             oauth_client_secret_id: env.required("OAUTH_CLIENT_SECRET_ID")?,
@@ -35,11 +39,12 @@ impl Config {
     }
 }
 
-pub async fn handle<S, M, A>(deps: &Deps<'_, S, M, A>, event: SqsEvent) -> SqsBatchResponse
+pub async fn handle<S, M, A, B>(deps: &Deps<'_, S, M, A, B>, event: SqsEvent) -> SqsBatchResponse
 where
     S: ConnectionStore + CredentialStore + RunStore,
     M: MirrorStore,
     A: AtlassianApi + DirectoryApi,
+    B: sync::budget::Budget,
 {
     let mut failures = Vec::new();
     for message in event.records {

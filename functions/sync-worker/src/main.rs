@@ -31,8 +31,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let store = DynamoStore::new(dynamodb.clone(), &config.table);
     let mirror = DynamoMirror::new(dynamodb, &config.mirror_table);
     let refresh = RefreshPolicy::default();
-    let deps =
-        sync::job::Deps { store: &store, mirror: &mirror, atlassian: &atlassian, keys: &keys, refresh: &refresh };
+    let budget = sync::budget::SharedBudget::new(&store, "atlassian-app", config.budget);
+    let deps = sync::job::Deps {
+        store: &store,
+        mirror: &mirror,
+        atlassian: &atlassian,
+        budget: &budget,
+        keys: &keys,
+        refresh: &refresh,
+    };
     run(service_fn(|event: LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| {
         let deps = &deps;
         async move { Ok::<_, lambda_runtime::Error>(handle(deps, event.payload).await) }

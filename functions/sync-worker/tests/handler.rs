@@ -38,7 +38,14 @@ async fn only_transient_failures_are_reported_back() {
     store.complete_connect(&session.id_hash, &connection).await.unwrap();
     let atlassian = FakeAtlassian::granting(&scopes::defaults()).then_refresh(Err(OAuthError::Protocol));
     let refresh = RefreshPolicy::default();
-    let deps = Deps { store: &store, mirror: &store, atlassian: &atlassian, keys: &keys, refresh: &refresh };
+    let deps = Deps {
+        store: &store,
+        mirror: &store,
+        atlassian: &atlassian,
+        budget: &sync::budget::Unlimited,
+        keys: &keys,
+        refresh: &refresh,
+    };
 
     let mut event = SqsEvent::default();
     event.records = vec![

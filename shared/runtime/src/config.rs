@@ -54,13 +54,21 @@ impl<S: Source> Env<S> {
     }
 
     pub fn seconds_or(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        self.positive(name, default, "expected a positive number of seconds").map(Duration::from_secs)
+    }
+
+    pub fn number_or(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
+        self.positive(name, default, "expected a positive whole number")
+    }
+
+    fn positive(&self, name: &'static str, default: u64, reason: &str) -> Result<u64, ConfigError> {
         match self.optional(name) {
-            None => Ok(Duration::from_secs(default)),
-            Some(value) => {
-                value.parse::<u64>().ok().filter(|s| *s > 0).map(Duration::from_secs).ok_or_else(|| {
-                    ConfigError::Invalid { name, reason: "expected a positive number of seconds".into() }
-                })
-            }
+            None => Ok(default),
+            Some(value) => value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ConfigError::Invalid { name, reason: reason.into() }),
         }
     }
 }
@@ -84,6 +92,8 @@ mod tests {
         assert!(matches!(env.required("BLANK"), Err(ConfigError::Missing("BLANK"))));
         assert_eq!(env.seconds_or("N", 1).unwrap(), Duration::from_secs(90));
         assert_eq!(env.seconds_or("UNSET", 7).unwrap(), Duration::from_secs(7));
+        assert_eq!(env.number_or("N", 1).unwrap(), 90);
+        assert!(env.number_or("BLANK", 3).is_ok_and(|n| n == 3));
         assert!(env.seconds_or("A", 7).unwrap_err().to_string().contains("environment variable A is invalid"));
         assert_eq!(env.url_or("UNSET", "https://d.example").unwrap().as_str(), "https://d.example/");
         assert!(env.url("BAD").unwrap_err().to_string().contains("BAD"));

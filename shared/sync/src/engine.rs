@@ -6,13 +6,14 @@
 //! `deleted`, never before a run is complete) and corrects users' `sites`. An unchanged org is read and nothing is
 //! written.
 
+use crate::budget::{Budget, BudgetError};
 use crate::records::{self, Record};
 use crate::seen::SeenSet;
 use atlassian::rest::{JiraGroup, JiraUser};
 use atlassian::{AccessToken, ApiError, DirectoryApi};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
 use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope, content_hash};
 use store::{Connection, Product, StoreError};
 use thiserror::Error;
@@ -27,6 +28,8 @@ pub enum SyncError {
     NotAvailable,
     #[error("an Atlassian call failed")]
     Atlassian(#[from] ApiError),
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
     #[error("the mirror store failed")]
     Store(#[from] StoreError),
 }
@@ -39,9 +42,11 @@ pub fn sites_for(connection: &Connection, object_type: ObjectType) -> Vec<String
     connection.sites.iter().filter(|s| s.products.contains(&product)).map(|s| s.cloud_id.clone()).collect()
 }
 
-pub struct Run<'a, D, M> {
+pub struct Run<'a, D, M, B> {
     pub directory: &'a D,
     pub mirror: &'a M,
+    /// The app-wide points budget every request draws from.
+    pub budget: &'a B,
     pub token: &'a AccessToken,
     pub connection_id: &'a str,
     pub sites: Vec<String>,
@@ -49,7 +54,7 @@ pub struct Run<'a, D, M> {
     pub now: OffsetDateTime,
 }
 
-impl<D: DirectoryApi, M: MirrorStore> Run<'_, D, M> {
+impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
     /// Reads every site and brings the mirror in line.
     pub async fn run(&self) -> Result<Counts, SyncError> {
         if self.sites.is_empty() {
@@ -81,7 +86,9 @@ impl<D: DirectoryApi, M: MirrorStore> Run<'_, D, M> {
     ) -> Result<(), SyncError> {
         let mut start = 0;
         loop {
+            self.budget.before().await?;
             let page = self.directory.users_page(self.token, cloud_id, start).await?;
+            self.budget.spent(1 + 2 * page.len() as u64);
             counts.pages += 1;
             counts.points += 1 + 2 * page.len() as u64;
             start += page.len();
@@ -110,12 +117,14 @@ impl<D: DirectoryApi, M: MirrorStore> Run<'_, D, M> {
         let groups = stream::try_unfold(Some(0usize), |start| {
             let (group_pages, group_count) = (&group_pages, &group_count);
             async move {
-                let Some(start) = start else { return Ok::<_, ApiError>(None) };
+                let Some(start) = start else { return Ok::<_, SyncError>(None) };
+                self.budget.before().await?;
                 let page = self.directory.groups_page(self.token, cloud_id, start).await?;
+                self.budget.spent(1 + 2 * page.values.len() as u64);
                 group_pages.fetch_add(1, Ordering::Relaxed);
                 group_count.fetch_add(page.values.len() as u64, Ordering::Relaxed);
                 let next = (!page.is_last()).then_some(start + page.values.len());
-                Ok(Some((stream::iter(page.values.into_iter().map(Ok::<_, ApiError>)), next)))
+                Ok(Some((stream::iter(page.values.into_iter().map(Ok::<_, SyncError>)), next)))
             }
         })
         .try_flatten();
@@ -142,10 +151,12 @@ impl<D: DirectoryApi, M: MirrorStore> Run<'_, D, M> {
     }
 
     /// Every member of a group, with the pages and points it took.
-    async fn members(&self, cloud_id: &str, group: &JiraGroup) -> Result<(Vec<JiraUser>, u64, u64), ApiError> {
+    async fn members(&self, cloud_id: &str, group: &JiraGroup) -> Result<(Vec<JiraUser>, u64, u64), SyncError> {
         let (mut members, mut pages, mut points) = (Vec::new(), 0, 0);
         loop {
+            self.budget.before().await?;
             let page = self.directory.group_members_page(self.token, cloud_id, &group.group_id, members.len()).await?;
+            self.budget.spent(1 + 2 * page.values.len() as u64);
             pages += 1;
             points += 1 + 2 * page.values.len() as u64;
             let last = page.is_last();
@@ -166,7 +177,9 @@ impl<D: DirectoryApi, M: MirrorStore> Run<'_, D, M> {
     ) -> Result<(), SyncError> {
         let mut start = 0;
         loop {
+            self.budget.before().await?;
             let page = self.directory.projects_page(self.token, cloud_id, start).await?;
+            self.budget.spent(1 + page.values.len() as u64);
             counts.pages += 1;
             counts.points += 1 + page.values.len() as u64;
             start += page.values.len();
@@ -188,7 +201,9 @@ impl<D: DirectoryApi, M: MirrorStore> Run<'_, D, M> {
     ) -> Result<(), SyncError> {
         let mut next: Option<String> = None;
         loop {
+            self.budget.before().await?;
             let page = self.directory.spaces_page(self.token, cloud_id, next.as_deref()).await?;
+            self.budget.spent(1 + page.results.len() as u64);
             counts.pages += 1;
             counts.points += 1 + page.results.len() as u64;
             let records = page.results.iter().map(|s| records::space(cloud_id, s)).collect();

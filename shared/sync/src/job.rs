@@ -2,6 +2,7 @@
 //! token (refreshing it rotation-safely), run the engine, and record how it ended. A revoked grant ends the run
 //! `needs_reauth` (and the connection with it); a type whose product no site has ends `not_available`.
 
+use crate::budget::Budget;
 use crate::engine::{self, SyncError};
 use atlassian::{AtlassianApi, DirectoryApi};
 use store::mirror::{MirrorStore, ObjectType};
@@ -16,10 +17,12 @@ use tokens::refresh::{self, RefreshError, RefreshPolicy};
 /// How long a run's lease lasts: past the longest Lambda run (15 minutes).
 pub const RUN_LEASE: Duration = Duration::minutes(16);
 
-pub struct Deps<'a, S, M, A> {
+pub struct Deps<'a, S, M, A, B> {
     pub store: &'a S,
     pub mirror: &'a M,
     pub atlassian: &'a A,
+    /// The app-wide points budget (`budget::SharedBudget` in the worker).
+    pub budget: &'a B,
     pub keys: &'a KeyRing,
     pub refresh: &'a RefreshPolicy,
 }
@@ -44,8 +47,8 @@ pub enum JobError {
     Store(#[from] StoreError),
 }
 
-pub async fn run<S, M, A>(
-    deps: &Deps<'_, S, M, A>,
+pub async fn run<S, M, A, B>(
+    deps: &Deps<'_, S, M, A, B>,
     connection_id: &str,
     object_type: ObjectType,
     run_id: &str,
@@ -54,6 +57,7 @@ where
     S: ConnectionStore + CredentialStore + RunStore,
     M: MirrorStore,
     A: AtlassianApi + DirectoryApi,
+    B: Budget,
 {
     let now = OffsetDateTime::now_utc();
     let Some(connection) = deps.store.get_connection(connection_id).await? else { return Ok(Outcome::Skipped) };
@@ -107,8 +111,8 @@ enum Failure {
     Failed(String),
 }
 
-async fn sync<S, M, A>(
-    deps: &Deps<'_, S, M, A>,
+async fn sync<S, M, A, B>(
+    deps: &Deps<'_, S, M, A, B>,
     connection: &store::Connection,
     object_type: ObjectType,
     run_id: &str,
@@ -117,6 +121,7 @@ where
     S: ConnectionStore + CredentialStore + RunStore,
     M: MirrorStore,
     A: AtlassianApi + DirectoryApi,
+    B: Budget,
 {
     let sites = engine::sites_for(connection, object_type);
     if sites.is_empty() {
@@ -133,6 +138,7 @@ where
     let run = engine::Run {
         directory: deps.atlassian,
         mirror: deps.mirror,
+        budget: deps.budget,
         token: &token,
         connection_id: &connection.connection_id,
         sites,

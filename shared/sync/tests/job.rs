@@ -34,8 +34,14 @@ async fn runs_are_recorded_and_never_overlap() {
     let keys = KeyRing::from_json(&KeyRing::generate_json("v1")).unwrap();
     let id = connection(&store, &keys, vec![Product::Jira]).await;
     let atlassian = FakeAtlassian::granting(&scopes::defaults());
-    let deps =
-        Deps { store: &store, mirror: &store, atlassian: &atlassian, keys: &keys, refresh: &RefreshPolicy::default() };
+    let deps = Deps {
+        store: &store,
+        mirror: &store,
+        atlassian: &atlassian,
+        budget: &sync::budget::Unlimited,
+        keys: &keys,
+        refresh: &RefreshPolicy::default(),
+    };
 
     let outcome = job::run(&deps, &id, ObjectType::Users, "run-1").await.unwrap();
     assert_eq!(
