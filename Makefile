@@ -53,7 +53,7 @@ lint: tools clippy
 ## The release artifacts SAM deploys, cross-built for arm64 with zig (from PyPI's ziglang).
 build-arm64: tools
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO_LAMBDA) lambda build --release --arm64 \
-	  --package connect --package callback --package api
+	  --package connect --package callback --package api --package sync-worker --package sync-scheduler
 
 clean:
 	rm -rf .dev target/lambda
