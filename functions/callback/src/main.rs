@@ -1,7 +1,7 @@
 use callback::{Config, Deps, handle};
 use lambda_http::{run, service_fn};
 use runtime::config::{Env, ProcessEnv};
-use runtime::{OAuthClient, secrets};
+use runtime::secrets;
 use secrecy::ExposeSecret;
 use store::DynamoStore;
 use tokens::KeyRing;
@@ -13,18 +13,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = Config::from_env(&Env(ProcessEnv))?;
     let aws = runtime::aws_config().await;
     let secretsmanager = runtime::secretsmanager(&aws);
-    let client = OAuthClient::parse(
-        &config.oauth_client_secret_id,
-        &secrets::read(&secretsmanager, &config.oauth_client_secret_id).await?,
-    )?;
+    let credentials = secrets::oauth_credentials(&secretsmanager, &config.oauth_client_secret_id).await?;
     let keys = KeyRing::from_json(secrets::read(&secretsmanager, &config.token_keys_secret_id).await?.expose_secret())?;
     let atlassian = atlassian::AtlassianClient::new(
         atlassian::http_client()?,
         config.endpoints.clone(),
-        atlassian::ClientCredentials {
-            client_id: atlassian::ClientId::new(client.client_id),
-            client_secret: atlassian::ClientSecret::new(client.client_secret.expose_secret().to_owned()),
-        },
+        credentials,
         config.redirect_uri(),
     );
     let deps = Deps {

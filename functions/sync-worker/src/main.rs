@@ -1,6 +1,6 @@
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use runtime::config::{Env, ProcessEnv};
-use runtime::{OAuthClient, secrets};
+use runtime::secrets;
 use secrecy::ExposeSecret;
 use store::{DynamoMirror, DynamoStore};
 use sync_worker::{Config, handle};
@@ -13,18 +13,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env(&Env(ProcessEnv))?;
     let aws = runtime::aws_config().await;
     let secretsmanager = runtime::secretsmanager(&aws);
-    let client = OAuthClient::parse(
-        &config.oauth_client_secret_id,
-        &secrets::read(&secretsmanager, &config.oauth_client_secret_id).await?,
-    )?;
+    let credentials = secrets::oauth_credentials(&secretsmanager, &config.oauth_client_secret_id).await?;
     let keys = KeyRing::from_json(secrets::read(&secretsmanager, &config.token_keys_secret_id).await?.expose_secret())?;
     let atlassian = atlassian::AtlassianClient::new(
         atlassian::http_client()?,
         config.endpoints.clone(),
-        atlassian::ClientCredentials {
-            client_id: atlassian::ClientId::new(client.client_id),
-            client_secret: atlassian::ClientSecret::new(client.client_secret.expose_secret().to_owned()),
-        },
+        credentials,
         tokens::connect::callback_url(&config.public_base_url),
     );
     let dynamodb = runtime::dynamodb(&aws);

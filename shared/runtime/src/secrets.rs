@@ -56,6 +56,19 @@ impl OAuthClient {
     }
 }
 
+/// The OAuth app's credentials as the Atlassian client takes them, read from the secret `id`.
+pub async fn oauth_credentials(
+    client: &aws_sdk_secretsmanager::Client,
+    id: &str,
+) -> Result<atlassian::ClientCredentials, SecretError> {
+    use secrecy::ExposeSecret;
+    let parsed = OAuthClient::parse(id, &read(client, id).await?)?;
+    Ok(atlassian::ClientCredentials {
+        client_id: atlassian::ClientId::new(parsed.client_id),
+        client_secret: atlassian::ClientSecret::new(parsed.client_secret.expose_secret().to_owned()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

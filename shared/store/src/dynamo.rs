@@ -504,12 +504,14 @@ fn run_sk(object_type: crate::ObjectType) -> String {
     format!("RUN#{}", object_type.as_str())
 }
 
-impl crate::RunStore for DynamoStore {
-    async fn try_start_run(
+impl DynamoStore {
+    /// Writes a run record on a condition; `false` when the condition does not hold.
+    async fn put_run_if(
         &self,
         connection_id: &str,
         run: &crate::RunRecord,
-        now: OffsetDateTime,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
     ) -> Result<bool, StoreError> {
         let item = to_item(&Keyed {
             pk: connection_pk(connection_id),
@@ -519,50 +521,48 @@ impl crate::RunStore for DynamoStore {
             ttl: None,
             record: run,
         })?;
-        let result = self
+        let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression(
-                "attribute_not_exists(pk) OR #status <> :running OR lease_until_ms < :now OR run_id = :run_id",
-            )
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":running", AttributeValue::S("running".into()))
-            .expression_attribute_values(":now", AttributeValue::N(crate::budget::epoch_ms(now).to_string()))
-            .expression_attribute_values(":run_id", AttributeValue::S(run.run_id.clone()))
-            .send()
-            .await;
-        match result {
+            .condition_expression(condition)
+            .expression_attribute_values(":run_id", AttributeValue::S(run.run_id.clone()));
+        if condition.contains("#status") {
+            put = put.expression_attribute_names("#status", "status");
+        }
+        for (name, value) in values {
+            put = put.expression_attribute_values(name, value);
+        }
+        match put.send().await {
             Ok(_) => Ok(true),
             Err(e) if is_condition_failure(&e) => Ok(false),
             Err(e) => Err(StoreError::dynamo(e)),
         }
     }
+}
+
+impl crate::RunStore for DynamoStore {
+    async fn try_start_run(
+        &self,
+        connection_id: &str,
+        run: &crate::RunRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.put_run_if(
+            connection_id,
+            run,
+            "attribute_not_exists(pk) OR #status <> :running OR lease_until_ms < :now OR run_id = :run_id",
+            vec![
+                (":running", AttributeValue::S("running".into())),
+                (":now", AttributeValue::N(crate::budget::epoch_ms(now).to_string())),
+            ],
+        )
+        .await
+    }
 
     async fn save_run(&self, connection_id: &str, run: &crate::RunRecord) -> Result<bool, StoreError> {
-        let item = to_item(&Keyed {
-            pk: connection_pk(connection_id),
-            sk: run_sk(run.object_type),
-            gsi1pk: None,
-            gsi1sk: None,
-            ttl: None,
-            record: run,
-        })?;
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("run_id = :run_id")
-            .expression_attribute_values(":run_id", AttributeValue::S(run.run_id.clone()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(StoreError::dynamo(e)),
-        }
+        self.put_run_if(connection_id, run, "run_id = :run_id", vec![]).await
     }
 
     async fn list_runs(&self, connection_id: &str) -> Result<Vec<crate::RunRecord>, StoreError> {

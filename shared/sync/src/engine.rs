@@ -86,11 +86,11 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
     ) -> Result<(), SyncError> {
         let mut start = 0;
         loop {
-            self.budget.before().await?;
-            let page = self.directory.users_page(self.token, cloud_id, start).await?;
-            self.budget.spent(1 + 2 * page.len() as u64);
+            let (page, points) = self
+                .metered(self.directory.users_page(self.token, cloud_id, start), |p| 1 + 2 * p.len() as u64)
+                .await?;
             counts.pages += 1;
-            counts.points += 1 + 2 * page.len() as u64;
+            counts.points += points;
             start += page.len();
             let done = page.len() < atlassian::rest::USERS_PAGE;
             let records: Vec<Record> = page.iter().map(records::user).collect();
@@ -113,16 +113,16 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
         let group_pages = AtomicU64::new(0);
-        let group_count = AtomicU64::new(0);
+        let group_points = AtomicU64::new(0);
         let groups = stream::try_unfold(Some(0usize), |start| {
-            let (group_pages, group_count) = (&group_pages, &group_count);
+            let (group_pages, group_points) = (&group_pages, &group_points);
             async move {
                 let Some(start) = start else { return Ok::<_, SyncError>(None) };
-                self.budget.before().await?;
-                let page = self.directory.groups_page(self.token, cloud_id, start).await?;
-                self.budget.spent(1 + 2 * page.values.len() as u64);
+                let (page, points) = self
+                    .metered(self.directory.groups_page(self.token, cloud_id, start), |p| 1 + 2 * p.values.len() as u64)
+                    .await?;
                 group_pages.fetch_add(1, Ordering::Relaxed);
-                group_count.fetch_add(page.values.len() as u64, Ordering::Relaxed);
+                group_points.fetch_add(points, Ordering::Relaxed);
                 let next = (!page.is_last()).then_some(start + page.values.len());
                 Ok(Some((stream::iter(page.values.into_iter().map(Ok::<_, SyncError>)), next)))
             }
@@ -144,9 +144,8 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
             }
             self.apply(scope, site, records, seen, counts).await?;
         }
-        let (pages, groups) = (group_pages.load(Ordering::Relaxed), group_count.load(Ordering::Relaxed));
-        counts.pages += pages;
-        counts.points += pages + 2 * groups;
+        counts.pages += group_pages.load(Ordering::Relaxed);
+        counts.points += group_points.load(Ordering::Relaxed);
         Ok(())
     }
 
@@ -154,11 +153,10 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
     async fn members(&self, cloud_id: &str, group: &JiraGroup) -> Result<(Vec<JiraUser>, u64, u64), SyncError> {
         let (mut members, mut pages, mut points) = (Vec::new(), 0, 0);
         loop {
-            self.budget.before().await?;
-            let page = self.directory.group_members_page(self.token, cloud_id, &group.group_id, members.len()).await?;
-            self.budget.spent(1 + 2 * page.values.len() as u64);
+            let call = self.directory.group_members_page(self.token, cloud_id, &group.group_id, members.len());
+            let (page, cost) = self.metered(call, |p| 1 + 2 * p.values.len() as u64).await?;
             pages += 1;
-            points += 1 + 2 * page.values.len() as u64;
+            points += cost;
             let last = page.is_last();
             members.extend(page.values);
             if last {
@@ -177,11 +175,11 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
     ) -> Result<(), SyncError> {
         let mut start = 0;
         loop {
-            self.budget.before().await?;
-            let page = self.directory.projects_page(self.token, cloud_id, start).await?;
-            self.budget.spent(1 + page.values.len() as u64);
+            let (page, points) = self
+                .metered(self.directory.projects_page(self.token, cloud_id, start), |p| 1 + p.values.len() as u64)
+                .await?;
             counts.pages += 1;
-            counts.points += 1 + page.values.len() as u64;
+            counts.points += points;
             start += page.values.len();
             let records = page.values.iter().map(|p| records::project(cloud_id, p)).collect();
             self.apply(scope, site, records, seen, counts).await?;
@@ -201,11 +199,13 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
     ) -> Result<(), SyncError> {
         let mut next: Option<String> = None;
         loop {
-            self.budget.before().await?;
-            let page = self.directory.spaces_page(self.token, cloud_id, next.as_deref()).await?;
-            self.budget.spent(1 + page.results.len() as u64);
+            let (page, points) = self
+                .metered(self.directory.spaces_page(self.token, cloud_id, next.as_deref()), |p| {
+                    1 + p.results.len() as u64
+                })
+                .await?;
             counts.pages += 1;
-            counts.points += 1 + page.results.len() as u64;
+            counts.points += points;
             let records = page.results.iter().map(|s| records::space(cloud_id, s)).collect();
             self.apply(scope, site, records, seen, counts).await?;
             next = page.next;
@@ -213,6 +213,20 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
                 return Ok(());
             }
         }
+    }
+
+    /// One request under the points budget: waits for a balance, makes the call, charges what it cost (1 a request,
+    /// +2 a user or group, +1 a project or space, as Atlassian counts); answers the page and its points.
+    async fn metered<T>(
+        &self,
+        call: impl Future<Output = Result<T, ApiError>>,
+        points: impl FnOnce(&T) -> u64,
+    ) -> Result<(T, u64), SyncError> {
+        self.budget.before().await?;
+        let answer = call.await?;
+        let cost = points(&answer);
+        self.budget.spent(cost);
+        Ok((answer, cost))
     }
 
     /// Compares a page with the mirror and writes what is new or changed.
