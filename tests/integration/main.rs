@@ -701,3 +701,41 @@ async fn sync_jobs_record_their_runs_and_stop_at_a_revoked_grant() {
     // Further jobs skip the connection until the tenant connects again.
     assert_eq!(job::run(&deps, &id, ObjectType::Groups, &unique("run")).await.unwrap(), Outcome::Skipped);
 }
+
+#[tokio::test]
+async fn a_site_the_grant_no_longer_reaches_is_marked_and_its_objects_deleted() {
+    use store::mirror::{MirrorStore, ObjectType, Scope};
+    use sync::job::{self, Outcome};
+    let flow = Flow::new().await;
+    let id = connected(&flow, &unique("tenant")).await;
+    let stack = Stack::from_env();
+    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
+    let policy = RefreshPolicy::default();
+    let deps = job::Deps {
+        store: &flow.store,
+        mirror: &mirror,
+        atlassian: &flow.callback.atlassian,
+        budget: &sync::budget::Unlimited,
+        keys: &flow.callback.keys,
+        refresh: &policy,
+    };
+    assert!(matches!(
+        job::run(&deps, &id, ObjectType::Spaces, &unique("run")).await.unwrap(),
+        Outcome::Finished(store::RunStatus::Succeeded, _)
+    ));
+    let lost = tests::sandbox::site_id(1);
+    let remove = flow.sandbox.join(&format!("/__sandbox/grants/{}/sites/{lost}/remove", harness::ADMIN)).unwrap();
+    assert_eq!(harness::client().post(remove).send().await.unwrap().status(), 204);
+
+    let outcome = job::run(&deps, &id, ObjectType::Spaces, &unique("run")).await.unwrap();
+    let Outcome::Finished(store::RunStatus::Succeeded, counts) = outcome else { panic!("{outcome:?}") };
+    let connection = flow.store.get_connection(&id).await.unwrap().unwrap();
+    let site = connection.sites.iter().find(|s| s.cloud_id == lost).expect("the lost site is kept, marked");
+    assert!(site.lost_at.is_some());
+    assert!(connection.sites.iter().filter(|s| s.cloud_id != lost).all(|s| s.lost_at.is_none()));
+    let (objects, _) = mirror.list(&Scope::new(&id, ObjectType::Spaces), None, 1000).await.unwrap();
+    let on_lost: Vec<_> = objects.iter().filter(|o| o.key.starts_with(&lost)).collect();
+    assert!(!on_lost.is_empty() && on_lost.iter().all(|o| o.deleted), "its spaces are marked deleted");
+    assert_eq!(counts.deleted as usize, on_lost.len());
+    assert!(objects.iter().filter(|o| !o.key.starts_with(&lost)).all(|o| !o.deleted));
+}

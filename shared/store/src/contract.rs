@@ -41,6 +41,7 @@ pub fn connection(tenant_id: &str, connection_id: &str) -> Connection {
             url: "https://acme.atlassian.net".into(),
             name: "acme".into(),
             products: vec![Product::Jira, Product::Confluence],
+            lost_at: None,
         }],
         scopes: vec!["read:jira-user".into(), "offline_access".into()],
         account_id: "557058:admin".into(),
@@ -109,6 +110,13 @@ pub async fn completing_marks_the_session_used_and_upserts<S: SessionStore + Con
     assert_eq!(again.scopes, vec!["changed".to_string()]);
 
     assert_eq!(store.list_connections(&tenant).await.expect("list"), vec![again.clone()]);
+
+    // Sites change as syncs find them; a lost site keeps its mark.
+    let mut sites = again.sites.clone();
+    sites[0].lost_at = Some(again.updated_at);
+    store.update_sites(&id, &sites, again.updated_at).await.expect("update sites");
+    let again = store.get_connection(&id).await.expect("get").expect("connection");
+    assert_eq!(again.sites, sites);
     assert_eq!(store.get_connection(&id).await.expect("get"), Some(again));
     assert_eq!(store.list_connections(&unique("tenant")).await.expect("list"), vec![]);
 }

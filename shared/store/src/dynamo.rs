@@ -233,6 +233,19 @@ impl ConnectionStore for DynamoStore {
             .ok_or_else(|| StoreError::Dynamo("the connection vanished right after it was written".into()).into())
     }
 
+    async fn update_sites(&self, id: &str, sites: &[crate::Site], now: OffsetDateTime) -> Result<(), StoreError> {
+        let sites = serde_dynamo::to_attribute_value(sites).map_err(StoreError::Corrupt)?;
+        self.update_connection_if(
+            id,
+            "SET sites = :sites, updated_at = :now",
+            "attribute_exists(pk)",
+            vec![(":sites", sites), (":now", AttributeValue::S(rfc3339(now)?))],
+            vec![],
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn active_connections(&self, after: Option<&str>) -> Result<(Vec<String>, Option<String>), StoreError> {
         // A scan of connection items: the scheduler's once-per-cadence walk over every tenant.
         let mut scan = self

@@ -124,6 +124,14 @@ pub trait ConnectionStore: Send + Sync {
         connection: &Connection,
     ) -> impl Future<Output = Result<Connection, CompleteError>> + Send;
 
+    /// Replaces the connection's sites (as a sync found them in `accessible-resources`).
+    fn update_sites(
+        &self,
+        id: &str,
+        sites: &[Site],
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// One page of the ids of every `active` connection (all tenants), for the scheduler.
     fn active_connections(
         &self,

@@ -113,6 +113,14 @@ impl ConnectionStore for MemoryStore {
         Ok(stored)
     }
 
+    async fn update_sites(&self, id: &str, sites: &[crate::Site], now: OffsetDateTime) -> Result<(), StoreError> {
+        if let Some(connection) = self.lock().connections.get_mut(id) {
+            connection.sites = sites.to_vec();
+            connection.updated_at = now;
+        }
+        Ok(())
+    }
+
     async fn active_connections(&self, after: Option<&str>) -> Result<(Vec<String>, Option<String>), StoreError> {
         let mut ids: Vec<String> = self
             .lock()

@@ -58,6 +58,9 @@ pub struct Site {
     pub url: String,
     pub name: String,
     pub products: Vec<Product>,
+    /// When the grant stopped reaching this site (it left `accessible-resources`); its objects are no longer synced.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub lost_at: Option<OffsetDateTime>,
 }
 
 /// Tokens sealed by `tokens::crypto`: opaque bytes plus the version of the key that wrapped them. Empty once a

@@ -36,10 +36,16 @@ pub enum SyncError {
 
 pub use store::RunCounts as Counts;
 
-/// The sites a type is read from: Jira sites for users, groups and projects; Confluence sites for spaces.
+/// The sites a type is read from: Jira sites for users, groups and projects; Confluence sites for spaces; never a
+/// site the grant no longer reaches.
 pub fn sites_for(connection: &Connection, object_type: ObjectType) -> Vec<String> {
     let product = if object_type == ObjectType::Spaces { Product::Confluence } else { Product::Jira };
-    connection.sites.iter().filter(|s| s.products.contains(&product)).map(|s| s.cloud_id.clone()).collect()
+    connection
+        .sites
+        .iter()
+        .filter(|s| s.lost_at.is_none() && s.products.contains(&product))
+        .map(|s| s.cloud_id.clone())
+        .collect()
 }
 
 pub struct Run<'a, D, M, B> {

@@ -123,11 +123,6 @@ where
     A: AtlassianApi + DirectoryApi,
     B: Budget,
 {
-    let sites = engine::sites_for(connection, object_type);
-    if sites.is_empty() {
-        let product = if object_type == ObjectType::Spaces { "Confluence" } else { "Jira" };
-        return Err(Failure::NotAvailable(format!("no site of this connection has {product} in its granted scopes")));
-    }
     let token =
         refresh::access_token(deps.store, deps.atlassian, deps.keys, deps.refresh, &connection.connection_id, run_id)
             .await
@@ -135,6 +130,12 @@ where
                 RefreshError::NeedsReauth { reason } => Failure::NeedsReauth(reason),
                 other => Failure::Failed(other.to_string()),
             })?;
+    let connection = &refresh_sites(deps, connection, &token).await?;
+    let sites = engine::sites_for(connection, object_type);
+    if sites.is_empty() {
+        let product = if object_type == ObjectType::Spaces { "Confluence" } else { "Jira" };
+        return Err(Failure::NotAvailable(format!("no site this grant reaches has {product} in its granted scopes")));
+    }
     let run = engine::Run {
         directory: deps.atlassian,
         mirror: deps.mirror,
@@ -153,6 +154,55 @@ where
         }
         other => Failure::Failed(format!("{other}: {}", source_chain(&other))),
     })
+}
+
+/// Compares the connection's sites with what the grant reaches now: a site gone from `accessible-resources` is
+/// marked `lost_at` (and no longer synced, so its objects end `deleted`); a site added to the grant is picked up.
+async fn refresh_sites<S, M, A, B>(
+    deps: &Deps<'_, S, M, A, B>,
+    connection: &store::Connection,
+    token: &atlassian::AccessToken,
+) -> Result<store::Connection, Failure>
+where
+    S: ConnectionStore,
+    A: AtlassianApi,
+{
+    let resources = deps
+        .atlassian
+        .accessible_resources(token)
+        .await
+        .map_err(|e| Failure::Failed(format!("accessible-resources: {e}")))?;
+    let resources = tokens::connect::merge_sites(resources);
+    let now = OffsetDateTime::now_utc();
+    let mut sites: Vec<store::Site> = connection
+        .sites
+        .iter()
+        .map(|site| {
+            let reachable = resources.iter().any(|r| r.id == site.cloud_id);
+            let lost_at = if reachable { None } else { site.lost_at.or(Some(now)) };
+            store::Site { lost_at, ..site.clone() }
+        })
+        .collect();
+    for resource in &resources {
+        if !sites.iter().any(|s| s.cloud_id == resource.id) {
+            sites.push(store::Site {
+                cloud_id: resource.id.clone(),
+                url: resource.url.clone(),
+                name: resource.name.clone(),
+                products: tokens::scopes::products(&resource.scopes),
+                lost_at: None,
+            });
+        }
+    }
+    if sites == connection.sites {
+        return Ok(connection.clone());
+    }
+    tracing::warn!(connection_id = %connection.connection_id, "the sites this grant reaches changed");
+    deps.store
+        .update_sites(&connection.connection_id, &sites, now)
+        .await
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    Ok(store::Connection { sites, ..connection.clone() })
 }
 
 fn source_chain(error: &dyn std::error::Error) -> String {

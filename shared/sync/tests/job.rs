@@ -33,7 +33,9 @@ async fn runs_are_recorded_and_never_overlap() {
     let store = MemoryStore::new();
     let keys = KeyRing::from_json(&KeyRing::generate_json("v1")).unwrap();
     let id = connection(&store, &keys, vec![Product::Jira]).await;
-    let atlassian = FakeAtlassian::granting(&scopes::defaults());
+    let mut atlassian = FakeAtlassian::granting(&scopes::defaults());
+    // The grant reaches the connection's one site, with Jira scopes only.
+    atlassian.resources = vec![atlassian::fake::site("11111111-2222-3333-4444-555555555555", &["read:jira-user"])];
     let deps = Deps {
         store: &store,
         mirror: &store,

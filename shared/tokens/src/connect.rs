@@ -333,7 +333,13 @@ where
         status_reason: None,
         sites: resources
             .into_iter()
-            .map(|r| Site { products: scopes::products(&r.scopes), cloud_id: r.id, url: r.url, name: r.name })
+            .map(|r| Site {
+                products: scopes::products(&r.scopes),
+                cloud_id: r.id,
+                url: r.url,
+                name: r.name,
+                lost_at: None,
+            })
             .collect(),
         scopes: granted,
         account_id: me.account_id,
@@ -349,7 +355,7 @@ where
 }
 
 /// One entry per cloud id: should Atlassian list a site once per product, the entries' scopes are merged.
-fn merge_sites(resources: Vec<AccessibleResource>) -> Vec<AccessibleResource> {
+pub fn merge_sites(resources: Vec<AccessibleResource>) -> Vec<AccessibleResource> {
     let mut merged: Vec<AccessibleResource> = Vec::with_capacity(resources.len());
     for resource in resources {
         match merged.iter_mut().find(|m| m.id == resource.id) {

@@ -140,6 +140,7 @@ impl Sandbox {
             .route("/__sandbox/org/mutate", post(mutate))
             .route("/__sandbox/faults", post(set_faults))
             .route("/__sandbox/grants/{account_id}/revoke", post(revoke))
+            .route("/__sandbox/grants/{account_id}/sites/{cloud_id}/remove", post(remove_site))
             .merge(rest::routes())
             .with_state(self)
     }
@@ -520,6 +521,18 @@ async fn revoke(State(sandbox): State<Sandbox>, Path(account_id): Path<String>) 
     for grant in inner.grants.values_mut().filter(|g| g.account_id == account_id) {
         grant.revoked = true;
         found = true;
+    }
+    if found { StatusCode::NO_CONTENT.into_response() } else { StatusCode::NOT_FOUND.into_response() }
+}
+
+/// The grant stops reaching one site (as when a site is deleted or the app is removed from it).
+async fn remove_site(State(sandbox): State<Sandbox>, Path((account_id, cloud_id)): Path<(String, String)>) -> Response {
+    let mut inner = sandbox.lock();
+    let mut found = false;
+    for grant in inner.grants.values_mut().filter(|g| g.account_id == account_id) {
+        let before = grant.sites.len();
+        grant.sites.retain(|s| *s != cloud_id);
+        found |= grant.sites.len() < before;
     }
     if found { StatusCode::NO_CONTENT.into_response() } else { StatusCode::NOT_FOUND.into_response() }
 }
