@@ -69,15 +69,12 @@ impl DynamoStore {
     }
 }
 
-/// An item as stored: the keys beside the record's own fields.
+/// An item as stored: the keys beside the record's own fields. (Connections get their `gsi1` keys from the
+/// upsert's update expression; reading ignores attributes the record does not name.)
 #[derive(Serialize, Deserialize)]
 struct Keyed<T> {
     pk: String,
     sk: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    gsi1pk: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    gsi1sk: Option<String>,
     /// Epoch seconds after which DynamoDB may delete the item. Deletion is lazy, so readers check expiry too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ttl: Option<i64>,
@@ -85,8 +82,9 @@ struct Keyed<T> {
     record: T,
 }
 
-fn to_item<T: Serialize>(keyed: &Keyed<T>) -> Result<Item, StoreError> {
-    serde_dynamo::to_item(keyed).map_err(StoreError::Corrupt)
+/// The item of `record` under `pk`/`sk`, expiring at `ttl` if given.
+fn to_item<T: Serialize>(pk: String, sk: &str, ttl: Option<i64>, record: T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(Keyed { pk, sk: sk.to_owned(), ttl, record }).map_err(StoreError::Corrupt)
 }
 
 fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
@@ -118,14 +116,7 @@ fn rfc3339(at: OffsetDateTime) -> Result<String, StoreError> {
 
 impl SessionStore for DynamoStore {
     async fn put_session(&self, session: &ConnectSession) -> Result<(), StoreError> {
-        let item = to_item(&Keyed {
-            pk: session_pk(&session.id_hash),
-            sk: "SESSION".into(),
-            gsi1pk: None,
-            gsi1sk: None,
-            ttl: ttl(session.expires_at),
-            record: session,
-        })?;
+        let item = to_item(session_pk(&session.id_hash), "SESSION", ttl(session.expires_at), session)?;
         self.put_new(item).await
     }
 
@@ -136,14 +127,7 @@ impl SessionStore for DynamoStore {
 
 impl StateStore for DynamoStore {
     async fn put_state(&self, state: &OAuthState) -> Result<(), StoreError> {
-        let item = to_item(&Keyed {
-            pk: state_pk(&state.state_hash),
-            sk: "STATE".into(),
-            gsi1pk: None,
-            gsi1sk: None,
-            ttl: ttl(state.expires_at),
-            record: state,
-        })?;
+        let item = to_item(state_pk(&state.state_hash), "STATE", ttl(state.expires_at), state)?;
         self.put_new(item).await
     }
 
@@ -487,14 +471,7 @@ impl crate::BudgetStore for DynamoStore {
             if stored == Some(state) {
                 return Ok(take); // nothing to write (no refill, nothing granted)
             }
-            let item = to_item(&Keyed {
-                pk: format!("BUDGET#{name}"),
-                sk: "BUDGET".into(),
-                gsi1pk: None,
-                gsi1sk: None,
-                ttl: None,
-                record: state,
-            })?;
+            let item = to_item(format!("BUDGET#{name}"), "BUDGET", None, state)?;
             let mut put = self.client.put_item().table_name(&self.table).set_item(Some(item));
             put = match stored {
                 None => put.condition_expression("attribute_not_exists(pk)"),
@@ -526,14 +503,7 @@ impl DynamoStore {
         condition: &str,
         values: Vec<(&str, AttributeValue)>,
     ) -> Result<bool, StoreError> {
-        let item = to_item(&Keyed {
-            pk: connection_pk(connection_id),
-            sk: run_sk(run.object_type),
-            gsi1pk: None,
-            gsi1sk: None,
-            ttl: None,
-            record: run,
-        })?;
+        let item = to_item(connection_pk(connection_id), &run_sk(run.object_type), None, run)?;
         let mut put = self
             .client
             .put_item()

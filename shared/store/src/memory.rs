@@ -147,6 +147,11 @@ impl ConnectionStore for MemoryStore {
     }
 }
 
+/// The connection, if its `token_version` is still `expected` (the condition of every credentials write).
+fn at_version<'a>(inner: &'a mut Inner, id: &str, expected: u64) -> Option<&'a mut Connection> {
+    inner.connections.get_mut(id).filter(|c| c.token_version == expected)
+}
+
 impl CredentialStore for MemoryStore {
     async fn try_lease(
         &self,
@@ -182,10 +187,7 @@ impl CredentialStore for MemoryStore {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        let Some(connection) = inner.connections.get_mut(connection_id) else { return Ok(false) };
-        if connection.token_version != expected_version {
-            return Ok(false);
-        }
+        let Some(connection) = at_version(&mut inner, connection_id, expected_version) else { return Ok(false) };
         connection.credentials = credentials.clone();
         connection.token_version += 1;
         connection.updated_at = now;
@@ -201,10 +203,7 @@ impl CredentialStore for MemoryStore {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        let Some(connection) = inner.connections.get_mut(connection_id) else { return Ok(false) };
-        if connection.token_version != expected_version {
-            return Ok(false);
-        }
+        let Some(connection) = at_version(&mut inner, connection_id, expected_version) else { return Ok(false) };
         connection.status = ConnectionStatus::NeedsReauth;
         connection.status_reason = Some(reason.to_owned());
         connection.updated_at = now;
