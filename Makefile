@@ -37,7 +37,7 @@ test: tools node_modules/.installed /usr/bin/chromium
 	$(VENV)/bin/cfn-lint infra/template.yaml
 	cargo test --workspace
 	cargo build --workspace --bins
-	STACK_WATCH_FLAGS=--ignore-changes $(PY) scripts/stack.py run -- \
+	STACK_WATCH_FLAGS=--ignore-changes SYNC_MAX_PAGES_PER_INVOCATION=1 $(PY) scripts/stack.py run -- \
 	  bash -c 'cargo test -p tests --features stack -- --test-threads 4 && node tests/browser/connect.mjs'
 
 unit:

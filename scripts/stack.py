@@ -241,8 +241,10 @@ def up():
         "RETURN_URL_ALLOWLIST": os.environ.get("RETURN_URL_ALLOWLIST", f"{functions_url}/__return,http://localhost:3000/"),
         **secret_ids,
     }
-    if os.environ.get("OAUTH_SCOPES"):
-        function_env["OAUTH_SCOPES"] = os.environ["OAUTH_SCOPES"]
+    # Optional settings passed through as they are (e.g. SYNC_MAX_PAGES_PER_INVOCATION=1 forces continuations).
+    for name, value in os.environ.items():
+        if name == "OAUTH_SCOPES" or name.startswith("SYNC_") and name != "SYNC_QUEUE_URL":
+            function_env[name] = value
     env_file = STATE / "functions.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in function_env.items()))
 

@@ -141,6 +141,8 @@ async fn main() {
         Url::parse("https://connector.test/oauth/callback").unwrap(),
     );
     let mirror = HashMirror::default();
+    // A run that fits its invocation never checkpoints; this store only has to exist.
+    let checkpoints = store::MemoryStore::new();
     let site = tests::sandbox::site_id(0);
     let stats = || async {
         let stats: Value = tests::harness::client()
@@ -172,13 +174,16 @@ async fn main() {
                 directory: &client,
                 mirror: &mirror,
                 budget: &sync::budget::Unlimited,
+                checkpoints: &checkpoints,
                 token: &token,
                 connection_id: "con_bench",
+                run_id: "bench",
                 sites: vec![site.clone()],
                 object_type,
                 now: OffsetDateTime::now_utc(),
+                pacing: sync::engine::Pacing::default(),
             };
-            points += run.run().await.expect("sync").points;
+            points += run.run(None).await.expect("sync").done().expect("one invocation").points;
         }
         let wall = started.elapsed();
         let after = stats().await;

@@ -389,6 +389,7 @@ async fn dynamo_mirror_keeps_the_contract() {
 #[tokio::test]
 async fn dynamo_store_runs_one_sync_per_type_at_a_time() {
     contract::one_run_per_type_at_a_time(&store()).await;
+    contract::checkpoints_append_and_refuse_a_stale_base(&store()).await;
 }
 
 #[tokio::test]
@@ -487,6 +488,7 @@ mod sync_runs {
     use atlassian::AccessToken;
     use serde_json::{Value, json};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use store::CheckpointStore;
     use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope, Stored};
     use tests::sandbox::OrgSize;
 
@@ -605,21 +607,25 @@ mod sync_runs {
         );
         let connection_id = unique("con");
         let sites: Vec<String> = (0..size.sites).map(tests::sandbox::site_id).collect();
+        let checkpoints = store();
         let run = |object_type| sync::engine::Run {
             directory: &directory,
             mirror: &mirror,
             budget: &sync::budget::Unlimited,
+            checkpoints: &checkpoints,
             token: &token,
             connection_id: &connection_id,
+            run_id: "run",
             sites: sites.clone(),
             object_type,
             now: OffsetDateTime::now_utc(),
+            pacing: sync::engine::Pacing::default(),
         };
 
         // First sync: everything is created, and the mirror is exactly the org.
         let org = harness::sandbox_org(&base).await.unwrap();
         for object_type in ObjectType::ALL {
-            let counts = run(object_type).run().await.unwrap();
+            let counts = run(object_type).run(None).await.unwrap().done().unwrap();
             let expected = expected(&org, object_type, &sites);
             assert_eq!(counts.created as usize, expected.len(), "{object_type:?} created");
             let (live, deleted) = mirrored(&mirror, &Scope::new(&connection_id, object_type)).await;
@@ -630,7 +636,7 @@ mod sync_runs {
         // An unchanged re-sync reads everything and writes nothing.
         let before = mirror.written.load(Ordering::SeqCst);
         for object_type in ObjectType::ALL {
-            let counts = run(object_type).run().await.unwrap();
+            let counts = run(object_type).run(None).await.unwrap().done().unwrap();
             assert_eq!((counts.created, counts.updated, counts.deleted), (0, 0, 0), "{object_type:?}");
             assert!(counts.unchanged > 0 && counts.pages > 0 && counts.points > counts.pages);
         }
@@ -640,11 +646,112 @@ mod sync_runs {
         harness::client().post(base.join("/__sandbox/org/mutate").unwrap()).send().await.unwrap();
         let org = harness::sandbox_org(&base).await.unwrap();
         for object_type in ObjectType::ALL {
-            let counts = run(object_type).run().await.unwrap();
+            let counts = run(object_type).run(None).await.unwrap().done().unwrap();
             assert!(counts.created >= 1 && counts.deleted >= 1, "{object_type:?}: {counts:?}");
             let (live, deleted) = mirrored(&mirror, &Scope::new(&connection_id, object_type)).await;
             assert_eq!(live, expected(&org, object_type, &sites), "{object_type:?} after the change");
             assert_eq!(deleted as u64, counts.deleted, "{object_type:?}: removed upstream, marked deleted");
+        }
+    }
+
+    /// Runs one object type to completion the way continuations and redeliveries do: each invocation resumes from
+    /// the saved checkpoint of `run_id`. `kill_after` cuts an invocation short (dropping it mid-flight, like a
+    /// crashed Lambda) after the given time; it grows each time, so the run always ends. Answers the counts and how
+    /// many invocations paused and were killed.
+    async fn run_to_completion<D: atlassian::DirectoryApi, M: MirrorStore>(
+        template: &sync::engine::Run<'_, D, M, sync::budget::Unlimited, DynamoStore>,
+        run_id: &str,
+        mut kill_after: Option<std::time::Duration>,
+    ) -> (sync::engine::Counts, u32, u32) {
+        use sync::engine::{Resume, Step};
+        let (mut paused, mut killed) = (0, 0);
+        loop {
+            let saved =
+                template.checkpoints.load_checkpoint(template.connection_id, template.object_type).await.unwrap();
+            let resume = saved
+                .filter(|(c, _)| c.run_id == run_id)
+                .map(|(checkpoint, chunks)| Resume::parse(checkpoint, &chunks).expect("a readable checkpoint"));
+            let run = sync::engine::Run {
+                run_id,
+                sites: template.sites.clone(),
+                pacing: template.pacing.clone(),
+                ..*template
+            };
+            let step = match kill_after {
+                None => run.run(resume).await.unwrap(),
+                Some(limit) => match tokio::time::timeout(limit, run.run(resume)).await {
+                    Ok(step) => step.unwrap(),
+                    Err(_) => {
+                        killed += 1;
+                        kill_after = Some(limit * 2);
+                        continue;
+                    }
+                },
+            };
+            match step {
+                Step::Paused(_) => paused += 1,
+                Step::Done(counts) => return (counts, paused, killed),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_paused_after_every_page_or_killed_anywhere_end_with_the_exact_mirror() {
+        let size = OrgSize { users: 1100, groups: 60, projects: 210, spaces: 520, sites: 2 };
+        let base = harness::spawn_sandbox(SandboxConfig { org: size, ..SandboxConfig::default() }).await.unwrap();
+        let token = AccessToken::new(harness::sandbox_token(&base, None).await.unwrap());
+        let stack = Stack::from_env();
+        let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
+        let checkpoints = store();
+        let directory = AtlassianClient::new(
+            atlassian::http_client().unwrap(),
+            Endpoints { auth_base: base.clone(), api_base: base.clone() },
+            ClientCredentials { client_id: ClientId::new("x".into()), client_secret: ClientSecret::new("x".into()) },
+            Url::parse(CALLBACK).unwrap(),
+        );
+        let connection_id = unique("con");
+        let sites: Vec<String> = (0..size.sites).map(tests::sandbox::site_id).collect();
+        let template = |object_type, pacing| sync::engine::Run {
+            directory: &directory,
+            mirror: &mirror,
+            budget: &sync::budget::Unlimited,
+            checkpoints: &checkpoints,
+            token: &token,
+            connection_id: &connection_id,
+            run_id: "",
+            sites: sites.clone(),
+            object_type,
+            now: OffsetDateTime::now_utc(),
+            pacing,
+        };
+        let every_page = sync::engine::Pacing { max_pages: 1, ..sync::engine::Pacing::default() };
+        let always_save =
+            sync::engine::Pacing { checkpoint_every: std::time::Duration::ZERO, ..sync::engine::Pacing::default() };
+
+        // A pause after every page: one invocation a page, and the counts still add up exactly.
+        let org = harness::sandbox_org(&base).await.unwrap();
+        for object_type in ObjectType::ALL {
+            let (counts, paused, _) =
+                run_to_completion(&template(object_type, every_page.clone()), &unique("run"), None).await;
+            let expected = expected(&org, object_type, &sites);
+            assert!(paused >= 3, "{object_type:?} paused {paused} times");
+            assert_eq!(counts.created as usize, expected.len(), "{object_type:?}: nothing created twice");
+            assert_eq!(mirrored(&mirror, &Scope::new(&connection_id, object_type)).await, (expected, 0));
+            let saved = checkpoints.load_checkpoint(&connection_id, object_type).await.unwrap();
+            assert!(saved.is_none(), "a finished run leaves no checkpoint");
+        }
+
+        // The org changes, then every run is killed at growing points (checkpointing every page) until it ends.
+        harness::client().post(base.join("/__sandbox/org/mutate").unwrap()).send().await.unwrap();
+        let org = harness::sandbox_org(&base).await.unwrap();
+        for object_type in ObjectType::ALL {
+            let kill = Some(std::time::Duration::from_millis(3));
+            let (counts, _, killed) =
+                run_to_completion(&template(object_type, always_save.clone()), &unique("run"), kill).await;
+            assert!(killed >= 2, "{object_type:?} was killed {killed} times");
+            let (live, deleted) = mirrored(&mirror, &Scope::new(&connection_id, object_type)).await;
+            assert_eq!(live, expected(&org, object_type, &sites), "{object_type:?}: exact after the kills");
+            assert!(deleted >= 1 && counts.pages > 0, "{object_type:?}: removals are marked");
         }
     }
 }
@@ -654,6 +761,7 @@ async fn sync_jobs_record_their_runs_and_stop_at_a_revoked_grant() {
     use store::RunStore;
     use store::mirror::{MirrorStore, ObjectType, Scope};
     use sync::job::{self, Outcome};
+    use sync::queue::Job;
     let flow = Flow::new().await;
     let tenant = unique("tenant");
     let id = connected(&flow, &tenant).await;
@@ -667,6 +775,8 @@ async fn sync_jobs_record_their_runs_and_stop_at_a_revoked_grant() {
         budget: &sync::budget::Unlimited,
         keys: &flow.callback.keys,
         refresh: &policy,
+        queue: &sync::queue::MemoryQueue::default(),
+        pacing: sync::engine::Pacing::default(),
     };
     let org = harness::sandbox_org(&flow.sandbox).await.unwrap();
     for (object_type, kind) in [
@@ -675,7 +785,7 @@ async fn sync_jobs_record_their_runs_and_stop_at_a_revoked_grant() {
         (ObjectType::Projects, "projects"),
         (ObjectType::Spaces, "spaces"),
     ] {
-        let outcome = job::run(&deps, &id, object_type, &unique("run")).await.unwrap();
+        let outcome = job::run(&deps, &Job::new(&id, object_type), &unique("run"), None).await.unwrap();
         let Outcome::Finished(store::RunStatus::Succeeded, counts) = outcome else {
             panic!("{object_type:?}: {outcome:?}")
         };
@@ -694,18 +804,84 @@ async fn sync_jobs_record_their_runs_and_stop_at_a_revoked_grant() {
     let revoke = flow.sandbox.join(&format!("/__sandbox/grants/{}/revoke", harness::ADMIN)).unwrap();
     harness::client().post(revoke).send().await.unwrap();
     flow.expire_access_token(&id).await;
-    let outcome = job::run(&deps, &id, ObjectType::Users, &unique("run")).await.unwrap();
+    let outcome = job::run(&deps, &Job::new(&id, ObjectType::Users), &unique("run"), None).await.unwrap();
     assert!(matches!(outcome, Outcome::Finished(store::RunStatus::NeedsReauth, _)), "{outcome:?}");
     let connection = flow.store.get_connection(&id).await.unwrap().unwrap();
     assert_eq!(connection.status, store::ConnectionStatus::NeedsReauth);
     // Further jobs skip the connection until the tenant connects again.
-    assert_eq!(job::run(&deps, &id, ObjectType::Groups, &unique("run")).await.unwrap(), Outcome::Skipped);
+    assert_eq!(
+        job::run(&deps, &Job::new(&id, ObjectType::Groups), &unique("run"), None).await.unwrap(),
+        Outcome::Skipped
+    );
+}
+
+#[tokio::test]
+async fn a_paused_run_continues_through_the_queue_and_stale_continuations_are_dropped() {
+    use store::mirror::{MirrorStore, ObjectType, Scope};
+    use store::{CheckpointStore, RunStore};
+    use sync::job::{self, Outcome};
+    use sync::queue::{Job, MemoryQueue};
+    let flow = Flow::new().await;
+    let id = connected(&flow, &unique("tenant")).await;
+    let stack = Stack::from_env();
+    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
+    let policy = RefreshPolicy::default();
+    let queue = MemoryQueue::default();
+    let deps = job::Deps {
+        store: &flow.store,
+        mirror: &mirror,
+        atlassian: &flow.callback.atlassian,
+        budget: &sync::budget::Unlimited,
+        keys: &flow.callback.keys,
+        refresh: &policy,
+        queue: &queue,
+        pacing: sync::engine::Pacing { max_pages: 1, ..sync::engine::Pacing::default() },
+    };
+    let take = || std::mem::take(&mut *queue.jobs.lock().unwrap());
+    let org = harness::sandbox_org(&flow.sandbox).await.unwrap();
+
+    // The first invocation reads one page (the first of two sites), pauses and queues its continuation.
+    let outcome = job::run(&deps, &Job::new(&id, ObjectType::Users), "message-1", None).await.unwrap();
+    assert!(matches!(outcome, Outcome::Continued(counts) if counts.pages == 1), "{outcome:?}");
+    let running = flow.store.list_runs(&id).await.unwrap().remove(0);
+    assert_eq!((running.status, running.run_id.as_str()), (store::RunStatus::Running, "message-1"));
+    let mut continuation = take();
+    assert_eq!(continuation, vec![Job { run_id: Some("message-1".into()), ..Job::new(&id, ObjectType::Users) }]);
+    // A new run meanwhile is turned away: the paused run still holds the lease.
+    let other = job::run(&deps, &Job::new(&id, ObjectType::Users), "message-2", None).await.unwrap();
+    assert_eq!(other, Outcome::AlreadyRunning);
+
+    // Continuations (each with a new message id) carry the run to its end.
+    let mut invocations = 1;
+    let counts = loop {
+        let job = continuation.pop().expect("a continuation");
+        invocations += 1;
+        match job::run(&deps, &job, &format!("message-c{invocations}"), None).await.unwrap() {
+            Outcome::Continued(_) => continuation = take(),
+            Outcome::Finished(store::RunStatus::Succeeded, counts) => break counts,
+            outcome => panic!("{outcome:?}"),
+        }
+    };
+    assert!(invocations >= 3, "two sites, one page an invocation: {invocations}");
+    assert_eq!(counts.created as usize, org["users"].as_array().unwrap().len(), "each user created once");
+    let done = flow.store.list_runs(&id).await.unwrap().remove(0);
+    assert_eq!((done.run_id.as_str(), done.started_at), ("message-1", running.started_at), "one run throughout");
+    assert!(done.finished_at.is_some() && take().is_empty());
+    assert!(flow.store.load_checkpoint(&id, ObjectType::Users).await.unwrap().is_none());
+    let (objects, _) = mirror.list(&Scope::new(&id, ObjectType::Users), None, 1000).await.unwrap();
+    assert_eq!(objects.len(), org["users"].as_array().unwrap().len());
+
+    // A continuation delivered again after its run ended does nothing and leaves the record alone.
+    let stale = Job { run_id: Some("message-1".into()), ..Job::new(&id, ObjectType::Users) };
+    assert_eq!(job::run(&deps, &stale, "message-late", None).await.unwrap(), Outcome::Skipped);
+    assert_eq!(flow.store.list_runs(&id).await.unwrap().remove(0), done);
 }
 
 #[tokio::test]
 async fn a_site_the_grant_no_longer_reaches_is_marked_and_its_objects_deleted() {
     use store::mirror::{MirrorStore, ObjectType, Scope};
     use sync::job::{self, Outcome};
+    use sync::queue::Job;
     let flow = Flow::new().await;
     let id = connected(&flow, &unique("tenant")).await;
     let stack = Stack::from_env();
@@ -718,16 +894,18 @@ async fn a_site_the_grant_no_longer_reaches_is_marked_and_its_objects_deleted() 
         budget: &sync::budget::Unlimited,
         keys: &flow.callback.keys,
         refresh: &policy,
+        queue: &sync::queue::MemoryQueue::default(),
+        pacing: sync::engine::Pacing::default(),
     };
     assert!(matches!(
-        job::run(&deps, &id, ObjectType::Spaces, &unique("run")).await.unwrap(),
+        job::run(&deps, &Job::new(&id, ObjectType::Spaces), &unique("run"), None).await.unwrap(),
         Outcome::Finished(store::RunStatus::Succeeded, _)
     ));
     let lost = tests::sandbox::site_id(1);
     let remove = flow.sandbox.join(&format!("/__sandbox/grants/{}/sites/{lost}/remove", harness::ADMIN)).unwrap();
     assert_eq!(harness::client().post(remove).send().await.unwrap().status(), 204);
 
-    let outcome = job::run(&deps, &id, ObjectType::Spaces, &unique("run")).await.unwrap();
+    let outcome = job::run(&deps, &Job::new(&id, ObjectType::Spaces), &unique("run"), None).await.unwrap();
     let Outcome::Finished(store::RunStatus::Succeeded, counts) = outcome else { panic!("{outcome:?}") };
     let connection = flow.store.get_connection(&id).await.unwrap().unwrap();
     let site = connection.sites.iter().find(|s| s.cloud_id == lost).expect("the lost site is kept, marked");

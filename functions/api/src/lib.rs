@@ -226,7 +226,7 @@ async fn request_sync<S: ConnectionStore, M, Q: JobQueue>(
             "The connection is not active: create a connect session for its tenant and have the admin connect again.",
         );
     }
-    let jobs: Vec<Job> = types.iter().map(|&object_type| Job { connection_id: id.to_owned(), object_type }).collect();
+    let jobs: Vec<Job> = types.iter().map(|&object_type| Job::new(id, object_type)).collect();
     if let Err(error) = deps.queue.enqueue(&jobs).await {
         tracing::error!(error = %error, "enqueueing sync jobs failed");
         return http::json_error(503, "queue_unavailable", "The sync could not be queued; try again.");

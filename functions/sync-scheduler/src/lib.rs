@@ -44,7 +44,7 @@ pub async fn handle<S: ConnectionStore, Q: JobQueue>(
     loop {
         let (ids, next) = store.active_connections(cursor.as_deref()).await?;
         let jobs: Vec<Job> =
-            ids.into_iter().map(|connection_id| Job { connection_id, object_type: request.object_type }).collect();
+            ids.into_iter().map(|connection_id| Job::new(&connection_id, request.object_type)).collect();
         queue.enqueue(&jobs).await?;
         enqueued += jobs.len();
         match next {

@@ -1,14 +1,17 @@
 //! The sync worker: an SQS consumer that runs one sync job per message and reports partial batch failures, so
 //! only the jobs that failed transiently come back (and, after `maxReceiveCount`, land in the dead-letter queue).
-//! The message id is the run id: a redelivery of the same message resumes the same run's lease.
+//! The message id is the run id: a redelivery of the same message resumes the same run (its lease and its
+//! checkpoint). A run that would outlast the invocation pauses and queues its own continuation.
 
 use atlassian::{AtlassianApi, DirectoryApi};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use runtime::config::{ConfigError, Env, Source};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::mirror::MirrorStore;
-use store::{ConnectionStore, CredentialStore, RunStore};
+use store::{CheckpointStore, ConnectionStore, CredentialStore, RunStore};
+use sync::engine::Pacing;
 use sync::job::{self, Deps, JobError};
-use sync::queue::Job;
+use sync::queue::{Job, JobQueue};
 
 pub struct Config {
     pub table: String,
@@ -18,6 +21,9 @@ pub struct Config {
     pub token_keys_secret_id: String,
     pub public_base_url: url::Url,
     pub endpoints: atlassian::Endpoints,
+    /// The queue continuations go to (the one this worker consumes).
+    pub queue_url: String,
+    pub pacing: Pacing,
 }
 
 impl Config {
@@ -27,6 +33,13 @@ impl Config {
         Ok(Self {
             budget: store::budget::BudgetLimits { per_hour, burst },
             table: env.required("STATE_TABLE")?,
+            queue_url: env.required("SYNC_QUEUE_URL")?,
+            pacing: Pacing {
+                deadline: None,
+                margin: env.seconds_or("SYNC_PAUSE_MARGIN_SECONDS", 90)?,
+                max_pages: env.number_or("SYNC_MAX_PAGES_PER_INVOCATION", 0)?,
+                checkpoint_every: env.seconds_or("SYNC_CHECKPOINT_SECONDS", 60)?,
+            },
             mirror_table: env.required("MIRROR_TABLE")?,
             oauth_client_secret_id: env.required("OAUTH_CLIENT_SECRET_ID")?,
             token_keys_secret_id: env.required("TOKEN_KEYS_SECRET_ID")?,
@@ -39,12 +52,23 @@ impl Config {
     }
 }
 
-pub async fn handle<S, M, A, B>(deps: &Deps<'_, S, M, A, B>, event: SqsEvent) -> SqsBatchResponse
+/// Lambda's deadline (epoch milliseconds) as an instant on this machine's clock.
+pub fn deadline(epoch_ms: u64) -> Option<Instant> {
+    let left = (UNIX_EPOCH + Duration::from_millis(epoch_ms)).duration_since(SystemTime::now()).ok()?;
+    Some(Instant::now() + left)
+}
+
+pub async fn handle<S, M, A, B, Q>(
+    deps: &Deps<'_, S, M, A, B, Q>,
+    event: SqsEvent,
+    deadline: Option<Instant>,
+) -> SqsBatchResponse
 where
-    S: ConnectionStore + CredentialStore + RunStore,
+    S: ConnectionStore + CredentialStore + RunStore + CheckpointStore,
     M: MirrorStore,
     A: AtlassianApi + DirectoryApi,
     B: sync::budget::Budget,
+    Q: JobQueue,
 {
     let mut failures = Vec::new();
     for message in event.records {
@@ -54,9 +78,10 @@ where
             tracing::error!(message_id = %id, "dropping a sync message that is not a job");
             continue;
         };
-        match job::run(deps, &job.connection_id, job.object_type, &id).await {
+        match job::run(deps, &job, &id, deadline).await {
             Ok(outcome) => {
-                tracing::info!(connection_id = %job.connection_id, object_type = job.object_type.as_str(), ?outcome, "sync job done")
+                let seconds_left = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs());
+                tracing::info!(connection_id = %job.connection_id, object_type = job.object_type.as_str(), ?outcome, ?seconds_left, "sync job done")
             }
             Err(error @ (JobError::Retryable(_) | JobError::Store(_))) => {
                 tracing::warn!(connection_id = %job.connection_id, object_type = job.object_type.as_str(), error = %error, "sync job failed; it will be retried");

@@ -26,6 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let mirror = DynamoMirror::new(dynamodb, &config.mirror_table);
     let refresh = RefreshPolicy::default();
     let budget = sync::budget::SharedBudget::new(&store, "atlassian-app", config.budget);
+    let queue = sync::queue::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
     let deps = sync::job::Deps {
         store: &store,
         mirror: &mirror,
@@ -33,10 +34,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         budget: &budget,
         keys: &keys,
         refresh: &refresh,
+        queue: &queue,
+        pacing: config.pacing.clone(),
     };
     run(service_fn(|event: LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| {
         let deps = &deps;
-        async move { Ok::<_, lambda_runtime::Error>(handle(deps, event.payload).await) }
+        let deadline = sync_worker::deadline(event.context.deadline);
+        async move { Ok::<_, lambda_runtime::Error>(handle(deps, event.payload, deadline).await) }
     }))
     .await
 }

@@ -45,6 +45,8 @@ async fn only_transient_failures_are_reported_back() {
         budget: &sync::budget::Unlimited,
         keys: &keys,
         refresh: &refresh,
+        queue: &sync::queue::MemoryQueue::default(),
+        pacing: sync::engine::Pacing::default(),
     };
 
     let mut event = SqsEvent::default();
@@ -54,7 +56,7 @@ async fn only_transient_failures_are_reported_back() {
         message("m-3", r#"{"connection_id": "con_1", "object_type": "groups"}"#),
         message("m-4", r#"{"connection_id": "con_missing", "object_type": "users"}"#),
     ];
-    let response = sync_worker::handle(&deps, event).await;
+    let response = sync_worker::handle(&deps, event, None).await;
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     // m-1 failed to refresh (transient) and comes back; m-3 then refreshed fine; m-2 is poison, m-4 has no connection.
     assert_eq!(failed, vec!["m-1"]);

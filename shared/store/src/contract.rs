@@ -327,6 +327,55 @@ pub async fn one_run_per_type_at_a_time(store: &impl RunStore) {
     assert!(store.list_runs(&unique("con")).await.expect("list").is_empty());
 }
 
+pub async fn checkpoints_append_and_refuse_a_stale_base(store: &impl CheckpointStore) {
+    use crate::mirror::ObjectType;
+    let connection_id = unique("con");
+    let now = now();
+    assert_eq!(store.load_checkpoint(&connection_id, ObjectType::Users).await.expect("load"), None);
+    // A first save of a run, then an append: the chunks come back in order, big ones split.
+    let big = vec![7u8; checkpoint::CHUNK_BYTES + 10];
+    let first = store
+        .save_checkpoint(&connection_id, ObjectType::Users, &Checkpoint::fresh("run-1"), "s1", &big, now)
+        .await
+        .expect("save")
+        .expect("a fresh run saves");
+    assert_eq!((first.version, first.chunks.len()), (1, 2));
+    let second = store
+        .save_checkpoint(&connection_id, ObjectType::Users, &first, "s2", b"tail", now)
+        .await
+        .expect("save")
+        .expect("the next version saves");
+    let (loaded, chunks) =
+        store.load_checkpoint(&connection_id, ObjectType::Users).await.expect("load").expect("saved");
+    assert_eq!(loaded, second);
+    assert_eq!((loaded.state.as_str(), loaded.version), ("s2", 2));
+    assert_eq!(chunks.concat(), [big.as_slice(), b"tail"].concat());
+    // A racing invocation that saves from the old base loses, and its bytes are not listed.
+    let stale = store.save_checkpoint(&connection_id, ObjectType::Users, &first, "late", b"junk", now).await;
+    assert_eq!(stale.expect("save"), None);
+    let (_, chunks) = store.load_checkpoint(&connection_id, ObjectType::Users).await.expect("load").expect("saved");
+    assert_eq!(chunks.concat(), [big.as_slice(), b"tail"].concat());
+    // Saving an empty append works (no chunk); another type is independent.
+    let third = store.save_checkpoint(&connection_id, ObjectType::Users, &second, "s3", b"", now).await;
+    assert_eq!(third.expect("save").map(|c| c.chunks.len()), Some(3));
+    assert_eq!(store.load_checkpoint(&connection_id, ObjectType::Groups).await.expect("load"), None);
+    // A new run replaces an old run's checkpoint from scratch; the old run can no longer save.
+    let other = store
+        .save_checkpoint(&connection_id, ObjectType::Users, &Checkpoint::fresh("run-2"), "n1", b"new", now)
+        .await
+        .expect("save")
+        .expect("a new run takes over");
+    assert_eq!(other.chunks.len(), 1);
+    let (_, chunks) = store.load_checkpoint(&connection_id, ObjectType::Users).await.expect("load").expect("saved");
+    assert_eq!(chunks.concat(), b"new");
+    assert_eq!(
+        store.save_checkpoint(&connection_id, ObjectType::Users, &second, "x", b"", now).await.expect("save"),
+        None
+    );
+    store.clear_checkpoint(&connection_id, ObjectType::Users).await.expect("clear");
+    assert_eq!(store.load_checkpoint(&connection_id, ObjectType::Users).await.expect("load"), None);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +391,6 @@ mod tests {
         the_points_budget_is_shared(std::sync::Arc::new(MemoryStore::new())).await;
         the_mirror_round_trips_compares_and_clears(&store).await;
         one_run_per_type_at_a_time(&store).await;
+        checkpoints_append_and_refuse_a_stale_base(&store).await;
     }
 }

@@ -8,6 +8,8 @@
 //!
 //! | run record      | `CONN#<connection id>`| `RUN#<type>` |                 |              |     |
 //! | points budget   | `BUDGET#<name>`       | `BUDGET`  |                    |              |     |
+//! | run checkpoint  | `CONN#<connection id>`| `CKPT#<type>` |                |              | yes |
+//! | checkpoint chunk| `CONN#<connection id>`| `CKPT#<type>#<key>` |          |              | yes |
 //!
 //! A connection item also carries the refresh lease (`lease_owner`, `lease_until` in epoch milliseconds) outside
 //! the record: only [`CredentialStore`] reads or writes it.
@@ -561,5 +563,112 @@ impl crate::RunStore for DynamoStore {
             .await
             .map_err(StoreError::dynamo)?;
         output.items.unwrap_or_default().into_iter().map(from_item).collect()
+    }
+}
+
+fn checkpoint_sk(object_type: crate::ObjectType) -> String {
+    format!("CKPT#{}", object_type.as_str())
+}
+
+/// A chunk of a checkpoint as stored.
+#[derive(Serialize, Deserialize)]
+struct Chunk {
+    #[serde(with = "serde_bytes")]
+    bytes: Vec<u8>,
+}
+
+impl crate::checkpoint::CheckpointStore for DynamoStore {
+    async fn load_checkpoint(
+        &self,
+        connection_id: &str,
+        object_type: crate::ObjectType,
+    ) -> Result<Option<crate::checkpoint::Saved>, StoreError> {
+        let sk = checkpoint_sk(object_type);
+        let Some(header) = self.get::<crate::Checkpoint>(connection_pk(connection_id), &sk).await? else {
+            return Ok(None);
+        };
+        let mut chunks = Vec::with_capacity(header.chunks.len());
+        for key in &header.chunks {
+            let chunk: Chunk = self
+                .get(connection_pk(connection_id), &format!("{sk}#{key}"))
+                .await?
+                .ok_or_else(|| StoreError::Dynamo(format!("checkpoint chunk {key} is missing").into()))?;
+            chunks.push(chunk.bytes);
+        }
+        Ok(Some((header, chunks)))
+    }
+
+    async fn save_checkpoint(
+        &self,
+        connection_id: &str,
+        object_type: crate::ObjectType,
+        base: &crate::Checkpoint,
+        state: &str,
+        seen: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<crate::Checkpoint>, StoreError> {
+        let sk = checkpoint_sk(object_type);
+        let expires = ttl(now + crate::checkpoint::CHECKPOINT_TTL);
+        let mut keys = Vec::new();
+        for (part, bytes) in seen.chunks(crate::checkpoint::CHUNK_BYTES).enumerate() {
+            let key = crate::checkpoint::chunk_key(base.version + 1, part);
+            let item = to_item(
+                connection_pk(connection_id),
+                &format!("{sk}#{key}"),
+                expires,
+                Chunk { bytes: bytes.to_vec() },
+            )?;
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(StoreError::dynamo)?;
+            keys.push(key);
+        }
+        let header = crate::checkpoint::next(base, state, keys);
+        let item = to_item(connection_pk(connection_id), &sk, expires, &header)?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .expression_attribute_values(":run_id", AttributeValue::S(base.run_id.clone()));
+        let put = if base.version == 0 {
+            put.condition_expression("attribute_not_exists(pk) OR run_id <> :run_id")
+        } else {
+            put.condition_expression("run_id = :run_id AND version = :version")
+                .expression_attribute_values(":version", AttributeValue::N(base.version.to_string()))
+        };
+        match put.send().await {
+            Ok(_) => Ok(Some(header)),
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(StoreError::dynamo(e)),
+        }
+    }
+
+    async fn clear_checkpoint(&self, connection_id: &str, object_type: crate::ObjectType) -> Result<(), StoreError> {
+        let mut keys = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(connection_pk(connection_id)))
+            .expression_attribute_values(":prefix", AttributeValue::S(checkpoint_sk(object_type)))
+            .projection_expression("pk, sk")
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(key) = keys.next().await {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key.map_err(StoreError::dynamo)?))
+                .send()
+                .await
+                .map_err(StoreError::dynamo)?;
+        }
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //! someone who reads it continue a connect flow.
 
 pub mod budget;
+pub mod checkpoint;
 pub mod contract;
 mod dynamo;
 mod error;
@@ -18,6 +19,7 @@ mod mirror_dynamo;
 mod model;
 pub mod runs;
 
+pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use dynamo::DynamoStore;
 pub use error::{CompleteError, StoreError};
 pub use memory::MemoryStore;

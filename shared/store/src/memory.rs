@@ -13,6 +13,9 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
+/// A checkpoint header (if saved) and every chunk written for it, listed or not.
+type CheckpointSlot = (Option<crate::Checkpoint>, HashMap<String, Vec<u8>>);
+
 #[derive(Debug, Default)]
 struct Inner {
     sessions: HashMap<String, ConnectSession>,
@@ -22,6 +25,8 @@ struct Inner {
     buckets: HashMap<String, crate::budget::BucketState>,
     mirror: HashMap<crate::Scope, std::collections::BTreeMap<String, crate::MirrorObject>>,
     runs: HashMap<(String, crate::ObjectType), crate::RunRecord>,
+    /// Per (connection, type): the header, and every chunk written under it (listed or not).
+    checkpoints: HashMap<(String, crate::ObjectType), CheckpointSlot>,
 }
 
 impl MemoryStore {
@@ -321,5 +326,56 @@ impl crate::RunStore for MemoryStore {
             self.lock().runs.iter().filter(|((c, _), _)| c == connection_id).map(|(_, r)| r.clone()).collect();
         runs.sort_by_key(|r| r.object_type);
         Ok(runs)
+    }
+}
+
+impl crate::CheckpointStore for MemoryStore {
+    async fn load_checkpoint(
+        &self,
+        connection_id: &str,
+        object_type: crate::ObjectType,
+    ) -> Result<Option<crate::checkpoint::Saved>, StoreError> {
+        let inner = self.lock();
+        let Some((Some(header), chunks)) = inner.checkpoints.get(&(connection_id.to_owned(), object_type)) else {
+            return Ok(None);
+        };
+        let bytes = header
+            .chunks
+            .iter()
+            .map(|key| {
+                chunks.get(key).cloned().ok_or_else(|| StoreError::Dynamo("a checkpoint chunk is missing".into()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some((header.clone(), bytes)))
+    }
+
+    async fn save_checkpoint(
+        &self,
+        connection_id: &str,
+        object_type: crate::ObjectType,
+        base: &crate::Checkpoint,
+        state: &str,
+        seen: &[u8],
+        _now: OffsetDateTime,
+    ) -> Result<Option<crate::Checkpoint>, StoreError> {
+        let mut inner = self.lock();
+        let (header, chunks) = inner.checkpoints.entry((connection_id.to_owned(), object_type)).or_default();
+        let mut keys = Vec::new();
+        for (part, bytes) in seen.chunks(crate::checkpoint::CHUNK_BYTES).enumerate() {
+            let key = crate::checkpoint::chunk_key(base.version + 1, part);
+            chunks.insert(key.clone(), bytes.to_vec());
+            keys.push(key);
+        }
+        if !crate::checkpoint::is_base(header.as_ref(), base) {
+            return Ok(None);
+        }
+        let next = crate::checkpoint::next(base, state, keys);
+        *header = Some(next.clone());
+        Ok(Some(next))
+    }
+
+    async fn clear_checkpoint(&self, connection_id: &str, object_type: crate::ObjectType) -> Result<(), StoreError> {
+        self.lock().checkpoints.remove(&(connection_id.to_owned(), object_type));
+        Ok(())
     }
 }

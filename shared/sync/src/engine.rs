@@ -1,10 +1,17 @@
-//! One complete run of one object type for one connection.
+//! One run of one object type for one connection, across as many Lambda invocations as it needs.
 //!
 //! For each site whose products cover the type, the run reads Atlassian page by page; each page is compared
 //! with the stored hashes and only new or changed objects are written. Group members are fetched a few groups at a
 //! time. When every site is read, one pass over the stored partition decides what is gone upstream (marked
 //! `deleted`, never before a run is complete) and corrects users' `sites`. An unchanged org is read and nothing is
 //! written.
+//!
+//! A run that outgrows its invocation pauses: after a page it saves a checkpoint (which site, the offset or cursor
+//! there, the counts, and the fingerprints seen so far, appended as a delta) and answers [`Step::Paused`]; the job
+//! enqueues a continuation that resumes from it. Long runs also checkpoint every so often, so a crash costs little.
+//! Resuming re-reads at most the pages after the last checkpoint, and since writes are compare-then-write and
+//! deletions wait for a complete read, a crash anywhere ends with the same mirror. A run that fits one
+//! invocation never writes a checkpoint.
 
 use crate::budget::{Budget, BudgetError};
 use crate::records::{self, Record};
@@ -12,10 +19,12 @@ use crate::seen::SeenSet;
 use atlassian::rest::{JiraGroup, JiraUser};
 use atlassian::{AccessToken, ApiError, DirectoryApi};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope, content_hash};
-use store::{Connection, Product, StoreError};
+use store::{Checkpoint, CheckpointStore, Connection, Product, StoreError};
 use thiserror::Error;
 use time::OffsetDateTime;
 
@@ -32,6 +41,9 @@ pub enum SyncError {
     Budget(#[from] BudgetError),
     #[error("the mirror store failed")]
     Store(#[from] StoreError),
+    /// Another invocation of the same run saved a checkpoint first (a duplicate delivery): this one stops.
+    #[error("another invocation of this run moved it on")]
+    Superseded,
 }
 
 pub use store::RunCounts as Counts;
@@ -48,61 +60,249 @@ pub fn sites_for(connection: &Connection, object_type: ObjectType) -> Vec<String
         .collect()
 }
 
-pub struct Run<'a, D, M, B> {
+/// When a run gives its invocation back.
+#[derive(Debug, Clone)]
+pub struct Pacing {
+    /// When the invocation ends (Lambda's deadline); `None`: never.
+    pub deadline: Option<Instant>,
+    /// Pause once less than this is left: a page with its retries, a checkpoint and the continuation must fit.
+    pub margin: Duration,
+    /// Pause after this many pages in one invocation (0: no limit). Tests use it to force continuations.
+    pub max_pages: u64,
+    /// While reading, save a checkpoint at least this often.
+    pub checkpoint_every: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self {
+            deadline: None,
+            margin: Duration::from_secs(90),
+            max_pages: 0,
+            checkpoint_every: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Pacing {
+    fn must_pause(&self, pages: u64) -> bool {
+        (self.max_pages > 0 && pages >= self.max_pages)
+            || self.deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) < self.margin)
+    }
+}
+
+/// How an invocation of a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Every site was read and the mirror is in line.
+    Done(Counts),
+    /// A checkpoint was saved; a continuation must resume the run.
+    Paused(Counts),
+}
+
+impl Step {
+    /// The counts of a complete run; `None` if it paused.
+    pub fn done(self) -> Option<Counts> {
+        match self {
+            Self::Done(counts) => Some(counts),
+            Self::Paused(_) => None,
+        }
+    }
+}
+
+/// Where a run is, as its checkpoint keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Progress {
+    /// The sites of the run, fixed when it started.
+    sites: Vec<String>,
+    /// The site being read; `sites.len()` once reading is complete.
+    site: usize,
+    /// The next offset on that site (users, groups, projects).
+    offset: usize,
+    /// The next cursor on that site (spaces).
+    cursor: Option<String>,
+    counts: Counts,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+}
+
+impl Progress {
+    fn next_site(&mut self) {
+        (self.site, self.offset, self.cursor) = (self.site + 1, 0, None);
+    }
+}
+
+/// A saved checkpoint of a run, to resume from.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    checkpoint: Checkpoint,
+    progress: Progress,
+    seen: SeenSet,
+}
+
+impl Resume {
+    /// Reads a checkpoint as the store returned it; `None` if it is not one this engine wrote.
+    pub fn parse(checkpoint: Checkpoint, chunks: &[Vec<u8>]) -> Option<Self> {
+        let progress: Progress = serde_json::from_str(&checkpoint.state).ok()?;
+        let mut seen = SeenSet::from_deltas(&chunks.concat())?;
+        seen.grow(progress.sites.len());
+        Some(Self { checkpoint, progress, seen })
+    }
+
+    /// When the run started (its first invocation).
+    pub fn started_at(&self) -> OffsetDateTime {
+        self.progress.started_at
+    }
+}
+
+/// A run's working state in one invocation.
+struct State {
+    checkpoint: Checkpoint,
+    progress: Progress,
+    seen: SeenSet,
+    /// Pages applied in this invocation, and since the last checkpoint.
+    pages: u64,
+    unsaved: u64,
+    saved_at: Instant,
+}
+
+pub struct Run<'a, D, M, B, C> {
     pub directory: &'a D,
     pub mirror: &'a M,
     /// The app-wide points budget every request draws from.
     pub budget: &'a B,
+    pub checkpoints: &'a C,
     pub token: &'a AccessToken,
     pub connection_id: &'a str,
+    pub run_id: &'a str,
+    /// The sites a new run reads (a resumed run keeps the sites it started with).
     pub sites: Vec<String>,
     pub object_type: ObjectType,
     pub now: OffsetDateTime,
+    pub pacing: Pacing,
 }
 
-impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
-    /// Reads every site and brings the mirror in line.
-    pub async fn run(&self) -> Result<Counts, SyncError> {
-        if self.sites.is_empty() {
+enum Flow {
+    SiteDone,
+    Paused,
+}
+
+impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, M, B, C> {
+    /// Reads on from `resume` (or from the start) until the run is complete or must pause.
+    pub async fn run(&self, resume: Option<Resume>) -> Result<Step, SyncError> {
+        let mut state = match resume {
+            Some(Resume { checkpoint, progress, seen }) => {
+                State { checkpoint, progress, seen, pages: 0, unsaved: 0, saved_at: Instant::now() }
+            }
+            None => State {
+                checkpoint: Checkpoint::fresh(self.run_id),
+                seen: SeenSet::new(self.sites.len()),
+                progress: Progress {
+                    sites: self.sites.clone(),
+                    site: 0,
+                    offset: 0,
+                    cursor: None,
+                    counts: Counts::default(),
+                    started_at: self.now,
+                },
+                pages: 0,
+                unsaved: 0,
+                saved_at: Instant::now(),
+            },
+        };
+        if state.progress.sites.is_empty() {
             return Err(SyncError::NotAvailable);
         }
         let scope = Scope::new(self.connection_id, self.object_type);
-        let mut seen = SeenSet::new(self.sites.len());
-        let mut counts = Counts::default();
-        for (site_index, cloud_id) in self.sites.iter().enumerate() {
-            match self.object_type {
-                ObjectType::Users => self.users(&scope, site_index, cloud_id, &mut seen, &mut counts).await?,
-                ObjectType::Groups => self.groups(&scope, site_index, cloud_id, &mut seen, &mut counts).await?,
-                ObjectType::Projects => self.projects(&scope, site_index, cloud_id, &mut seen, &mut counts).await?,
-                ObjectType::Spaces => self.spaces(&scope, site_index, cloud_id, &mut seen, &mut counts).await?,
+        while state.progress.site < state.progress.sites.len() {
+            let read = match self.object_type {
+                ObjectType::Users => self.users(&scope, &mut state).await,
+                ObjectType::Groups => self.groups(&scope, &mut state).await,
+                ObjectType::Projects => self.projects(&scope, &mut state).await,
+                ObjectType::Spaces => self.spaces(&scope, &mut state).await,
+            };
+            match read {
+                Ok(Flow::SiteDone) => {}
+                Ok(Flow::Paused) => return Ok(Step::Paused(state.progress.counts)),
+                Err(error @ (SyncError::Atlassian(_) | SyncError::Budget(_))) => {
+                    // Keep what was read: the retry resumes after it rather than from the start.
+                    if state.unsaved > 0
+                        && let Err(save) = self.save(&mut state).await
+                    {
+                        tracing::warn!(error = %save, "could not checkpoint a failing run");
+                    }
+                    return Err(error);
+                }
+                Err(error) => return Err(error),
             }
         }
-        seen.seal();
-        self.close(&scope, &seen, &mut counts).await?;
-        Ok(counts)
+        if state.checkpoint.version > 0 {
+            // A long run: a crash in the closing pass resumes there, not at the start.
+            self.save(&mut state).await?;
+        }
+        state.seen.seal();
+        let mut counts = state.progress.counts;
+        self.close(&scope, &state.progress.sites, &state.seen, &mut counts).await?;
+        if state.checkpoint.version > 0 {
+            self.checkpoints.clear_checkpoint(self.connection_id, self.object_type).await?;
+        }
+        Ok(Step::Done(counts))
     }
 
-    async fn users(
-        &self,
-        scope: &Scope,
-        site: usize,
-        cloud_id: &str,
-        seen: &mut SeenSet,
-        counts: &mut Counts,
-    ) -> Result<(), SyncError> {
-        let mut start = 0;
+    /// After a page is applied: pauses (saving a checkpoint) when the invocation is spent, and checkpoints a long
+    /// run every so often.
+    async fn after_page(&self, state: &mut State) -> Result<Option<Flow>, SyncError> {
+        state.pages += 1;
+        state.unsaved += 1;
+        if self.pacing.must_pause(state.pages) {
+            self.save(state).await?;
+            return Ok(Some(Flow::Paused));
+        }
+        if state.saved_at.elapsed() >= self.pacing.checkpoint_every {
+            self.save(state).await?;
+        }
+        Ok(None)
+    }
+
+    async fn save(&self, state: &mut State) -> Result<(), SyncError> {
+        let progress = serde_json::to_string(&state.progress).map_err(|e| StoreError::Dynamo(Box::new(e)))?;
+        let delta = state.seen.take_delta();
+        let saved = self
+            .checkpoints
+            .save_checkpoint(
+                self.connection_id,
+                self.object_type,
+                &state.checkpoint,
+                &progress,
+                &delta,
+                OffsetDateTime::now_utc(),
+            )
+            .await?;
+        state.checkpoint = saved.ok_or(SyncError::Superseded)?;
+        (state.unsaved, state.saved_at) = (0, Instant::now());
+        Ok(())
+    }
+
+    async fn users(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
+        let cloud_id = state.progress.sites[state.progress.site].clone();
         loop {
+            let start = state.progress.offset;
             let (page, points) = self
-                .metered(self.directory.users_page(self.token, cloud_id, start), |p| 1 + 2 * p.len() as u64)
+                .metered(self.directory.users_page(self.token, &cloud_id, start), |p| 1 + 2 * p.len() as u64)
                 .await?;
-            counts.pages += 1;
-            counts.points += points;
-            start += page.len();
-            let done = page.len() < atlassian::rest::USERS_PAGE;
+            let last = page.len() < atlassian::rest::USERS_PAGE;
             let records: Vec<Record> = page.iter().map(records::user).collect();
-            self.apply(scope, site, records, seen, counts).await?;
-            if done {
-                return Ok(());
+            self.apply(scope, state, records, (1, points)).await?;
+            if last {
+                state.progress.next_site()
+            } else {
+                state.progress.offset += page.len()
+            }
+            if let Some(paused) = self.after_page(state).await? {
+                return Ok(paused);
+            }
+            if last {
+                return Ok(Flow::SiteDone);
             }
         }
     }
@@ -110,17 +310,12 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
     /// Group pages feed one member pipeline: `MEMBER_CONCURRENCY` member fetches stay in flight across page
     /// boundaries (the next page of groups is read while the last members of the previous one are), and the
     /// results are applied in page-sized chunks.
-    async fn groups(
-        &self,
-        scope: &Scope,
-        site: usize,
-        cloud_id: &str,
-        seen: &mut SeenSet,
-        counts: &mut Counts,
-    ) -> Result<(), SyncError> {
+    async fn groups(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
+        let cloud_id = state.progress.sites[state.progress.site].clone();
+        let cloud_id = cloud_id.as_str();
         let group_pages = AtomicU64::new(0);
         let group_points = AtomicU64::new(0);
-        let groups = stream::try_unfold(Some(0usize), |start| {
+        let groups = stream::try_unfold(Some(state.progress.offset), |start| {
             let (group_pages, group_points) = (&group_pages, &group_points);
             async move {
                 let Some(start) = start else { return Ok::<_, SyncError>(None) };
@@ -143,16 +338,25 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
         while let Some(chunk) = with_members.next().await {
             let chunk = chunk.map_err(|e| e.1)?;
             let mut records = Vec::with_capacity(chunk.len());
-            for (group, (members, pages, points)) in chunk {
-                counts.pages += pages;
-                counts.points += points;
+            let (mut pages, mut points) = (0, 0);
+            for (group, (members, member_pages, member_points)) in chunk {
+                pages += member_pages;
+                points += member_points;
                 records.push(records::group(&group, &members));
             }
-            self.apply(scope, site, records, seen, counts).await?;
+            // The group pages read so far are charged with the chunk that follows them.
+            pages += group_pages.swap(0, Ordering::Relaxed);
+            points += group_points.swap(0, Ordering::Relaxed);
+            state.progress.offset += records.len();
+            self.apply(scope, state, records, (pages, points)).await?;
+            if let Some(paused) = self.after_page(state).await? {
+                return Ok(paused);
+            }
         }
-        counts.pages += group_pages.load(Ordering::Relaxed);
-        counts.points += group_points.load(Ordering::Relaxed);
-        Ok(())
+        state.progress.counts.pages += group_pages.load(Ordering::Relaxed);
+        state.progress.counts.points += group_points.load(Ordering::Relaxed);
+        state.progress.next_site();
+        Ok(Flow::SiteDone)
     }
 
     /// Every member of a group, with the pages and points it took.
@@ -171,52 +375,52 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
         }
     }
 
-    async fn projects(
-        &self,
-        scope: &Scope,
-        site: usize,
-        cloud_id: &str,
-        seen: &mut SeenSet,
-        counts: &mut Counts,
-    ) -> Result<(), SyncError> {
-        let mut start = 0;
+    async fn projects(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
+        let cloud_id = state.progress.sites[state.progress.site].clone();
         loop {
+            let start = state.progress.offset;
             let (page, points) = self
-                .metered(self.directory.projects_page(self.token, cloud_id, start), |p| 1 + p.values.len() as u64)
+                .metered(self.directory.projects_page(self.token, &cloud_id, start), |p| 1 + p.values.len() as u64)
                 .await?;
-            counts.pages += 1;
-            counts.points += points;
-            start += page.values.len();
-            let records = page.values.iter().map(|p| records::project(cloud_id, p)).collect();
-            self.apply(scope, site, records, seen, counts).await?;
-            if page.is_last() {
-                return Ok(());
+            let last = page.is_last();
+            let records = page.values.iter().map(|p| records::project(&cloud_id, p)).collect();
+            self.apply(scope, state, records, (1, points)).await?;
+            if last {
+                state.progress.next_site()
+            } else {
+                state.progress.offset += page.values.len()
+            }
+            if let Some(paused) = self.after_page(state).await? {
+                return Ok(paused);
+            }
+            if last {
+                return Ok(Flow::SiteDone);
             }
         }
     }
 
-    async fn spaces(
-        &self,
-        scope: &Scope,
-        site: usize,
-        cloud_id: &str,
-        seen: &mut SeenSet,
-        counts: &mut Counts,
-    ) -> Result<(), SyncError> {
-        let mut next: Option<String> = None;
+    async fn spaces(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
+        let cloud_id = state.progress.sites[state.progress.site].clone();
         loop {
+            let cursor = state.progress.cursor.clone();
             let (page, points) = self
-                .metered(self.directory.spaces_page(self.token, cloud_id, next.as_deref()), |p| {
+                .metered(self.directory.spaces_page(self.token, &cloud_id, cursor.as_deref()), |p| {
                     1 + p.results.len() as u64
                 })
                 .await?;
-            counts.pages += 1;
-            counts.points += points;
-            let records = page.results.iter().map(|s| records::space(cloud_id, s)).collect();
-            self.apply(scope, site, records, seen, counts).await?;
-            next = page.next;
-            if next.is_none() {
-                return Ok(());
+            let records = page.results.iter().map(|s| records::space(&cloud_id, s)).collect();
+            self.apply(scope, state, records, (1, points)).await?;
+            let last = page.next.is_none();
+            if last {
+                state.progress.next_site()
+            } else {
+                state.progress.cursor = page.next
+            }
+            if let Some(paused) = self.after_page(state).await? {
+                return Ok(paused);
+            }
+            if last {
+                return Ok(Flow::SiteDone);
             }
         }
     }
@@ -235,20 +439,22 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
         Ok((answer, cost))
     }
 
-    /// Compares a page with the mirror and writes what is new or changed.
+    /// Compares a page with the mirror, writes what is new or changed, and counts the page and its points.
     async fn apply(
         &self,
         scope: &Scope,
-        site: usize,
+        state: &mut State,
         records: Vec<Record>,
-        seen: &mut SeenSet,
-        counts: &mut Counts,
+        (pages, points): (u64, u64),
     ) -> Result<(), SyncError> {
+        let (site, counts) = (state.progress.site, &mut state.progress.counts);
+        counts.pages += pages;
+        counts.points += points;
         let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
         let stored = self.mirror.stored(scope, &keys).await?;
         let mut writes = Vec::new();
         for record in records {
-            seen.insert(site, &record.key);
+            state.seen.insert(site, &record.key);
             let hash = content_hash(&record.fields);
             match stored.get(&record.key) {
                 Some(s) if s.hash == hash && !s.deleted => counts.unchanged += 1,
@@ -261,7 +467,7 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
                     let mut fields = record.fields;
                     if self.object_type == ObjectType::Users {
                         // Provisional: the closing pass sets the sites every site saw it on.
-                        fields.insert("sites".into(), Value::from(vec![self.sites[site].clone()]));
+                        fields.insert("sites".into(), Value::from(vec![state.progress.sites[site].clone()]));
                     }
                     writes.push(MirrorObject {
                         key: record.key,
@@ -280,7 +486,13 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
     }
 
     /// After a complete read: marks what no site saw as deleted and corrects users' `sites`.
-    async fn close(&self, scope: &Scope, seen: &SeenSet, counts: &mut Counts) -> Result<(), SyncError> {
+    async fn close(
+        &self,
+        scope: &Scope,
+        sites: &[String],
+        seen: &SeenSet,
+        counts: &mut Counts,
+    ) -> Result<(), SyncError> {
         let mut cursor: Option<String> = None;
         loop {
             let (page, next) = self.mirror.list(scope, cursor.as_deref(), 1000).await?;
@@ -297,7 +509,7 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget> Run<'_, D, M, B> {
                     continue;
                 }
                 if self.object_type == ObjectType::Users {
-                    let sites = Value::from(on.iter().map(|&i| self.sites[i].clone()).collect::<Vec<_>>());
+                    let sites = Value::from(on.iter().map(|&i| sites[i].clone()).collect::<Vec<_>>());
                     if object.record.get("sites") != Some(&sites) {
                         object.record.insert("sites".into(), sites);
                         object.synced_at = self.now;

@@ -1,13 +1,17 @@
 //! One sync job, as a worker runs it for a (connection, object type): take the run's lease, get a valid access
-//! token (refreshing it rotation-safely), run the engine, and record how it ended. A revoked grant ends the run
-//! `needs_reauth` (and the connection with it); a type whose product no site has ends `not_available`.
+//! token (refreshing it rotation-safely), run the engine from its checkpoint if it has one, and record how it ended.
+//! A run that must pause enqueues its own continuation (the same run id) and stays `running`. A revoked grant ends
+//! the run `needs_reauth` (and the connection with it); a type whose product no site has ends `not_available`.
 
 use crate::budget::Budget;
-use crate::engine::{self, SyncError};
+use crate::engine::{self, Pacing, Resume, Step, SyncError};
+use crate::queue::{Job, JobQueue};
 use atlassian::{AtlassianApi, DirectoryApi};
+use std::time::Instant;
 use store::mirror::{MirrorStore, ObjectType};
 use store::{
-    ConnectionStatus, ConnectionStore, CredentialStore, RunCounts, RunRecord, RunStatus, RunStore, StoreError,
+    CheckpointStore, ConnectionStatus, ConnectionStore, CredentialStore, RunCounts, RunRecord, RunStatus, RunStore,
+    StoreError,
 };
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
@@ -17,7 +21,8 @@ use tokens::refresh::{self, RefreshError, RefreshPolicy};
 /// How long a run's lease lasts: past the longest Lambda run (15 minutes).
 pub const RUN_LEASE: Duration = Duration::minutes(16);
 
-pub struct Deps<'a, S, M, A, B> {
+pub struct Deps<'a, S, M, A, B, Q> {
+    /// State: connections, credentials, run records and checkpoints.
     pub store: &'a S,
     pub mirror: &'a M,
     pub atlassian: &'a A,
@@ -25,6 +30,10 @@ pub struct Deps<'a, S, M, A, B> {
     pub budget: &'a B,
     pub keys: &'a KeyRing,
     pub refresh: &'a RefreshPolicy,
+    /// Where a paused run's continuation goes.
+    pub queue: &'a Q,
+    /// When runs pause (the deadline is set per invocation).
+    pub pacing: Pacing,
 }
 
 /// How a job ended, for the worker's answer to its queue.
@@ -32,9 +41,12 @@ pub struct Deps<'a, S, M, A, B> {
 pub enum Outcome {
     /// The run finished; its record says how (succeeded, needs_reauth, not_available).
     Finished(RunStatus, RunCounts),
-    /// Another run of the same (connection, type) holds the lease: nothing to do.
+    /// The run paused at a checkpoint and its continuation is queued.
+    Continued(RunCounts),
+    /// Another run of the same (connection, type) holds the lease, or another invocation of this run moved it on:
+    /// nothing to do.
     AlreadyRunning,
-    /// The connection is gone or no longer active.
+    /// The connection is gone or no longer active, or a continuation's run has already ended.
     Skipped,
 }
 
@@ -47,28 +59,49 @@ pub enum JobError {
     Store(#[from] StoreError),
 }
 
-pub async fn run<S, M, A, B>(
-    deps: &Deps<'_, S, M, A, B>,
-    connection_id: &str,
-    object_type: ObjectType,
-    run_id: &str,
+/// Runs `job` in one invocation that must end by `deadline`. The run id is the job's own (a continuation) or the
+/// message id (a new run; a redelivery of the message resumes the same run).
+pub async fn run<S, M, A, B, Q>(
+    deps: &Deps<'_, S, M, A, B, Q>,
+    job: &Job,
+    message_id: &str,
+    deadline: Option<Instant>,
 ) -> Result<Outcome, JobError>
 where
-    S: ConnectionStore + CredentialStore + RunStore,
+    S: ConnectionStore + CredentialStore + RunStore + CheckpointStore,
     M: MirrorStore,
     A: AtlassianApi + DirectoryApi,
     B: Budget,
+    Q: JobQueue,
 {
+    let (connection_id, object_type) = (job.connection_id.as_str(), job.object_type);
+    let run_id = job.run_id.as_deref().unwrap_or(message_id);
     let now = OffsetDateTime::now_utc();
     let Some(connection) = deps.store.get_connection(connection_id).await? else { return Ok(Outcome::Skipped) };
     if connection.status != ConnectionStatus::Active {
         return Ok(Outcome::Skipped);
     }
+    let saved = deps.store.load_checkpoint(connection_id, object_type).await?.filter(|(c, _)| c.run_id == run_id);
+    if job.run_id.is_some() && saved.is_none() {
+        // The run this continues has finished (or another run replaced it): nothing is left to do.
+        return Ok(Outcome::Skipped);
+    }
+    let resume = match saved {
+        Some((checkpoint, chunks)) => match Resume::parse(checkpoint, &chunks) {
+            Some(resume) => Some(resume),
+            None => {
+                tracing::warn!(connection_id, run_id, "an unreadable checkpoint was dropped; the run starts over");
+                deps.store.clear_checkpoint(connection_id, object_type).await?;
+                None
+            }
+        },
+        None => None,
+    };
     let mut record = RunRecord {
         object_type,
         run_id: run_id.to_owned(),
         status: RunStatus::Running,
-        started_at: now,
+        started_at: resume.as_ref().map_or(now, Resume::started_at),
         finished_at: None,
         counts: RunCounts::default(),
         error: None,
@@ -77,13 +110,26 @@ where
     if !deps.store.try_start_run(connection_id, &record, now).await? {
         return Ok(Outcome::AlreadyRunning);
     }
-    let result = sync(deps, &connection, object_type, run_id).await;
-    record.finished_at = Some(OffsetDateTime::now_utc());
+    let pacing = Pacing { deadline, ..deps.pacing.clone() };
+    let result = sync(deps, &connection, object_type, run_id, resume, pacing, now).await;
     let retry = match result {
-        Ok(counts) => {
+        Ok(Step::Done(counts)) => {
             (record.status, record.counts) = (RunStatus::Succeeded, counts);
             None
         }
+        Ok(Step::Paused(counts)) => {
+            let continuation = Job { run_id: Some(run_id.to_owned()), ..job.clone() };
+            if let Err(error) = deps.queue.enqueue(&[continuation]).await {
+                // This message comes back and resumes from the checkpoint just saved.
+                return Err(JobError::Retryable(format!("could not queue the run's continuation: {error}")));
+            }
+            record.counts = counts;
+            record.lease_until_ms = store::budget::epoch_ms(OffsetDateTime::now_utc() + RUN_LEASE);
+            tracing::info!(connection_id, object_type = object_type.as_str(), counts = ?counts, "sync run paused; its continuation is queued");
+            deps.store.save_run(connection_id, &record).await?;
+            return Ok(Outcome::Continued(counts));
+        }
+        Err(Failure::Superseded) => return Ok(Outcome::AlreadyRunning),
         Err(Failure::NotAvailable(reason)) => {
             (record.status, record.error) = (RunStatus::NotAvailable, Some(reason));
             None
@@ -97,6 +143,7 @@ where
             Some(reason)
         }
     };
+    record.finished_at = Some(OffsetDateTime::now_utc());
     tracing::info!(connection_id, object_type = object_type.as_str(), status = ?record.status, counts = ?record.counts, "sync run ended");
     deps.store.save_run(connection_id, &record).await?;
     match retry {
@@ -106,19 +153,23 @@ where
 }
 
 enum Failure {
+    Superseded,
     NotAvailable(String),
     NeedsReauth(String),
     Failed(String),
 }
 
-async fn sync<S, M, A, B>(
-    deps: &Deps<'_, S, M, A, B>,
+async fn sync<S, M, A, B, Q>(
+    deps: &Deps<'_, S, M, A, B, Q>,
     connection: &store::Connection,
     object_type: ObjectType,
     run_id: &str,
-) -> Result<RunCounts, Failure>
+    resume: Option<Resume>,
+    pacing: Pacing,
+    now: OffsetDateTime,
+) -> Result<Step, Failure>
 where
-    S: ConnectionStore + CredentialStore + RunStore,
+    S: ConnectionStore + CredentialStore + RunStore + CheckpointStore,
     M: MirrorStore,
     A: AtlassianApi + DirectoryApi,
     B: Budget,
@@ -132,7 +183,7 @@ where
             })?;
     let connection = &refresh_sites(deps, connection, &token).await?;
     let sites = engine::sites_for(connection, object_type);
-    if sites.is_empty() {
+    if sites.is_empty() && resume.is_none() {
         let product = if object_type == ObjectType::Spaces { "Confluence" } else { "Jira" };
         return Err(Failure::NotAvailable(format!("no site this grant reaches has {product} in its granted scopes")));
     }
@@ -140,13 +191,17 @@ where
         directory: deps.atlassian,
         mirror: deps.mirror,
         budget: deps.budget,
+        checkpoints: deps.store,
         token: &token,
         connection_id: &connection.connection_id,
+        run_id,
         sites,
         object_type,
-        now: OffsetDateTime::now_utc(),
+        now,
+        pacing,
     };
-    run.run().await.map_err(|error| match error {
+    run.run(resume).await.map_err(|error| match error {
+        SyncError::Superseded => Failure::Superseded,
         SyncError::NotAvailable => Failure::NotAvailable("no site for this object type".into()),
         // A token refused mid-run: the grant was revoked since the refresh.
         SyncError::Atlassian(atlassian::ApiError::Unauthorized { .. }) => {
@@ -158,8 +213,8 @@ where
 
 /// Compares the connection's sites with what the grant reaches now: a site gone from `accessible-resources` is
 /// marked `lost_at` (and no longer synced, so its objects end `deleted`); a site added to the grant is picked up.
-async fn refresh_sites<S, M, A, B>(
-    deps: &Deps<'_, S, M, A, B>,
+async fn refresh_sites<S, M, A, B, Q>(
+    deps: &Deps<'_, S, M, A, B, Q>,
     connection: &store::Connection,
     token: &atlassian::AccessToken,
 ) -> Result<store::Connection, Failure>

@@ -1,6 +1,6 @@
 //! Sync jobs on AWS's own engine: the scheduler and the management API put one message per
 //! (connection, object type) on an SQS queue; the worker function consumes them. A job message is JSON
-//! `{"connection_id": "…", "object_type": "users"}`.
+//! `{"connection_id": "…", "object_type": "users"}`; a paused run's continuation also names its `run_id`.
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -11,6 +11,16 @@ use thiserror::Error;
 pub struct Job {
     pub connection_id: String,
     pub object_type: ObjectType,
+    /// Set on a continuation: the run it resumes. A new run takes its message's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+impl Job {
+    /// A new run of `object_type` for a connection.
+    pub fn new(connection_id: &str, object_type: ObjectType) -> Self {
+        Self { connection_id: connection_id.to_owned(), object_type, run_id: None }
+    }
 }
 
 #[derive(Debug, Error)]

@@ -9,11 +9,21 @@ use store::mirror::fingerprint;
 pub struct SeenSet {
     /// Per site index: sorted after [`SeenSet::seal`], in arrival order before.
     sites: Vec<Vec<u64>>,
+    /// Per site index: how many fingerprints a checkpoint already holds.
+    flushed: Vec<usize>,
 }
 
 impl SeenSet {
     pub fn new(sites: usize) -> Self {
-        Self { sites: vec![Vec::new(); sites] }
+        Self { sites: vec![Vec::new(); sites], flushed: vec![0; sites] }
+    }
+
+    /// Makes room for `sites` sites (a set read back from deltas has as many as its deltas named).
+    pub fn grow(&mut self, sites: usize) {
+        if self.sites.len() < sites {
+            self.sites.resize(sites, Vec::new());
+            self.flushed.resize(sites, 0);
+        }
     }
 
     pub fn insert(&mut self, site: usize, key: &str) {
@@ -44,36 +54,48 @@ impl SeenSet {
         self.len() == 0
     }
 
-    /// A compact byte form for a checkpoint: per site, a count then big-endian fingerprints.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(4 + self.len() * 8 + self.sites.len() * 4);
+    /// The keys seen since the last call, in a compact byte form for a checkpoint: the site count, then per site
+    /// a count and big-endian fingerprints. A checkpoint appends these deltas; [`SeenSet::from_deltas`] reads
+    /// them back. (Call before [`SeenSet::seal`], which reorders.)
+    pub fn take_delta(&mut self) -> Vec<u8> {
+        self.flushed.resize(self.sites.len(), 0);
+        let new: usize = self.sites.iter().zip(&self.flushed).map(|(seen, &done)| seen.len() - done).sum();
+        let mut bytes = Vec::with_capacity(4 + new * 8 + self.sites.len() * 4);
         bytes.extend_from_slice(&(self.sites.len() as u32).to_be_bytes());
-        for seen in &self.sites {
-            bytes.extend_from_slice(&(seen.len() as u32).to_be_bytes());
-            for fp in seen {
+        for (seen, done) in self.sites.iter().zip(&mut self.flushed) {
+            bytes.extend_from_slice(&((seen.len() - *done) as u32).to_be_bytes());
+            for fp in &seen[*done..] {
                 bytes.extend_from_slice(&fp.to_be_bytes());
             }
+            *done = seen.len();
         }
         bytes
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let mut rest = bytes;
-        let mut take = |n: usize| -> Option<&[u8]> {
-            let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
-            rest = tail;
+    /// The set a run of deltas describes (all of it counted as taken); `None` if the bytes are not deltas.
+    pub fn from_deltas(bytes: &[u8]) -> Option<Self> {
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            *rest = tail;
             Some(head)
-        };
-        let sites = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-        let mut set = Self::new(0);
-        for _ in 0..sites {
-            let count = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-            let mut seen = Vec::with_capacity(count);
-            for _ in 0..count {
-                seen.push(u64::from_be_bytes(take(8)?.try_into().ok()?));
-            }
-            set.sites.push(seen);
         }
+        fn count(rest: &mut &[u8]) -> Option<usize> {
+            Some(u32::from_be_bytes(take(rest, 4)?.try_into().ok()?) as usize)
+        }
+        let mut rest = bytes;
+        let mut set = Self::new(0);
+        while !rest.is_empty() {
+            let sites = count(&mut rest)?;
+            if set.sites.len() < sites {
+                set.sites.resize(sites, Vec::new());
+            }
+            for seen in &mut set.sites[..sites] {
+                let n = count(&mut rest)?;
+                let fps = take(&mut rest, n.checked_mul(8)?)?;
+                seen.extend(fps.chunks_exact(8).filter_map(|b| Some(u64::from_be_bytes(b.try_into().ok()?))));
+            }
+        }
+        set.flushed = set.sites.iter().map(Vec::len).collect();
         Some(set)
     }
 }
@@ -98,15 +120,25 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_through_bytes_compactly() {
+    fn deltas_append_compactly_and_read_back_whole() {
         let mut seen = SeenSet::new(2);
+        let mut bytes = Vec::new();
         for i in 0..1000 {
             seen.insert(i % 2, &format!("acc-{i}"));
+            if i % 300 == 299 {
+                bytes.extend(seen.take_delta());
+            }
         }
+        bytes.extend(seen.take_delta());
+        bytes.extend(seen.take_delta()); // an empty delta is harmless
+        assert_eq!(bytes.len(), 5 * (4 + 2 * 4) + 1000 * 8, "8 bytes a key plus small headers");
+        let mut back = SeenSet::from_deltas(&bytes).expect("deltas");
+        assert_eq!(back.take_delta().len(), 4 + 2 * 4, "everything read back counts as taken");
+        back.seal();
         seen.seal();
-        let bytes = seen.to_bytes();
-        assert_eq!(bytes.len(), 4 + 2 * 4 + 1000 * 8);
-        assert_eq!(SeenSet::from_bytes(&bytes), Some(seen));
-        assert_eq!(SeenSet::from_bytes(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(back.sites, seen.sites);
+        assert!(back.sites_of("acc-7").contains(&1));
+        assert_eq!(SeenSet::from_deltas(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(SeenSet::from_deltas(&[]).map(|s| s.len()), Some(0));
     }
 }

@@ -5,6 +5,7 @@ use atlassian::{AccessToken, RefreshToken};
 use store::mirror::ObjectType;
 use store::{ConnectionStore, MemoryStore, Product, RunCounts, RunRecord, RunStatus, RunStore, SessionStore, contract};
 use sync::job::{self, Deps, Outcome};
+use sync::queue::Job;
 use time::{Duration, OffsetDateTime};
 use tokens::credentials::{self, Credentials};
 use tokens::refresh::RefreshPolicy;
@@ -43,16 +44,18 @@ async fn runs_are_recorded_and_never_overlap() {
         budget: &sync::budget::Unlimited,
         keys: &keys,
         refresh: &RefreshPolicy::default(),
+        queue: &sync::queue::MemoryQueue::default(),
+        pacing: sync::engine::Pacing::default(),
     };
 
-    let outcome = job::run(&deps, &id, ObjectType::Users, "run-1").await.unwrap();
+    let outcome = job::run(&deps, &Job::new(&id, ObjectType::Users), "run-1", None).await.unwrap();
     assert_eq!(
         outcome,
         Outcome::Finished(RunStatus::Succeeded, RunCounts { pages: 1, points: 1, ..RunCounts::default() })
     );
 
     // Spaces come from Confluence, which this connection's site lacks: said, not silently empty.
-    let outcome = job::run(&deps, &id, ObjectType::Spaces, "run-2").await.unwrap();
+    let outcome = job::run(&deps, &Job::new(&id, ObjectType::Spaces), "run-2", None).await.unwrap();
     assert!(matches!(outcome, Outcome::Finished(RunStatus::NotAvailable, _)));
 
     // While a run holds the lease, another is turned away.
@@ -68,7 +71,10 @@ async fn runs_are_recorded_and_never_overlap() {
         lease_until_ms: store::budget::epoch_ms(now + Duration::minutes(5)),
     };
     assert!(store.try_start_run(&id, &holder, now).await.unwrap());
-    assert_eq!(job::run(&deps, &id, ObjectType::Groups, "run-3").await.unwrap(), Outcome::AlreadyRunning);
+    assert_eq!(
+        job::run(&deps, &Job::new(&id, ObjectType::Groups), "run-3", None).await.unwrap(),
+        Outcome::AlreadyRunning
+    );
 
     let runs = store.list_runs(&id).await.unwrap();
     let status = |t| runs.iter().find(|r| r.object_type == t).map(|r| r.status);
@@ -85,5 +91,8 @@ async fn runs_are_recorded_and_never_overlap() {
     );
     assert_eq!(status(ObjectType::Groups), Some(RunStatus::Running));
 
-    assert_eq!(job::run(&deps, "con_missing", ObjectType::Users, "run-4").await.unwrap(), Outcome::Skipped);
+    assert_eq!(
+        job::run(&deps, &Job::new("con_missing", ObjectType::Users), "run-4", None).await.unwrap(),
+        Outcome::Skipped
+    );
 }
