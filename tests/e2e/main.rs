@@ -2,6 +2,7 @@
 //! stack's moto and Atlassian sandbox, driven over HTTP like a browser and the SaaS backend would.
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::Value;
 use std::collections::HashMap;
 use store::SealedCredentials;
 use tests::harness::{self, Consent, Stack, unique};
@@ -215,6 +216,65 @@ async fn the_management_api_refuses_without_its_key() {
     assert_eq!(body["error"]["code"], "unauthorized");
 }
 
+/// Every object of a type through the objects API, following `next_cursor`.
+async fn all_objects(stack: &Stack, connection_id: &str, object_type: &str) -> Vec<Value> {
+    let (mut objects, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let mut path = format!("/connections/{connection_id}/objects/{object_type}?limit=7");
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!(
+                "&cursor={}",
+                url::form_urlencoded::byte_serialize(cursor.as_bytes()).collect::<String>()
+            ));
+        }
+        let (status, page) = stack.api_get(&path).await.unwrap();
+        assert_eq!(status, 200, "{page}");
+        objects.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return objects,
+        }
+    }
+}
+
+/// The key an object has in the sandbox's org (as `harness::expected_mirror` keys it).
+fn key(object_type: &str, object: &Value) -> String {
+    let id = |field: &str| object[field].as_str().unwrap().to_owned();
+    match object_type {
+        "users" => id("account_id"),
+        "groups" => id("group_id"),
+        "projects" => format!("{}#{}", id("cloud_id"), id("project_id")),
+        _ => format!("{}#{}", id("cloud_id"), id("space_id")),
+    }
+}
+
+/// Asks for a sync of every type and waits until each has a succeeded run that started after `after`.
+async fn sync_all(stack: &Stack, connection_id: &str, after: &Value) -> Value {
+    let response = harness::client()
+        .post(stack.url(&format!("/connections/{connection_id}/sync")))
+        .bearer_auth(&stack.management_key)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let mut connection = Value::Null;
+    for _ in 0..900 {
+        connection = stack.api_get(&format!("/connections/{connection_id}")).await.unwrap().1;
+        let fresh = |t: &str| {
+            connection["sync"][t]["status"] == "succeeded"
+                && connection["sync"][t]["started_at"] != after[t]["started_at"]
+        };
+        if TYPES.iter().all(|t| fresh(t)) {
+            return connection;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the syncs did not all succeed: {connection}");
+}
+
+const TYPES: [&str; 4] = ["users", "groups", "projects", "spaces"];
+
 #[tokio::test]
 async fn syncing_and_reading_the_mirror_end_to_end() {
     let stack = Stack::from_env();
@@ -224,50 +284,62 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
     let (answer, c) = connect(&stack, &tenant, None, &consent).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 
-    // Ask for a sync: four jobs go on the queue, the worker (under cargo lambda watch) runs them.
-    let response = harness::client()
-        .post(stack.url(&format!("/connections/{}/sync", c.connection_id)))
-        .bearer_auth(&stack.management_key)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let mut connection = serde_json::Value::Null;
-    for _ in 0..600 {
-        connection = stack.api_get(&format!("/connections/{}", c.connection_id)).await.unwrap().1;
-        if ["users", "groups", "projects", "spaces"].iter().all(|t| connection["sync"][t]["status"] == "succeeded") {
-            break;
+    // Ask for a sync: four jobs go on the queue and the worker (under cargo lambda watch) runs them, each across
+    // several invocations (`make test` pauses runs after every page).
+    let connection = sync_all(&stack, &c.connection_id, &Value::Null).await;
+    let sites: Vec<String> =
+        connection["sites"].as_array().unwrap().iter().map(|s| s["cloud_id"].as_str().unwrap().to_owned()).collect();
+    assert!(sites.len() >= 2, "the sandbox grants several sites: {connection}");
+
+    // The objects API serves exactly the sandbox's org: every object, every field, every member list.
+    let org = harness::sandbox_org(&stack.atlassian_url).await.unwrap();
+    let mut before = HashMap::new();
+    for object_type in TYPES {
+        let objects = all_objects(&stack, &c.connection_id, object_type).await;
+        let mut live = HashMap::new();
+        for object in &objects {
+            let mut record = object.as_object().unwrap().clone();
+            assert_eq!(record.remove("deleted"), Some(Value::Bool(false)), "{object}");
+            let synced_at = record.remove("synced_at").expect("synced_at");
+            before.insert((object_type, key(object_type, object)), (Value::Object(record.clone()), synced_at));
+            live.insert(key(object_type, object), Value::Object(record));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(live.len(), objects.len(), "{object_type}: no object twice across pages");
+        assert_eq!(live, harness::expected_mirror(&org, object_type, &sites), "{object_type}");
     }
 
-    // The API shows each run and serves the mirror: exactly the sandbox's users.
-    for object_type in ["users", "groups", "projects", "spaces"] {
-        assert_eq!(connection["sync"][object_type]["status"], "succeeded", "{object_type}: {connection}");
-    }
-    let org: serde_json::Value = harness::client()
-        .get(stack.atlassian_url.join("/__sandbox/org").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (status, users) =
-        stack.api_get(&format!("/connections/{}/objects/users?limit=1000", c.connection_id)).await.unwrap();
-    assert_eq!(status, 200);
-    let mut got: Vec<&str> =
-        users["items"].as_array().unwrap().iter().map(|u| u["account_id"].as_str().unwrap()).collect();
-    let mut want: Vec<&str> =
-        org["users"].as_array().unwrap().iter().map(|u| u["account_id"].as_str().unwrap()).collect();
-    got.sort_unstable();
-    want.sort_unstable();
-    assert_eq!(got, want);
-    assert_eq!(users["next_cursor"], serde_json::Value::Null);
-    let first = &users["items"][0];
-    for field in ["account_id", "email", "display_name", "status", "account_type", "sites", "deleted", "synced_at"] {
-        assert!(first.get(field).is_some(), "users carry {field}: {first}");
+    // The org changes; a second sync shows the adds, changes and deletions, and rewrites nothing else.
+    harness::client().post(stack.atlassian_url.join("/__sandbox/org/mutate").unwrap()).send().await.unwrap();
+    let org = harness::sandbox_org(&stack.atlassian_url).await.unwrap();
+    let connection = sync_all(&stack, &c.connection_id, &connection["sync"]).await;
+    for object_type in TYPES {
+        let counts = &connection["sync"][object_type]["counts"];
+        let expected = harness::expected_mirror(&org, object_type, &sites);
+        let (mut live, mut unchanged, mut rewritten, mut deleted) = (HashMap::new(), 0, 0, 0);
+        for object in all_objects(&stack, &c.connection_id, object_type).await {
+            let key = key(object_type, &object);
+            let mut record = object.as_object().unwrap().clone();
+            let gone = record.remove("deleted") == Some(Value::Bool(true));
+            let synced_at = record.remove("synced_at").expect("synced_at");
+            let record = Value::Object(record);
+            match before.get(&(object_type, key.clone())) {
+                Some((old, old_synced_at)) if *old == record && !gone => {
+                    assert_eq!(&synced_at, old_synced_at, "{object_type} {key}: unchanged, so not rewritten");
+                    unchanged += 1;
+                }
+                Some(_) => rewritten += 1,
+                None => assert!(!gone, "{object_type} {key}: new and deleted at once"),
+            }
+            if gone {
+                assert!(!expected.contains_key(&key), "{object_type} {key} is in the org but marked deleted");
+                deleted += 1;
+            } else {
+                live.insert(key, record);
+            }
+        }
+        assert_eq!(live, expected, "{object_type} after the change");
+        assert!(deleted >= 1 && rewritten >= 1 && unchanged >= 1, "{object_type}: {deleted} {rewritten} {unchanged}");
+        assert_eq!(counts["deleted"], deleted, "{object_type}: {counts}");
     }
 
     // Disconnecting destroys the tokens at once and empties the mirror.
@@ -278,7 +350,7 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "revoked");
     let item = stored_item(&stack, &c.connection_id).await;
     assert!(!item.contains_key("credentials"), "tokens destroyed");

@@ -486,7 +486,7 @@ async fn the_client_maps_token_endpoint_errors() {
 mod sync_runs {
     use super::*;
     use atlassian::AccessToken;
-    use serde_json::{Value, json};
+    use serde_json::Value;
     use std::sync::atomic::{AtomicU64, Ordering};
     use store::CheckpointStore;
     use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope, Stored};
@@ -519,54 +519,8 @@ mod sync_runs {
         }
     }
 
-    /// The org as the mirror must show it: key → record, for one object type.
     fn expected(org: &Value, object_type: ObjectType, sites: &[String]) -> HashMap<String, Value> {
-        let list = |kind: &str| org[kind].as_array().unwrap().clone();
-        match object_type {
-            ObjectType::Users => list("users")
-                .iter()
-                .map(|u| {
-                    let email = if u["email_visible"] == true { u["email"].clone() } else { Value::Null };
-                    let status = if u["active"] == true { "active" } else { "inactive" };
-                    let record = json!({
-                        "account_id": u["account_id"], "email": email, "display_name": u["name"], "status": status,
-                        "account_type": u["account_type"], "sites": sites,
-                    });
-                    (u["account_id"].as_str().unwrap().to_owned(), record)
-                })
-                .collect(),
-            ObjectType::Groups => list("groups")
-                .iter()
-                .map(|g| {
-                    let mut members: Vec<&str> =
-                        g["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
-                    members.sort_unstable();
-                    let record = json!({"group_id": g["id"], "name": g["name"], "member_account_ids": members});
-                    (g["id"].as_str().unwrap().to_owned(), record)
-                })
-                .collect(),
-            ObjectType::Projects => list("projects")
-                .iter()
-                .map(|p| {
-                    let lead = list("users").into_iter().find(|u| u["account_id"] == p["lead"]).unwrap();
-                    let record = json!({
-                        "cloud_id": p["site"], "project_id": p["id"], "key": p["key"], "name": p["name"],
-                        "lead_account_id": p["lead"], "lead_display_name": lead["name"],
-                    });
-                    (format!("{}#{}", p["site"].as_str().unwrap(), p["id"].as_str().unwrap()), record)
-                })
-                .collect(),
-            ObjectType::Spaces => list("spaces")
-                .iter()
-                .map(|s| {
-                    let record = json!({
-                        "cloud_id": s["site"], "space_id": s["id"], "key": s["key"], "name": s["name"],
-                        "type": s["type"], "status": s["status"],
-                    });
-                    (format!("{}#{}", s["site"].as_str().unwrap(), s["id"].as_str().unwrap()), record)
-                })
-                .collect(),
-        }
+        harness::expected_mirror(org, object_type.as_str(), sites)
     }
 
     /// The live (not deleted) objects of the mirror, and how many are marked deleted.

@@ -6,6 +6,7 @@ use crate::sandbox::{Sandbox, SandboxConfig};
 use anyhow::{Context, Result};
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+use serde_json::Value;
 use std::collections::HashMap;
 use url::Url;
 
@@ -209,4 +210,56 @@ pub async fn sandbox_token(base: &Url, granted_scopes: Option<&str>) -> Result<S
 /// The sandbox's org as JSON (`/__sandbox/org`).
 pub async fn sandbox_org(base: &Url) -> Result<serde_json::Value> {
     Ok(client().get(base.join("/__sandbox/org")?).send().await?.json().await?)
+}
+
+/// The org as the mirror must show it, for one object type (`users`, `groups`, `projects`, `spaces`): key → record,
+/// with exactly the fields the objects API shows besides `deleted` and `synced_at`. Users are on every site given.
+pub fn expected_mirror(org: &Value, object_type: &str, sites: &[String]) -> HashMap<String, Value> {
+    let list = |kind: &str| org[kind].as_array().unwrap().clone();
+    match object_type {
+        "users" => list("users")
+            .iter()
+            .map(|u| {
+                let email = if u["email_visible"] == true { u["email"].clone() } else { Value::Null };
+                let status = if u["active"] == true { "active" } else { "inactive" };
+                let record = serde_json::json!({
+                    "account_id": u["account_id"], "email": email, "display_name": u["name"], "status": status,
+                    "account_type": u["account_type"], "sites": sites,
+                });
+                (u["account_id"].as_str().unwrap().to_owned(), record)
+            })
+            .collect(),
+        "groups" => list("groups")
+            .iter()
+            .map(|g| {
+                let mut members: Vec<&str> =
+                    g["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+                members.sort_unstable();
+                let record = serde_json::json!({"group_id": g["id"], "name": g["name"], "member_account_ids": members});
+                (g["id"].as_str().unwrap().to_owned(), record)
+            })
+            .collect(),
+        "projects" => list("projects")
+            .iter()
+            .map(|p| {
+                let lead = list("users").into_iter().find(|u| u["account_id"] == p["lead"]).unwrap();
+                let record = serde_json::json!({
+                    "cloud_id": p["site"], "project_id": p["id"], "key": p["key"], "name": p["name"],
+                    "lead_account_id": p["lead"], "lead_display_name": lead["name"],
+                });
+                (format!("{}#{}", p["site"].as_str().unwrap(), p["id"].as_str().unwrap()), record)
+            })
+            .collect(),
+        "spaces" => list("spaces")
+            .iter()
+            .map(|s| {
+                let record = serde_json::json!({
+                    "cloud_id": s["site"], "space_id": s["id"], "key": s["key"], "name": s["name"],
+                    "type": s["type"], "status": s["status"],
+                });
+                (format!("{}#{}", s["site"].as_str().unwrap(), s["id"].as_str().unwrap()), record)
+            })
+            .collect(),
+        other => panic!("no object type {other}"),
+    }
 }
