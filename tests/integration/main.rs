@@ -829,6 +829,24 @@ async fn a_paused_run_continues_through_the_queue_and_stale_continuations_are_dr
     let stale = Job { run_id: Some("message-1".into()), ..Job::new(&id, ObjectType::Users) };
     assert_eq!(job::run(&deps, &stale, "message-late", None).await.unwrap(), Outcome::Skipped);
     assert_eq!(flow.store.list_runs(&id).await.unwrap().remove(0), done);
+
+    // A paused run whose continuation waits past its lease is replaced by the next new run, which drops the old
+    // checkpoint: the late continuation then finds nothing to resume.
+    assert!(matches!(
+        job::run(&deps, &Job::new(&id, ObjectType::Users), "message-3", None).await.unwrap(),
+        Outcome::Continued(_)
+    ));
+    let late = take().pop().expect("a continuation");
+    let mut lapsed = flow.store.list_runs(&id).await.unwrap().remove(0);
+    lapsed.lease_until_ms = store::budget::epoch_ms(OffsetDateTime::now_utc() - Duration::minutes(1));
+    assert!(flow.store.save_run(&id, &lapsed).await.unwrap());
+    // (The new run fits one invocation, so it saves no checkpoint of its own.)
+    let unpaced = job::Deps { pacing: sync::engine::Pacing::default(), ..deps };
+    let takeover = job::run(&unpaced, &Job::new(&id, ObjectType::Users), "message-4", None).await.unwrap();
+    assert!(matches!(takeover, Outcome::Finished(store::RunStatus::Succeeded, _)), "{takeover:?}");
+    assert!(flow.store.load_checkpoint(&id, ObjectType::Users).await.unwrap().is_none(), "the old one is gone");
+    assert_eq!(job::run(&deps, &late, "message-late-2", None).await.unwrap(), Outcome::Skipped);
+    assert_eq!(flow.store.list_runs(&id).await.unwrap().remove(0).run_id, "message-4");
 }
 
 #[tokio::test]

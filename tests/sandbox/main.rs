@@ -154,6 +154,16 @@ async fn faults_and_mutation() {
     assert_eq!(limited.1["retry-after"], "0");
     assert_eq!(limited.1["ratelimit-reason"], "jira-burst-based");
 
+    // A dropped connection: no complete answer arrives.
+    let faults = Faults { drop_every: 1, ..Faults::default() };
+    harness::client().post(base.join("/__sandbox/faults").unwrap()).json(&faults).send().await.unwrap();
+    let answer = match harness::client().get(base.join(&users).unwrap()).bearer_auth(&token).send().await {
+        Ok(response) => response.bytes().await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    assert!(answer.is_err(), "the connection must drop");
+    harness::client().post(base.join("/__sandbox/faults").unwrap()).json(&Faults::default()).send().await.unwrap();
+
     let before: Value =
         harness::client().get(base.join("/__sandbox/org").unwrap()).send().await.unwrap().json().await.unwrap();
     let after: Value =
@@ -270,11 +280,13 @@ mod client {
     }
 
     #[tokio::test]
-    async fn the_client_rides_out_rate_limits_and_server_errors() {
+    async fn the_client_rides_out_rate_limits_server_errors_and_dropped_connections() {
         let (base, token) = sandbox(None).await;
-        // Burst 429s with `Retry-After: 0` (clamped to 1 s) every 40th request, a 500 every 7th.
-        set_faults(&base, &Faults { rate_limit_every: 40, retry_after_secs: 0, error_every: 7, ..Faults::default() })
-            .await;
+        // Burst 429s with `Retry-After: 0` (clamped to 1 s) every 40th request, a 500 every 7th, a connection dropped
+        // mid-answer every 5th.
+        let faults =
+            Faults { rate_limit_every: 40, retry_after_secs: 0, error_every: 7, drop_every: 5, ..Faults::default() };
+        set_faults(&base, &faults).await;
         let site = tests::sandbox::site_id(0);
         let started = Instant::now();
         let got = read_site(&client(&base), &AccessToken::new(token), &site).await.unwrap();

@@ -16,8 +16,9 @@
 use crate::budget::{Budget, BudgetError};
 use crate::records::{self, Record};
 use crate::seen::SeenSet;
-use atlassian::rest::{JiraGroup, JiraUser};
+use atlassian::rest::{JiraGroup, JiraProject, JiraUser, Page, SpacesPage};
 use atlassian::{AccessToken, ApiError, DirectoryApi};
+use futures_util::future::join;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -187,6 +188,13 @@ enum Flow {
     Paused,
 }
 
+/// Where a site's next page is.
+enum Next {
+    Offset(usize),
+    Cursor(String),
+    Last,
+}
+
 impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, M, B, C> {
     /// Reads on from `resume` (or from the start) until the run is complete or must pause.
     pub async fn run(&self, resume: Option<Resume>) -> Result<Step, SyncError> {
@@ -285,24 +293,55 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, 
 
     async fn users(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
         let cloud_id = state.progress.sites[state.progress.site].clone();
+        let fetch = |start, _| {
+            self.metered(self.directory.users_page(self.token, &cloud_id, start), |p| 1 + 2 * p.len() as u64)
+        };
+        self.pages(scope, state, fetch, |page: Vec<JiraUser>, start| {
+            let next =
+                if page.len() < atlassian::rest::USERS_PAGE { Next::Last } else { Next::Offset(start + page.len()) };
+            (page.iter().map(records::user).collect(), next)
+        })
+        .await
+    }
+
+    /// Reads a site's pages, fetching each next page while the previous one is compared and written, so the
+    /// mirror's work hides behind Atlassian's latency. `split` turns a page (and the offset it was read at) into its
+    /// records and where the next page is.
+    async fn pages<P, F, Fut>(
+        &self,
+        scope: &Scope,
+        state: &mut State,
+        fetch: F,
+        split: impl Fn(P, usize) -> (Vec<Record>, Next),
+    ) -> Result<Flow, SyncError>
+    where
+        F: Fn(usize, Option<String>) -> Fut,
+        Fut: Future<Output = Result<(P, u64), SyncError>>,
+    {
+        let mut fetched = fetch(state.progress.offset, state.progress.cursor.clone()).await?;
         loop {
-            let start = state.progress.offset;
-            let (page, points) = self
-                .metered(self.directory.users_page(self.token, &cloud_id, start), |p| 1 + 2 * p.len() as u64)
-                .await?;
-            let last = page.len() < atlassian::rest::USERS_PAGE;
-            let records: Vec<Record> = page.iter().map(records::user).collect();
-            self.apply(scope, state, records, (1, points)).await?;
-            if last {
-                state.progress.next_site()
-            } else {
-                state.progress.offset += page.len()
+            let (page, points) = fetched;
+            let (records, next) = split(page, state.progress.offset);
+            let prefetch = async {
+                match &next {
+                    Next::Offset(start) => Some(fetch(*start, None).await),
+                    Next::Cursor(cursor) => Some(fetch(0, Some(cursor.clone())).await),
+                    Next::Last => None,
+                }
+            };
+            let (applied, prefetched) = join(self.apply(scope, state, records, (1, points)), prefetch).await;
+            applied?;
+            match next {
+                Next::Offset(start) => state.progress.offset = start,
+                Next::Cursor(cursor) => state.progress.cursor = Some(cursor),
+                Next::Last => state.progress.next_site(),
             }
             if let Some(paused) = self.after_page(state).await? {
                 return Ok(paused);
             }
-            if last {
-                return Ok(Flow::SiteDone);
+            match prefetched {
+                Some(result) => fetched = result?,
+                None => return Ok(Flow::SiteDone),
             }
         }
     }
@@ -377,52 +416,28 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, 
 
     async fn projects(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
         let cloud_id = state.progress.sites[state.progress.site].clone();
-        loop {
-            let start = state.progress.offset;
-            let (page, points) = self
-                .metered(self.directory.projects_page(self.token, &cloud_id, start), |p| 1 + p.values.len() as u64)
-                .await?;
-            let last = page.is_last();
-            let records = page.values.iter().map(|p| records::project(&cloud_id, p)).collect();
-            self.apply(scope, state, records, (1, points)).await?;
-            if last {
-                state.progress.next_site()
-            } else {
-                state.progress.offset += page.values.len()
-            }
-            if let Some(paused) = self.after_page(state).await? {
-                return Ok(paused);
-            }
-            if last {
-                return Ok(Flow::SiteDone);
-            }
-        }
+        let fetch = |start, _| {
+            self.metered(self.directory.projects_page(self.token, &cloud_id, start), |p| 1 + p.values.len() as u64)
+        };
+        self.pages(scope, state, fetch, |page: Page<JiraProject>, start| {
+            let next = if page.is_last() { Next::Last } else { Next::Offset(start + page.values.len()) };
+            (page.values.iter().map(|p| records::project(&cloud_id, p)).collect(), next)
+        })
+        .await
     }
 
     async fn spaces(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
         let cloud_id = state.progress.sites[state.progress.site].clone();
-        loop {
-            let cursor = state.progress.cursor.clone();
-            let (page, points) = self
-                .metered(self.directory.spaces_page(self.token, &cloud_id, cursor.as_deref()), |p| {
-                    1 + p.results.len() as u64
-                })
-                .await?;
+        let cloud = cloud_id.as_str();
+        let fetch = |_, cursor: Option<String>| async move {
+            let call = self.directory.spaces_page(self.token, cloud, cursor.as_deref());
+            self.metered(call, |p: &SpacesPage| 1 + p.results.len() as u64).await
+        };
+        self.pages(scope, state, fetch, |page: SpacesPage, _| {
             let records = page.results.iter().map(|s| records::space(&cloud_id, s)).collect();
-            self.apply(scope, state, records, (1, points)).await?;
-            let last = page.next.is_none();
-            if last {
-                state.progress.next_site()
-            } else {
-                state.progress.cursor = page.next
-            }
-            if let Some(paused) = self.after_page(state).await? {
-                return Ok(paused);
-            }
-            if last {
-                return Ok(Flow::SiteDone);
-            }
-        }
+            (records, page.next.map_or(Next::Last, Next::Cursor))
+        })
+        .await
     }
 
     /// One request under the points budget: waits for a balance, makes the call, charges what it cost (1 a request,

@@ -81,7 +81,11 @@ where
     if connection.status != ConnectionStatus::Active {
         return Ok(Outcome::Skipped);
     }
-    let saved = deps.store.load_checkpoint(connection_id, object_type).await?.filter(|(c, _)| c.run_id == run_id);
+    let saved = deps.store.load_checkpoint(connection_id, object_type).await?;
+    // Another run's checkpoint is abandoned once this run holds the lease: it is dropped below, so a late
+    // continuation of that run cannot resume it with an outdated seen-set.
+    let abandoned = saved.as_ref().is_some_and(|(c, _)| c.run_id != run_id);
+    let saved = saved.filter(|(c, _)| c.run_id == run_id);
     if job.run_id.is_some() && saved.is_none() {
         // The run this continues has finished (or another run replaced it): nothing is left to do.
         return Ok(Outcome::Skipped);
@@ -109,6 +113,9 @@ where
     };
     if !deps.store.try_start_run(connection_id, &record, now).await? {
         return Ok(Outcome::AlreadyRunning);
+    }
+    if abandoned {
+        deps.store.clear_checkpoint(connection_id, object_type).await?;
     }
     let pacing = Pacing { deadline, ..deps.pacing.clone() };
     let result = sync(deps, &connection, object_type, run_id, resume, pacing, now).await;

@@ -1,6 +1,7 @@
 //! `atlassian-sandbox [--port N] [--users N] [--groups N] [--projects N] [--spaces N] [--sites N] [--latency-ms MS]
+//!  [--rate-limit-every N [--retry-after SECONDS]] [--error-every N] [--drop-every N]
 //!  [--client-id ID] [--client-secret SECRET] [--access-token-ttl SECONDS] [--reuse-leeway SECONDS]`: serves the
-//! sandbox on 127.0.0.1.
+//! sandbox on 127.0.0.1. Faults can also be changed while it runs: `POST /__sandbox/faults`.
 
 use anyhow::{Context, bail};
 use std::time::Duration;
@@ -21,6 +22,10 @@ async fn main() -> anyhow::Result<()> {
             "--spaces" => config.org.spaces = value()?.parse().context("--spaces")?,
             "--sites" => config.org.sites = value()?.parse().context("--sites")?,
             "--latency-ms" => config.faults.latency_ms = value()?.parse().context("--latency-ms")?,
+            "--rate-limit-every" => config.faults.rate_limit_every = value()?.parse().context("--rate-limit-every")?,
+            "--retry-after" => config.faults.retry_after_secs = value()?.parse().context("--retry-after")?,
+            "--error-every" => config.faults.error_every = value()?.parse().context("--error-every")?,
+            "--drop-every" => config.faults.drop_every = value()?.parse().context("--drop-every")?,
             "--client-id" => config.client_id = value()?,
             "--client-secret" => config.client_secret = value()?,
             "--access-token-ttl" => {
@@ -29,7 +34,9 @@ async fn main() -> anyhow::Result<()> {
             "--reuse-leeway" => config.reuse_leeway = Duration::from_secs(value()?.parse().context("--reuse-leeway")?),
             "-h" | "--help" => {
                 println!(
-                    "atlassian-sandbox [--port N] [--users N] [--sites N] [--client-id ID] [--client-secret S] [--access-token-ttl S] [--reuse-leeway S]"
+                    "atlassian-sandbox [--port N] [--users N] [--groups N] [--projects N] [--spaces N] [--sites N] \
+                     [--latency-ms MS] [--rate-limit-every N [--retry-after S]] [--error-every N] [--drop-every N] \
+                     [--client-id ID] [--client-secret S] [--access-token-ttl S] [--reuse-leeway S]"
                 );
                 return Ok(());
             }

@@ -38,6 +38,8 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// Every Nth REST request answers `500` (0: never).
     pub error_every: u64,
+    /// Every Nth REST request drops its connection mid-answer: no complete response arrives (0: never).
+    pub drop_every: u64,
 }
 
 pub fn routes() -> Router<Sandbox> {
@@ -86,6 +88,13 @@ impl Sandbox {
         }
         if faults.error_every > 0 && n % faults.error_every == 0 {
             return Err((StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response());
+        }
+        if faults.drop_every > 0 && n % faults.drop_every == 0 {
+            let cut = futures_util::stream::once(async {
+                Err::<axum::body::Bytes, _>(std::io::Error::other("the sandbox drops this connection"))
+            });
+            let headers = [(axum::http::header::CONTENT_TYPE, "application/json")];
+            return Err((headers, axum::body::Body::from_stream(cut)).into_response());
         }
         let (account_id, sites, scopes) = self.grant_for_bearer(headers)?;
         if !sites.iter().any(|s| s == cloud_id) {
