@@ -480,7 +480,7 @@ async fn the_client_maps_token_endpoint_errors() {
     assert!(matches!(unknown_code, OAuthError::InvalidGrant { .. }), "{unknown_code:?}");
     let bad_token = atlassian::AccessToken::new("sbx-at-forged".into());
     let denied = client("x").me(&bad_token).await.unwrap_err();
-    assert!(matches!(denied, atlassian::ApiError::Unauthorized { status: 401 }), "{denied:?}");
+    assert!(matches!(denied, atlassian::ApiError::Unauthorized { status: 401, .. }), "{denied:?}");
 }
 
 mod sync_runs {
@@ -888,4 +888,162 @@ async fn a_site_the_grant_no_longer_reaches_is_marked_and_its_objects_deleted() 
     assert!(!on_lost.is_empty() && on_lost.iter().all(|o| o.deleted), "its spaces are marked deleted");
     assert_eq!(counts.deleted as usize, on_lost.len());
     assert!(objects.iter().filter(|o| !o.key.starts_with(&lost)).all(|o| !o.deleted));
+}
+
+mod admin_key {
+    //! The admin-key connect mode against the sandbox's Admin API and sites: every way the credentials can be wrong
+    //! is told apart, and nothing is stored unless all of them are right.
+    use super::*;
+    use atlassian::{AdminKey, SiteLogin};
+    use serde_json::json;
+    use store::Product;
+    use tokens::admin::{AdminConnectError, AdminConnectRequest};
+
+    struct Admin {
+        sandbox: Url,
+        client: AtlassianClient,
+        store: DynamoStore,
+        keys: KeyRing,
+    }
+
+    impl Admin {
+        async fn new() -> Self {
+            let sandbox = harness::spawn_sandbox(SandboxConfig::default()).await.unwrap();
+            let endpoints = Endpoints { auth_base: sandbox.clone(), api_base: sandbox.clone() };
+            let client = AtlassianClient::without_oauth(atlassian::http_client().unwrap(), endpoints);
+            let keys = KeyRing::from_json(&KeyRing::generate_json("v1")).unwrap();
+            Self { sandbox, client, store: store(), keys }
+        }
+
+        async fn key(&self, options: serde_json::Value) -> AdminKey {
+            AdminKey::new(harness::admin_key(&self.sandbox, options).await.unwrap())
+        }
+
+        async fn login(&self, site: &str) -> SiteLogin {
+            let (email, token) = harness::api_token(&self.sandbox, harness::ADMIN).await.unwrap();
+            SiteLogin { site_url: harness::site_url(&self.sandbox, site), email, api_token: token.into() }
+        }
+
+        fn request(&self, tenant: &str, key: AdminKey, site: Option<SiteLogin>) -> AdminConnectRequest {
+            AdminConnectRequest {
+                tenant_id: tenant.into(),
+                org_id: tests::sandbox::ORG_ID.into(),
+                admin_api_key: key,
+                site,
+                products: None,
+            }
+        }
+
+        /// Connects, expecting a failure, and checks that nothing was stored for the tenant.
+        async fn refused(&self, request: AdminConnectRequest) -> AdminConnectError {
+            let now = OffsetDateTime::now_utc();
+            let error = tokens::admin::connect(&self.store, &self.client, &self.keys, &request, now).await.unwrap_err();
+            assert!(self.store.list_connections(&request.tenant_id).await.unwrap().is_empty(), "nothing stored");
+            error
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_key_and_site_token_make_an_active_connection_with_sealed_secrets() {
+        let admin = Admin::new().await;
+        let tenant = unique("tenant");
+        let request = admin.request(&tenant, admin.key(json!({})).await, Some(admin.login("acme").await));
+        let now = OffsetDateTime::now_utc();
+        let connection = tokens::admin::connect(&admin.store, &admin.client, &admin.keys, &request, now).await.unwrap();
+        assert_eq!(connection.mode, store::ConnectionMode::AdminApiKey);
+        assert_eq!(connection.status, store::ConnectionStatus::Active);
+        assert_eq!(connection.org_id.as_deref(), Some(tests::sandbox::ORG_ID));
+        assert_eq!(connection.account_id, harness::ADMIN);
+        let site = &connection.sites[0];
+        assert_eq!(site.cloud_id, tests::sandbox::site_id(0));
+        assert_eq!(site.products, vec![Product::Jira, Product::Confluence]);
+        // The secrets are sealed to this connection, and open to exactly what was given.
+        let stored = admin.store.get_connection(&connection.connection_id).await.unwrap().unwrap();
+        let opened = tokens::credentials::open_admin(&admin.keys, &stored.connection_id, &stored.credentials).unwrap();
+        assert_eq!(opened.key().expose(), request.admin_api_key.expose());
+        let login = opened.site_login(&harness::site_url(&admin.sandbox, "acme")).unwrap();
+        assert_eq!(login.email, request.site.as_ref().unwrap().email);
+        let blob = String::from_utf8_lossy(&stored.credentials.blob).into_owned();
+        assert!(!blob.contains(request.admin_api_key.expose()), "the key is not stored in clear");
+        // Connecting again with a new key updates the same connection.
+        let again = admin.request(&tenant, admin.key(json!({})).await, None);
+        let updated = tokens::admin::connect(&admin.store, &admin.client, &admin.keys, &again, now).await.unwrap();
+        assert_eq!(updated.connection_id, connection.connection_id);
+        assert_eq!(updated.created_at, connection.created_at);
+        assert!(updated.token_version > connection.token_version);
+    }
+
+    #[tokio::test]
+    async fn a_key_alone_connects_for_users_and_groups() {
+        let admin = Admin::new().await;
+        let request = admin.request(&unique("tenant"), admin.key(json!({})).await, None);
+        let now = OffsetDateTime::now_utc();
+        let connection = tokens::admin::connect(&admin.store, &admin.client, &admin.keys, &request, now).await.unwrap();
+        assert!(connection.sites.is_empty() && connection.account_id.is_empty());
+    }
+
+    #[tokio::test]
+    async fn each_wrong_credential_has_its_own_answer_and_stores_nothing() {
+        let admin = Admin::new().await;
+        let tenant = unique("tenant");
+        let good = admin.key(json!({})).await;
+
+        let forged = admin.refused(admin.request(&tenant, AdminKey::new("ATCTT3xFfGN0-forged".into()), None)).await;
+        assert!(matches!(forged, AdminConnectError::KeyRejected), "{forged:?}");
+        assert!(forged.to_string().contains("admin.atlassian.com → Settings → API keys"));
+
+        let expired = admin.refused(admin.request(&tenant, admin.key(json!({"expired": true})).await, None)).await;
+        assert!(matches!(expired, AdminConnectError::KeyExpired), "{expired:?}");
+        assert!(expired.to_string().contains("expired"));
+
+        let mut wrong_org = admin.request(&tenant, good.clone(), None);
+        wrong_org.org_id = "00000000-0000-0000-0000-000000000000".into();
+        let error = admin.refused(wrong_org).await;
+        assert!(matches!(error, AdminConnectError::WrongOrg { .. }), "{error:?}");
+        assert!(error.to_string().contains(tests::sandbox::ORG_ID), "names the org the key administers: {error}");
+
+        let scoped = admin.key(json!({"can_read_users": false})).await;
+        let error = admin.refused(admin.request(&tenant, scoped, None)).await;
+        assert!(matches!(error, AdminConnectError::NoAdminRights), "{error:?}");
+        assert!(error.to_string().contains("admin.atlassian.com → Settings → API keys"));
+
+        let foreign = admin.login(tests::sandbox::FOREIGN_SITE).await;
+        let error = admin.refused(admin.request(&tenant, good.clone(), Some(foreign))).await;
+        assert!(matches!(error, AdminConnectError::SiteNotInOrg { .. }), "{error:?}");
+        assert!(error.to_string().contains("/site/acme"), "lists the org's sites: {error}");
+
+        let mut bad_token = admin.login("acme").await;
+        bad_token.api_token = "ATATT3x-not-a-token".to_string().into();
+        let error = admin.refused(admin.request(&tenant, good.clone(), Some(bad_token))).await;
+        assert!(matches!(error, AdminConnectError::SiteTokenRejected { .. }), "{error:?}");
+        assert!(error.to_string().contains("id.atlassian.com"));
+
+        // The sandbox's other sites all have Confluence; ask for it on a site without it by dropping it first.
+        let remove =
+            admin.sandbox.join(&format!("/__sandbox/sites/{}/confluence", tests::sandbox::site_id(1))).unwrap();
+        assert_eq!(harness::client().delete(remove).send().await.unwrap().status(), 204);
+        let mut wants_confluence = admin.request(&tenant, good.clone(), Some(admin.login("acme-1").await));
+        wants_confluence.products = Some(vec![Product::Jira, Product::Confluence]);
+        let error = admin.refused(wants_confluence).await;
+        assert!(matches!(error, AdminConnectError::ConfluenceMissing { .. }), "{error:?}");
+        // Without asking for it, the same site connects with Jira only.
+        let jira_only = admin.request(&tenant, good, Some(admin.login("acme-1").await));
+        let now = OffsetDateTime::now_utc();
+        let connection =
+            tokens::admin::connect(&admin.store, &admin.client, &admin.keys, &jira_only, now).await.unwrap();
+        assert_eq!(connection.sites[0].products, vec![Product::Jira]);
+    }
+
+    #[tokio::test]
+    async fn users_are_read_from_v1_where_v2_is_not_available() {
+        let admin = Admin::new().await;
+        let off = admin.sandbox.join("/__sandbox/admin").unwrap();
+        assert_eq!(harness::client().post(off).json(&json!({"v2": false})).send().await.unwrap().status(), 204);
+        let request = admin.request(&unique("tenant"), admin.key(json!({})).await, None);
+        let now = OffsetDateTime::now_utc();
+        tokens::admin::connect(&admin.store, &admin.client, &admin.keys, &request, now).await.unwrap();
+        let scoped = admin.key(json!({"can_read_users": false})).await;
+        let error = admin.refused(admin.request(&unique("tenant"), scoped, None)).await;
+        assert!(matches!(error, AdminConnectError::NoAdminRights), "v1 says so too: {error:?}");
+    }
 }

@@ -263,3 +263,24 @@ pub fn expected_mirror(org: &Value, object_type: &str, sites: &[String]) -> Hash
         other => panic!("no object type {other}"),
     }
 }
+
+/// A new org admin API key from the sandbox: `{"org_id"?, "can_read_users"?, "expired"?}`.
+pub async fn admin_key(base: &Url, options: serde_json::Value) -> Result<String> {
+    let answer: Value = client().post(base.join("/__sandbox/admin/keys")?).json(&options).send().await?.json().await?;
+    answer["key"].as_str().map(String::from).context("no key")
+}
+
+/// A new API token of an org account from the sandbox: `(email, token)`.
+pub async fn api_token(base: &Url, account_id: &str) -> Result<(String, String)> {
+    let body = serde_json::json!({"account_id": account_id});
+    let answer: Value = client().post(base.join("/__sandbox/api-tokens")?).json(&body).send().await?.json().await?;
+    Ok((
+        answer["email"].as_str().context("no email")?.to_owned(),
+        answer["token"].as_str().context("no token")?.to_owned(),
+    ))
+}
+
+/// The URL a site of the sandbox is reached at with Basic auth (`acme`, `acme-1`, …, or `globex` of another org).
+pub fn site_url(base: &Url, name: &str) -> Url {
+    base.join(&format!("/site/{name}")).expect("a site URL")
+}

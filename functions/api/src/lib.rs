@@ -1,6 +1,9 @@
 //! The management API, for the SaaS backend (`Authorization: Bearer <management key>`):
 //!
 //! - `POST /connect-sessions` `{"tenant_id", "return_url"?}` → `201 {"session_id", "connect_url", "expires_at"}`
+//! - `POST /connections` `{"tenant_id", "mode": "admin_api_key", "org_id", "admin_api_key", "site_url"?,
+//!   "site_email"?, "site_api_token"?, "products"?}` → `201` the connection, once Atlassian accepted the credentials
+//!   (each way they can be wrong is its own `422` with what to fix; nothing is stored then)
 //! - `GET /connections?tenant_id=…` → `{"items": [...]}`
 //! - `GET /connections/{id}` → the connection (status, sites, scopes, times, latest sync run per type; never
 //!   tokens)
@@ -27,6 +30,8 @@ use url::Url;
 
 pub struct Config {
     pub table: String,
+    pub token_keys_secret_id: String,
+    pub endpoints: atlassian::Endpoints,
     pub mirror_table: String,
     pub sync_queue_url: String,
     pub management_key_secret_id: String,
@@ -40,6 +45,11 @@ impl Config {
         let allow_list = env.optional("RETURN_URL_ALLOWLIST").unwrap_or_default();
         Ok(Self {
             table: env.required("STATE_TABLE")?,
+            token_keys_secret_id: env.required("TOKEN_KEYS_SECRET_ID")?,
+            endpoints: atlassian::Endpoints {
+                auth_base: env.url_or("ATLASSIAN_AUTH_BASE_URL", atlassian::Endpoints::DEFAULT_AUTH_BASE)?,
+                api_base: env.url_or("ATLASSIAN_API_BASE_URL", atlassian::Endpoints::DEFAULT_API_BASE)?,
+            },
             mirror_table: env.required("MIRROR_TABLE")?,
             sync_queue_url: env.required("SYNC_QUEUE_URL")?,
             management_key_secret_id: env.required("MANAGEMENT_API_KEY_SECRET_ID")?,
@@ -59,19 +69,24 @@ impl Config {
     }
 }
 
-pub struct Deps<S, M, Q> {
+pub struct Deps<S, M, Q, A> {
     pub store: S,
     pub mirror: M,
     pub queue: Q,
+    /// The Admin API and sites, to validate admin-key connections.
+    pub atlassian: A,
+    /// Seals the credentials of admin-key connections.
+    pub keys: tokens::KeyRing,
     pub management_key: SecretString,
     pub sessions: SessionSettings,
 }
 
-pub async fn handle<S, M, Q>(deps: &Deps<S, M, Q>, request: Request) -> Result<Response<Body>, lambda_http::Error>
+pub async fn handle<S, M, Q, A>(deps: &Deps<S, M, Q, A>, request: Request) -> Result<Response<Body>, lambda_http::Error>
 where
     S: SessionStore + ConnectionStore + RunStore,
     M: MirrorStore,
     Q: JobQueue,
+    A: atlassian::AdminApi,
 {
     if !authorized(deps, &request) {
         let mut response = http::json_error(401, "unauthorized", "A valid management API key is required.");
@@ -84,6 +99,7 @@ where
     let response = match (segments.as_slice(), &method) {
         (["connect-sessions"], &Method::POST) => create_session(deps, &request).await,
         (["connections"], &Method::GET) => list_connections(deps, &request).await,
+        (["connections"], &Method::POST) => create_connection(deps, &request).await,
         (["connections", id], &Method::GET) => get_connection(deps, id).await,
         (["connections", id], &Method::DELETE) => disconnect(deps, id).await,
         (["connections", id, "objects", object_type], &Method::GET) => objects(deps, id, object_type, &request).await,
@@ -101,7 +117,7 @@ where
     Ok(response)
 }
 
-fn authorized<S, M, Q>(deps: &Deps<S, M, Q>, request: &Request) -> bool {
+fn authorized<S, M, Q, A>(deps: &Deps<S, M, Q, A>, request: &Request) -> bool {
     request
         .headers()
         .get(lambda_http::http::header::AUTHORIZATION)
@@ -125,7 +141,7 @@ struct CreatedSession<'a> {
     expires_at: OffsetDateTime,
 }
 
-async fn create_session<S: SessionStore, M, Q>(deps: &Deps<S, M, Q>, request: &Request) -> Response<Body> {
+async fn create_session<S: SessionStore, M, Q, A>(deps: &Deps<S, M, Q, A>, request: &Request) -> Response<Body> {
     let Ok(body) = serde_json::from_slice::<CreateSession>(request.body().as_ref()) else {
         return http::json_error(400, "invalid_body", "Expected JSON {\"tenant_id\": \"…\", \"return_url\": \"…\"?}.");
     };
@@ -148,8 +164,131 @@ async fn create_session<S: SessionStore, M, Q>(deps: &Deps<S, M, Q>, request: &R
     }
 }
 
-async fn list_connections<S: ConnectionStore + RunStore, M, Q>(
-    deps: &Deps<S, M, Q>,
+/// `POST /connections`. The body is parsed into plain fields and the secrets moved into redacting types at once;
+/// no part of it is ever logged or echoed back.
+#[derive(Deserialize)]
+struct CreateConnection {
+    tenant_id: String,
+    mode: String,
+    #[serde(default)]
+    org_id: String,
+    #[serde(default)]
+    admin_api_key: String,
+    #[serde(default)]
+    site_url: Option<String>,
+    #[serde(default)]
+    site_email: Option<String>,
+    #[serde(default)]
+    site_api_token: Option<String>,
+    #[serde(default)]
+    products: Option<Vec<String>>,
+}
+
+const CREATE_CONNECTION_SHAPE: &str = "Expected JSON {\"tenant_id\", \"mode\": \"admin_api_key\", \"org_id\", \"admin_api_key\", \"site_url\"?, \"site_email\"?, \"site_api_token\"?, \"products\"?: [\"jira\", \"confluence\"]}.";
+
+/// The request as the domain takes it, or the code and message of the 400 that says what is wrong with it.
+fn admin_request(body: CreateConnection) -> Result<tokens::admin::AdminConnectRequest, (&'static str, &'static str)> {
+    let invalid = |code, message| Err((code, message));
+    if body.mode != "admin_api_key" {
+        return invalid(
+            "unsupported_mode",
+            "mode must be \"admin_api_key\"; OAuth connections are made with POST /connect-sessions and the link it returns.",
+        );
+    }
+    let (tenant_id, org_id, key) = (body.tenant_id.trim(), body.org_id.trim(), body.admin_api_key.trim());
+    if tenant_id.is_empty() || org_id.is_empty() || key.is_empty() {
+        return invalid("missing_field", "tenant_id, org_id and admin_api_key are required.");
+    }
+    let site = match (body.site_url, body.site_email, body.site_api_token) {
+        (None, None, None) => None,
+        (Some(url), Some(email), Some(token)) if !email.trim().is_empty() && !token.trim().is_empty() => {
+            let Some(site_url) = Url::parse(url.trim()).ok().filter(site_url_allowed) else {
+                return invalid(
+                    "invalid_site_url",
+                    "site_url must be the site's https URL, e.g. https://your-site.atlassian.net.",
+                );
+            };
+            Some(atlassian::SiteLogin {
+                site_url,
+                email: email.trim().to_owned(),
+                api_token: SecretString::from(token.trim().to_owned()),
+            })
+        }
+        _ => {
+            return invalid(
+                "incomplete_site_token",
+                "site_url, site_email and site_api_token go together: give all three, or none.",
+            );
+        }
+    };
+    let products = match body.products {
+        None => None,
+        Some(names) => {
+            let parsed: Option<Vec<store::Product>> = names
+                .iter()
+                .map(|n| match n.as_str() {
+                    "jira" => Some(store::Product::Jira),
+                    "confluence" => Some(store::Product::Confluence),
+                    _ => None,
+                })
+                .collect();
+            match parsed {
+                Some(products) if site.is_some() => Some(products),
+                Some(_) => return invalid("products_need_site", "products are checked on a site: give site_url too."),
+                None => return invalid("unknown_product", "products are \"jira\" and \"confluence\"."),
+            }
+        }
+    };
+    Ok(tokens::admin::AdminConnectRequest {
+        tenant_id: tenant_id.to_owned(),
+        org_id: org_id.to_owned(),
+        admin_api_key: atlassian::AdminKey::new(key.to_owned()),
+        site,
+        products,
+    })
+}
+
+/// https, or http to this machine (a local sandbox); no credentials or query in the URL.
+fn site_url_allowed(url: &Url) -> bool {
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    (url.scheme() == "https" || (url.scheme() == "http" && loopback))
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
+}
+
+async fn create_connection<S: ConnectionStore + RunStore, M, Q, A: atlassian::AdminApi>(
+    deps: &Deps<S, M, Q, A>,
+    request: &Request,
+) -> Response<Body> {
+    let Ok(body) = serde_json::from_slice::<CreateConnection>(request.body().as_ref()) else {
+        return http::json_error(400, "invalid_body", CREATE_CONNECTION_SHAPE);
+    };
+    let admin = match admin_request(body) {
+        Ok(admin) => admin,
+        Err((code, message)) => return http::json_error(400, code, message),
+    };
+    let now = OffsetDateTime::now_utc();
+    match tokens::admin::connect(&deps.store, &deps.atlassian, &deps.keys, &admin, now).await {
+        Ok(connection) => {
+            tracing::info!(connection_id = %connection.connection_id, tenant_id = %connection.tenant_id, "admin-key connection stored");
+            match deps.store.list_runs(&connection.connection_id).await {
+                Ok(runs) => http::json(201, &ConnectionView::new(&connection, &runs)),
+                Err(error) => internal(&error),
+            }
+        }
+        Err(error) if error.is_input() => http::json_error(422, error.code(), &error.to_string()),
+        Err(error) => {
+            tracing::warn!(error = %error, code = error.code(), "an admin-key connection could not be made");
+            let status = if matches!(error, tokens::admin::AdminConnectError::Unavailable(_)) { 502 } else { 500 };
+            http::json_error(status, error.code(), &error.to_string())
+        }
+    }
+}
+
+async fn list_connections<S: ConnectionStore + RunStore, M, Q, A>(
+    deps: &Deps<S, M, Q, A>,
     request: &Request,
 ) -> Response<Body> {
     let query = request.query_string_parameters();
@@ -170,7 +309,7 @@ async fn list_connections<S: ConnectionStore + RunStore, M, Q>(
     http::json(200, &serde_json::json!({ "items": items }))
 }
 
-async fn get_connection<S: ConnectionStore + RunStore, M, Q>(deps: &Deps<S, M, Q>, id: &str) -> Response<Body> {
+async fn get_connection<S: ConnectionStore + RunStore, M, Q, A>(deps: &Deps<S, M, Q, A>, id: &str) -> Response<Body> {
     match deps.store.get_connection(id).await {
         Ok(Some(connection)) => match deps.store.list_runs(id).await {
             Ok(runs) => http::json(200, &ConnectionView::new(&connection, &runs)),
@@ -187,8 +326,8 @@ struct SyncRequest {
     object_types: Option<Vec<String>>,
 }
 
-async fn request_sync<S: ConnectionStore, M, Q: JobQueue>(
-    deps: &Deps<S, M, Q>,
+async fn request_sync<S: ConnectionStore, M, Q: JobQueue, A>(
+    deps: &Deps<S, M, Q, A>,
     id: &str,
     request: &Request,
 ) -> Response<Body> {
@@ -240,8 +379,8 @@ fn not_found() -> Response<Body> {
 }
 
 /// Tokens first (at once, in one write), then the mirrored data.
-async fn disconnect<S: ConnectionStore + RunStore, M: MirrorStore, Q>(
-    deps: &Deps<S, M, Q>,
+async fn disconnect<S: ConnectionStore + RunStore, M: MirrorStore, Q, A>(
+    deps: &Deps<S, M, Q, A>,
     id: &str,
 ) -> Response<Body> {
     match deps.store.revoke_connection(id, OffsetDateTime::now_utc()).await {
@@ -258,8 +397,8 @@ async fn disconnect<S: ConnectionStore + RunStore, M: MirrorStore, Q>(
     get_connection(deps, id).await
 }
 
-async fn objects<S: ConnectionStore, M: MirrorStore, Q>(
-    deps: &Deps<S, M, Q>,
+async fn objects<S: ConnectionStore, M: MirrorStore, Q, A>(
+    deps: &Deps<S, M, Q, A>,
     id: &str,
     object_type: &str,
     request: &Request,
@@ -314,7 +453,7 @@ pub struct RunView<'a> {
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
     pub counts: Option<&'a store::RunCounts>,
-    pub error: Option<&'a str>,
+    pub error: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// What the API shows of a connection: everything but the credentials.
@@ -328,8 +467,11 @@ pub struct ConnectionView<'a> {
     pub status_reason: Option<&'a str>,
     pub sites: &'a [store::Site],
     pub scopes: &'a [String],
-    /// The Atlassian account that consented.
+    /// The Atlassian account that consented (OAuth), or the site token's account (admin key).
     pub account_id: &'a str,
+    /// The organization an admin key administers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<&'a str>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -349,17 +491,16 @@ impl<'a> ConnectionView<'a> {
                         started_at: Some(run.started_at),
                         finished_at: run.finished_at,
                         counts: Some(&run.counts),
-                        error: run.error.as_deref(),
+                        error: run.error.as_deref().map(std::borrow::Cow::Borrowed),
                     }),
-                    // Known before any run: no site has the product this type comes from.
-                    None if sync::engine::sites_for(c, object_type).is_empty() => Some(RunView {
+                    // Known before any run: the connection cannot sync this type, and why.
+                    None => sync::engine::availability(c, object_type).err().map(|reason| RunView {
                         status: RunStatus::NotAvailable,
                         started_at: None,
                         finished_at: None,
                         counts: None,
-                        error: Some("no site of this connection has the product this object type comes from"),
+                        error: Some(std::borrow::Cow::Owned(reason)),
                     }),
-                    None => None,
                 };
                 (object_type.as_str(), view)
             })
@@ -373,6 +514,7 @@ impl<'a> ConnectionView<'a> {
             sites: &c.sites,
             scopes: &c.scopes,
             account_id: &c.account_id,
+            org_id: c.org_id.as_deref(),
             created_at: c.created_at,
             updated_at: c.updated_at,
             sync,

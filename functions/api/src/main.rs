@@ -9,12 +9,18 @@ async fn main() -> Result<(), lambda_http::Error> {
     runtime::init_tracing();
     let config = Config::from_env(&Env(ProcessEnv))?;
     let aws = runtime::aws_config().await;
-    let management_key = secrets::read(&runtime::secretsmanager(&aws), &config.management_key_secret_id).await?;
+    let secretsmanager = runtime::secretsmanager(&aws);
+    let management_key = secrets::read(&secretsmanager, &config.management_key_secret_id).await?;
+    let keys = tokens::KeyRing::from_json(secrecy::ExposeSecret::expose_secret(
+        &secrets::read(&secretsmanager, &config.token_keys_secret_id).await?,
+    ))?;
     let dynamodb = runtime::dynamodb(&aws);
     let deps = Deps {
         store: DynamoStore::new(dynamodb.clone(), &config.table),
         mirror: DynamoMirror::new(dynamodb, &config.mirror_table),
         queue: sync::queue::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.sync_queue_url),
+        atlassian: atlassian::AtlassianClient::without_oauth(atlassian::http_client()?, config.endpoints.clone()),
+        keys,
         management_key,
         sessions: config.session_settings(),
     };

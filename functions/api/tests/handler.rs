@@ -1,6 +1,7 @@
 //! The management API's handler over the in-memory store.
 
 use api::{Deps, handle};
+use atlassian::fake::FakeAtlassian;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt};
 use secrecy::SecretString;
@@ -12,11 +13,13 @@ use tokens::connect::{ReturnUrlAllowList, SessionSettings};
 
 const KEY: &str = "mk_test_management_key";
 
-fn deps() -> Deps<MemoryStore, MemoryStore, MemoryQueue> {
+fn deps() -> Deps<MemoryStore, MemoryStore, MemoryQueue, FakeAtlassian> {
     Deps {
         store: MemoryStore::new(),
         mirror: MemoryStore::new(),
         queue: MemoryQueue::default(),
+        atlassian: FakeAtlassian::granting(&[]),
+        keys: tokens::KeyRing::from_json(&tokens::KeyRing::generate_json("v1")).unwrap(),
         management_key: SecretString::from(KEY),
         sessions: SessionSettings {
             public_base_url: url::Url::parse("https://connector.example").unwrap(),
@@ -38,7 +41,10 @@ fn request(method: Method, path_and_query: &str, key: Option<&str>, body: Option
     builder.body(body).unwrap().with_query_string_parameters(query)
 }
 
-async fn call(deps: &Deps<MemoryStore, MemoryStore, MemoryQueue>, request: Request) -> (StatusCode, Value) {
+async fn call(
+    deps: &Deps<MemoryStore, MemoryStore, MemoryQueue, FakeAtlassian>,
+    request: Request,
+) -> (StatusCode, Value) {
     let response = handle(deps, request).await.unwrap();
     let status = response.status();
     let body = match response.body() {
@@ -138,7 +144,7 @@ async fn unknown_things_are_json_errors() {
     assert!(deps.store.list_connections("t").await.unwrap().is_empty());
 }
 
-async fn connected(deps: &Deps<MemoryStore, MemoryStore, MemoryQueue>, products: Vec<store::Product>) {
+async fn connected(deps: &Deps<MemoryStore, MemoryStore, MemoryQueue, FakeAtlassian>, products: Vec<store::Product>) {
     let session = contract::session("tenant-1");
     deps.store.put_session(&session).await.unwrap();
     let mut connection = contract::connection("tenant-1", "con_1");
@@ -290,4 +296,43 @@ async fn a_sync_is_queued_per_object_type() {
     let (status, answer) = call(&deps, request(Method::POST, "/connections/con_1/sync", Some(KEY), None)).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("connection_not_active")));
     assert_eq!(deps.queue.jobs.lock().unwrap().len(), 6, "refused requests queue nothing");
+}
+
+#[tokio::test]
+async fn admin_key_connections_are_checked_before_anything_is_asked_or_stored() {
+    let deps = deps();
+    let base = json!({
+        "tenant_id": "t-admin", "mode": "admin_api_key", "org_id": "org-1", "admin_api_key": "ATCTT3xFfGN0-secret-key",
+    });
+    let with = |extra: Value| {
+        let mut body = base.clone();
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let cases = [
+        (with(json!({"mode": "oauth"})), "unsupported_mode"),
+        (with(json!({"org_id": " "})), "missing_field"),
+        (with(json!({"site_url": "https://acme.atlassian.net"})), "incomplete_site_token"),
+        (
+            with(json!({"site_url": "http://acme.atlassian.net", "site_email": "a@b.c", "site_api_token": "t"})),
+            "invalid_site_url",
+        ),
+        (with(json!({"products": ["jira"]})), "products_need_site"),
+        (
+            with(
+                json!({"site_url": "https://a.atlassian.net", "site_email": "a@b.c", "site_api_token": "t", "products": ["bitbucket"]}),
+            ),
+            "unknown_product",
+        ),
+        (json!({"tenant_id": 7}), "invalid_body"),
+    ];
+    for (body, code) in cases {
+        let (status, answer) = call(&deps, request(Method::POST, "/connections", Some(KEY), Some(body))).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{answer}");
+        assert!(!answer.to_string().contains("secret-key"), "the key is never echoed: {answer}");
+    }
+    // Well-formed, but the key administers no org by that id (the fake's key administers none): 422, nothing stored.
+    let (status, answer) = call(&deps, request(Method::POST, "/connections", Some(KEY), Some(base))).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("wrong_org_id")));
+    assert!(deps.store.list_connections("t-admin").await.unwrap().is_empty());
 }

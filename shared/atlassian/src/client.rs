@@ -7,6 +7,7 @@ use oauth2::{
     RefreshToken, RequestTokenError, TokenResponse, TokenUrl,
 };
 use serde::de::DeserializeOwned;
+use std::future::Future;
 use std::time::Duration;
 use url::Url;
 
@@ -73,7 +74,8 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
 pub struct AtlassianClient {
     http: reqwest::Client,
     endpoints: Endpoints,
-    oauth: TokenClient,
+    /// `None` for a client of the Admin API and sites only (the management API holds no OAuth app secret).
+    oauth: Option<TokenClient>,
     retry: RetryPolicy,
 }
 
@@ -85,7 +87,16 @@ impl AtlassianClient {
             .set_token_uri(TokenUrl::from_url(endpoints.token_url()))
             .set_redirect_uri(RedirectUrl::from_url(redirect_uri))
             .set_auth_type(AuthType::RequestBody);
-        Self { http, endpoints, oauth, retry: RetryPolicy::default() }
+        Self { http, endpoints, oauth: Some(oauth), retry: RetryPolicy::default() }
+    }
+
+    /// A client for the Admin API and sites' own APIs (API keys, Basic tokens), without an OAuth app.
+    pub fn without_oauth(http: reqwest::Client, endpoints: Endpoints) -> Self {
+        Self { http, endpoints, oauth: None, retry: RetryPolicy::default() }
+    }
+
+    fn oauth(&self) -> Result<&TokenClient, OAuthError> {
+        self.oauth.as_ref().ok_or(OAuthError::NotConfigured)
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -99,15 +110,32 @@ impl AtlassianClient {
     }
 
     /// A GET with the retry policy: exponential backoff with jitter, at least the server's `Retry-After`.
-    pub(crate) async fn get_json<T: DeserializeOwned>(&self, url: Url, token: &AccessToken) -> Result<T, ApiError> {
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, url: Url, auth: Auth<'_>) -> Result<T, ApiError> {
+        self.with_retries(|| self.send_once(reqwest::Method::GET, url.clone(), auth, None)).await
+    }
+
+    /// A POST of a JSON body with the same retries (for the Admin API's read-only searches).
+    pub(crate) async fn post_json<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        auth: Auth<'_>,
+        body: &serde_json::Value,
+    ) -> Result<T, ApiError> {
+        self.with_retries(|| self.send_once(reqwest::Method::POST, url.clone(), auth, Some(body))).await
+    }
+
+    async fn with_retries<T, F, Fut>(&self, call: F) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.retry.min_delay)
             .with_max_delay(self.retry.max_delay)
             .with_max_times(self.retry.max_retries)
             .with_jitter();
         let max_delay = self.retry.max_delay;
-        (|| self.get_once(url.clone(), token))
-            .retry(backoff)
+        call.retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|e: &ApiError| e.is_transient() && !e.is_quota_exhausted())
             .adjust(move |e: &ApiError, delay| match (e, delay) {
@@ -120,24 +148,32 @@ impl AtlassianClient {
             .await
     }
 
-    async fn get_once<T: DeserializeOwned>(&self, url: Url, token: &AccessToken) -> Result<T, ApiError> {
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(token.secret())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(ApiError::Transport)?;
+    async fn send_once<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        url: Url,
+        auth: Auth<'_>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ApiError> {
+        let mut request = self.http.request(method, url).header(reqwest::header::ACCEPT, "application/json");
+        request = match auth {
+            Auth::Bearer(secret) => request.bearer_auth(secret),
+            Auth::Basic { user, password } => request.basic_auth(user, Some(password)),
+        };
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(ApiError::Transport)?;
         let status = response.status();
         match status.as_u16() {
             200..=299 => response.json().await.map_err(ApiError::Decode),
-            401 | 403 => Err(ApiError::Unauthorized { status: status.as_u16() }),
+            401 | 403 => Err(unauthorized(status.as_u16(), response).await),
             404 => Err(ApiError::NotFound),
             429 => {
                 let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let retry_after = header("retry-after")
                     .and_then(|v| v.trim().parse::<u64>().ok())
+                    .or_else(|| header("x-ratelimit-reset").and_then(|v| seconds_until(&v)))
                     // Servers have sent `Retry-After: 0`; never hammer back at once.
                     .map(|secs| Duration::from_secs(secs.max(1)));
                 Err(ApiError::RateLimited { retry_after, reason: header("ratelimit-reason") })
@@ -147,10 +183,34 @@ impl AtlassianClient {
     }
 }
 
+/// How a request authenticates: a Bearer token (3LO access token, admin API key) or Basic `email:API token`.
+#[derive(Clone, Copy)]
+pub(crate) enum Auth<'a> {
+    Bearer(&'a str),
+    Basic { user: &'a str, password: &'a str },
+}
+
+/// A 401/403, with whether the server said the credential expired (the Admin API says so for expired keys).
+async fn unauthorized(status: u16, response: reqwest::Response) -> ApiError {
+    // Read a little of the body, never log it: it names the problem, not the secret.
+    let text = response.text().await.unwrap_or_default();
+    let expired = text.len() < 4096 && text.to_ascii_lowercase().contains("expired");
+    ApiError::Unauthorized { status, expired }
+}
+
+/// Seconds from now until an `X-RateLimit-Reset` (RFC 3339 / ISO 8601 time, or epoch seconds).
+fn seconds_until(reset: &str) -> Option<u64> {
+    let now = time::OffsetDateTime::now_utc();
+    let at = time::OffsetDateTime::parse(reset.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()
+        .or_else(|| reset.trim().parse::<i64>().ok().and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok()))?;
+    Some((at - now).whole_seconds().max(0) as u64)
+}
+
 impl AtlassianApi for AtlassianClient {
     async fn exchange_code(&self, code: &AuthorizationCode) -> Result<TokenGrant, OAuthError> {
         let response = self
-            .oauth
+            .oauth()?
             .exchange_code(AuthorizationCode::new(code.secret().clone()))
             .request_async(&self.http)
             .await
@@ -160,7 +220,7 @@ impl AtlassianApi for AtlassianClient {
 
     async fn refresh_token(&self, refresh_token: &RefreshToken) -> Result<TokenGrant, OAuthError> {
         let response = self
-            .oauth
+            .oauth()?
             .exchange_refresh_token(refresh_token)
             .request_async(&self.http)
             .await
@@ -169,11 +229,11 @@ impl AtlassianApi for AtlassianClient {
     }
 
     async fn accessible_resources(&self, token: &AccessToken) -> Result<Vec<AccessibleResource>, ApiError> {
-        self.get_json(self.endpoints.accessible_resources_url(), token).await
+        self.get_json(self.endpoints.accessible_resources_url(), Auth::Bearer(token.secret())).await
     }
 
     async fn me(&self, token: &AccessToken) -> Result<Me, ApiError> {
-        self.get_json(self.endpoints.me_url(), token).await
+        self.get_json(self.endpoints.me_url(), Auth::Bearer(token.secret())).await
     }
 }
 

@@ -16,6 +16,9 @@ pub enum OAuthError {
     /// The response was not a token response nor an OAuth error (e.g. a 5xx page).
     #[error("the token endpoint gave an unreadable answer")]
     Protocol,
+    /// This client was built without the OAuth app's credentials.
+    #[error("no OAuth app is configured for this client")]
+    NotConfigured,
     #[error("the token endpoint could not be reached")]
     Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -23,8 +26,9 @@ pub enum OAuthError {
 /// Failures of the REST API calls.
 #[derive(Debug, Error)]
 pub enum ApiError {
-    #[error("Atlassian refused the access token (HTTP {status})")]
-    Unauthorized { status: u16 },
+    /// 401/403. `expired`: the server said the credential expired (the Admin API does for expired keys).
+    #[error("Atlassian refused the credential (HTTP {status})")]
+    Unauthorized { status: u16, expired: bool },
     #[error("Atlassian found no such resource (HTTP 404)")]
     NotFound,
     /// `429`: `retry_after` is the server's `Retry-After` (0 already clamped to 1 s); `reason` its

@@ -21,6 +21,8 @@ pub struct FakeAtlassian {
     refresh_count: std::sync::atomic::AtomicUsize,
     /// How long a refresh takes, so concurrent callers overlap.
     pub refresh_latency: Duration,
+    /// The orgs an admin API key administers.
+    pub admin_orgs: Vec<crate::admin::AdminOrg>,
 }
 
 /// A grant with the given scopes, and a refresh token when `refresh`.
@@ -55,6 +57,7 @@ impl FakeAtlassian {
             refreshes: Mutex::default(),
             refresh_count: Default::default(),
             refresh_latency: Duration::ZERO,
+            admin_orgs: Vec::new(),
         }
     }
 
@@ -174,4 +177,57 @@ impl crate::DirectoryApi for FakeAtlassian {
 
 fn empty_page<T>() -> crate::rest::Page<T> {
     crate::rest::Page { start_at: 0, max_results: 50, total: Some(0), is_last: Some(true), values: Vec::new() }
+}
+
+/// An Admin API whose key administers the orgs in [`FakeAtlassian::admin_orgs`] and whose directory is empty.
+impl crate::admin::AdminApi for FakeAtlassian {
+    async fn orgs(&self, _: &crate::AdminKey) -> Result<Vec<crate::admin::AdminOrg>, ApiError> {
+        self.record("admin_orgs");
+        Ok(self.admin_orgs.clone())
+    }
+    async fn users_v2(
+        &self,
+        _: &crate::AdminKey,
+        _: &str,
+        _: Option<&str>,
+        _: Option<&str>,
+    ) -> Result<crate::admin::AdminPage<crate::admin::AdminUser>, ApiError> {
+        Ok(crate::admin::AdminPage { data: Vec::new(), next: None })
+    }
+    async fn users_v1(
+        &self,
+        _: &crate::AdminKey,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<crate::admin::AdminPage<crate::admin::AdminUser>, ApiError> {
+        Ok(crate::admin::AdminPage { data: Vec::new(), next: None })
+    }
+    async fn groups_v2(
+        &self,
+        _: &crate::AdminKey,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<crate::admin::AdminPage<crate::admin::AdminGroup>, ApiError> {
+        Ok(crate::admin::AdminPage { data: Vec::new(), next: None })
+    }
+    async fn workspaces(&self, _: &crate::AdminKey, _: &str) -> Result<Vec<crate::admin::Workspace>, ApiError> {
+        Ok(Vec::new())
+    }
+    async fn site_myself(&self, _: &crate::SiteLogin) -> Result<crate::rest::JiraUser, ApiError> {
+        Err(ApiError::Unauthorized { status: 401, expired: false })
+    }
+    async fn site_projects_page(
+        &self,
+        _: &crate::SiteLogin,
+        _: usize,
+    ) -> Result<crate::rest::Page<crate::rest::JiraProject>, ApiError> {
+        Ok(empty_page())
+    }
+    async fn site_spaces_page(
+        &self,
+        _: &crate::SiteLogin,
+        _: Option<&str>,
+    ) -> Result<crate::rest::SpacesPage, ApiError> {
+        Ok(crate::rest::SpacesPage { results: Vec::new(), next: None })
+    }
 }

@@ -7,6 +7,7 @@
 //! Secrets stay in `oauth2`'s secret types (`AccessToken`, `RefreshToken`, `AuthorizationCode`, `ClientSecret`), which
 //! redact `Debug`; error values never carry a response body, because token-endpoint bodies can hold tokens.
 
+pub mod admin;
 mod client;
 mod error;
 #[cfg(feature = "fake")]
@@ -14,6 +15,7 @@ pub mod fake;
 pub mod rest;
 mod types;
 
+pub use admin::{AdminApi, AdminKey, SiteLogin};
 pub use client::{AtlassianClient, ClientCredentials, Endpoints, http_client};
 pub use error::{ApiError, OAuthError};
 pub use oauth2::{AccessToken, AuthorizationCode, ClientId, ClientSecret, RefreshToken};

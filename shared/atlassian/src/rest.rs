@@ -105,10 +105,26 @@ pub struct SpacesPage {
 }
 
 #[derive(Deserialize)]
-struct SpacesBody {
+pub(crate) struct SpacesBody {
     results: Vec<ConfluenceSpace>,
     #[serde(rename = "_links", default)]
     links: Option<SpacesLinks>,
+}
+
+impl From<SpacesBody> for SpacesPage {
+    fn from(body: SpacesBody) -> Self {
+        Self { results: body.results, next: body.links.and_then(|l| l.next) }
+    }
+}
+
+/// The path of a `project/search` page (the same behind the gateway and on a site).
+pub(crate) fn projects_path(start_at: usize) -> String {
+    format!("/rest/api/3/project/search?expand=lead&startAt={start_at}&maxResults={PROJECTS_PAGE}")
+}
+
+/// The path of the first v2 `spaces` page.
+pub(crate) fn spaces_first_path() -> String {
+    format!("/wiki/api/v2/spaces?limit={SPACES_PAGE}")
 }
 
 #[derive(Deserialize)]
@@ -194,7 +210,7 @@ impl DirectoryApi for crate::AtlassianClient {
             cloud_id,
             &format!("/rest/api/3/users/search?startAt={start_at}&maxResults={USERS_PAGE}"),
         )?;
-        self.get_json(url, token).await
+        self.get_json(url, crate::client::Auth::Bearer(token.secret())).await
     }
 
     async fn groups_page(
@@ -208,7 +224,7 @@ impl DirectoryApi for crate::AtlassianClient {
             cloud_id,
             &format!("/rest/api/3/group/bulk?startAt={start_at}&maxResults={GROUPS_PAGE}"),
         )?;
-        self.get_json(url, token).await
+        self.get_json(url, crate::client::Auth::Bearer(token.secret())).await
     }
 
     async fn group_members_page(
@@ -222,7 +238,7 @@ impl DirectoryApi for crate::AtlassianClient {
         let path = format!(
             "/rest/api/3/group/member?groupId={group_id}&includeInactiveUsers=true&startAt={start_at}&maxResults={MEMBERS_PAGE}"
         );
-        self.get_json(self.gateway("jira", cloud_id, &path)?, token).await
+        self.get_json(self.gateway("jira", cloud_id, &path)?, crate::client::Auth::Bearer(token.secret())).await
     }
 
     async fn projects_page(
@@ -231,8 +247,8 @@ impl DirectoryApi for crate::AtlassianClient {
         cloud_id: &str,
         start_at: usize,
     ) -> Result<Page<JiraProject>, ApiError> {
-        let path = format!("/rest/api/3/project/search?expand=lead&startAt={start_at}&maxResults={PROJECTS_PAGE}");
-        self.get_json(self.gateway("jira", cloud_id, &path)?, token).await
+        let path = projects_path(start_at);
+        self.get_json(self.gateway("jira", cloud_id, &path)?, crate::client::Auth::Bearer(token.secret())).await
     }
 
     async fn spaces_page(
@@ -241,12 +257,13 @@ impl DirectoryApi for crate::AtlassianClient {
         cloud_id: &str,
         next: Option<&str>,
     ) -> Result<SpacesPage, ApiError> {
-        let first = format!("/wiki/api/v2/spaces?limit={SPACES_PAGE}");
+        let first = spaces_first_path();
         let path = next.unwrap_or(&first);
         if !path.starts_with("/wiki/") {
             return Err(ApiError::Status { status: 400 });
         }
-        let body: SpacesBody = self.get_json(self.gateway("confluence", cloud_id, path)?, token).await?;
-        Ok(SpacesPage { results: body.results, next: body.links.and_then(|l| l.next) })
+        let url = self.gateway("confluence", cloud_id, path)?;
+        let body: SpacesBody = self.get_json(url, crate::client::Auth::Bearer(token.secret())).await?;
+        Ok(body.into())
     }
 }

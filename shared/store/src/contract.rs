@@ -45,6 +45,7 @@ pub fn connection(tenant_id: &str, connection_id: &str) -> Connection {
         }],
         scopes: vec!["read:jira-user".into(), "offline_access".into()],
         account_id: "557058:admin".into(),
+        org_id: None,
         credentials: SealedCredentials { key_version: "v1".into(), blob: vec![1, 2, 3, 0, 255] },
         token_version: 0,
         created_at: now,

@@ -219,6 +219,24 @@ impl ConnectionStore for DynamoStore {
             .ok_or_else(|| StoreError::Dynamo("the connection vanished right after it was written".into()).into())
     }
 
+    async fn upsert_connection(&self, connection: &Connection) -> Result<Connection, StoreError> {
+        let upsert = connection_upsert(&self.table, connection)?;
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(connection_pk(&connection.connection_id)))
+            .key("sk", AttributeValue::S("CONN".into()))
+            .update_expression(upsert.update_expression())
+            .set_expression_attribute_names(upsert.expression_attribute_names().cloned())
+            .set_expression_attribute_values(upsert.expression_attribute_values().cloned())
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(StoreError::dynamo)?;
+        output.attributes.map(from_item).transpose()?.ok_or(StoreError::Dynamo("the upsert returned no item".into()))
+    }
+
     async fn update_sites(&self, id: &str, sites: &[crate::Site], now: OffsetDateTime) -> Result<(), StoreError> {
         let sites = serde_dynamo::to_attribute_value(sites).map_err(StoreError::Corrupt)?;
         self.update_connection_if(

@@ -126,6 +126,11 @@ pub trait ConnectionStore: Send + Sync {
         connection: &Connection,
     ) -> impl Future<Output = Result<Connection, CompleteError>> + Send;
 
+    /// Creates or updates a connection made without a connect session (an admin API key): keeps its `created_at`,
+    /// bumps its `token_version`. Returns the stored connection.
+    fn upsert_connection(&self, connection: &Connection)
+    -> impl Future<Output = Result<Connection, StoreError>> + Send;
+
     /// Replaces the connection's sites (as a sync found them in `accessible-resources`).
     fn update_sites(
         &self,

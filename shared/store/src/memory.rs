@@ -107,15 +107,11 @@ impl ConnectionStore for MemoryStore {
             Some(session) if session.used_at.is_none() => session.used_at = Some(connection.updated_at),
             _ => return Err(CompleteError::SessionUsed),
         }
-        let mut stored = connection.clone();
-        if let Some(existing) = inner.connections.get(&connection.connection_id) {
-            stored.created_at = existing.created_at;
-            stored.token_version = existing.token_version + 1;
-        } else {
-            stored.token_version = 1;
-        }
-        inner.connections.insert(stored.connection_id.clone(), stored.clone());
-        Ok(stored)
+        Ok(upsert(&mut inner, connection))
+    }
+
+    async fn upsert_connection(&self, connection: &Connection) -> Result<Connection, StoreError> {
+        Ok(upsert(&mut self.lock(), connection))
     }
 
     async fn update_sites(&self, id: &str, sites: &[crate::Site], now: OffsetDateTime) -> Result<(), StoreError> {
@@ -153,6 +149,18 @@ impl ConnectionStore for MemoryStore {
 }
 
 /// The connection, if its `token_version` is still `expected` (the condition of every credentials write).
+fn upsert(inner: &mut Inner, connection: &Connection) -> Connection {
+    let mut stored = connection.clone();
+    if let Some(existing) = inner.connections.get(&connection.connection_id) {
+        stored.created_at = existing.created_at;
+        stored.token_version = existing.token_version + 1;
+    } else {
+        stored.token_version = 1;
+    }
+    inner.connections.insert(stored.connection_id.clone(), stored.clone());
+    stored
+}
+
 fn at_version<'a>(inner: &'a mut Inner, id: &str, expected: u64) -> Option<&'a mut Connection> {
     inner.connections.get_mut(id).filter(|c| c.token_version == expected)
 }

@@ -34,6 +34,8 @@ pub struct OAuthState {
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionMode {
     Oauth,
+    /// An org admin API key (and optionally a site's email + API token).
+    AdminApiKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,8 +95,11 @@ pub struct Connection {
     pub status_reason: Option<String>,
     pub sites: Vec<Site>,
     pub scopes: Vec<String>,
-    /// The Atlassian account that consented (the grant's owner).
+    /// The Atlassian account that consented (the grant's owner); for an admin key, the site token's account, if any.
     pub account_id: String,
+    /// The organization an admin key administers (admin-key connections only).
+    #[serde(default)]
+    pub org_id: Option<String>,
     #[serde(default)]
     pub credentials: SealedCredentials,
     /// Bumped on every credentials write; later refreshes use it for optimistic concurrency.

@@ -117,6 +117,14 @@ where
     if abandoned {
         deps.store.clear_checkpoint(connection_id, object_type).await?;
     }
+    if connection.mode == store::ConnectionMode::AdminApiKey {
+        // Not built yet: said plainly on the run instead of failing into the dead-letter queue.
+        record.status = RunStatus::NotAvailable;
+        record.error = Some("syncing admin-key connections through the Admin API is not built yet".into());
+        record.finished_at = Some(now);
+        deps.store.save_run(connection_id, &record).await?;
+        return Ok(Outcome::Finished(record.status, record.counts));
+    }
     let pacing = Pacing { deadline, ..deps.pacing.clone() };
     let result = sync(deps, &connection, object_type, run_id, resume, pacing, now).await;
     let retry = match result {
@@ -190,9 +198,8 @@ where
             })?;
     let connection = &refresh_sites(deps, connection, &token).await?;
     let sites = engine::sites_for(connection, object_type);
-    if sites.is_empty() && resume.is_none() {
-        let product = if object_type == ObjectType::Spaces { "Confluence" } else { "Jira" };
-        return Err(Failure::NotAvailable(format!("no site this grant reaches has {product} in its granted scopes")));
+    if resume.is_none() {
+        engine::availability(connection, object_type).map_err(Failure::NotAvailable)?;
     }
     let run = engine::Run {
         directory: deps.atlassian,

@@ -343,6 +343,7 @@ where
             .collect(),
         scopes: granted,
         account_id: me.account_id,
+        org_id: None,
         credentials: sealed,
         token_version: 0,
         created_at: now,

@@ -1,4 +1,5 @@
-//! The OAuth credentials of a connection, and how they are sealed into and opened from the store.
+//! The credentials of a connection (OAuth tokens, or an admin API key with an optional site token), and how they
+//! are sealed into and opened from the store. Both are sealed the same way, bound to the connection id.
 
 use crate::crypto::{CryptoError, KeyRing};
 use atlassian::{AccessToken, RefreshToken};
@@ -22,6 +23,68 @@ pub fn seal(keys: &KeyRing, connection_id: &str, credentials: &Credentials) -> R
 }
 
 pub fn open(keys: &KeyRing, connection_id: &str, sealed: &SealedCredentials) -> Result<Credentials, CryptoError> {
+    let plaintext = keys.open(sealed, connection_id)?;
+    serde_json::from_slice(&plaintext).map_err(|_| CryptoError::Open)
+}
+
+/// An admin-key connection's secrets. `Debug` is redacted; only [`seal_admin`] serialises them.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AdminCredentials {
+    admin_api_key: String,
+    #[serde(default)]
+    site_email: Option<String>,
+    #[serde(default)]
+    site_api_token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminCredentials")
+            .field("admin_api_key", &"[redacted]")
+            .field("site_email", &self.site_email)
+            .field("site_api_token", &self.site_api_token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl AdminCredentials {
+    pub fn from_request(request: &crate::admin::AdminConnectRequest) -> Self {
+        use secrecy::ExposeSecret;
+        Self {
+            admin_api_key: request.admin_api_key.expose().to_owned(),
+            site_email: request.site.as_ref().map(|s| s.email.clone()),
+            site_api_token: request.site.as_ref().map(|s| s.api_token.expose_secret().to_owned()),
+        }
+    }
+
+    pub fn key(&self) -> atlassian::AdminKey {
+        atlassian::AdminKey::new(self.admin_api_key.clone())
+    }
+
+    /// The site login, given the site's URL (kept on the connection).
+    pub fn site_login(&self, site_url: &url::Url) -> Option<atlassian::SiteLogin> {
+        Some(atlassian::SiteLogin {
+            site_url: site_url.clone(),
+            email: self.site_email.clone()?,
+            api_token: secrecy::SecretString::from(self.site_api_token.clone()?),
+        })
+    }
+}
+
+pub fn seal_admin(
+    keys: &KeyRing,
+    connection_id: &str,
+    credentials: &AdminCredentials,
+) -> Result<SealedCredentials, CryptoError> {
+    let plaintext = serde_json::to_vec(credentials).map_err(|_| CryptoError::Seal)?;
+    keys.seal(&plaintext, connection_id)
+}
+
+pub fn open_admin(
+    keys: &KeyRing,
+    connection_id: &str,
+    sealed: &SealedCredentials,
+) -> Result<AdminCredentials, CryptoError> {
     let plaintext = keys.open(sealed, connection_id)?;
     serde_json::from_slice(&plaintext).map_err(|_| CryptoError::Open)
 }

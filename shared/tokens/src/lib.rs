@@ -1,5 +1,6 @@
 //! The token lifecycle: connect sessions, the authorize URL, the code exchange and the sealing of tokens at rest.
 
+pub mod admin;
 pub mod connect;
 pub mod credentials;
 pub mod crypto;

@@ -27,9 +27,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 use url::Url;
 
+mod admin;
 mod org;
 mod rest;
 
+pub use admin::{FOREIGN_SITE, ORG_ID, ORG_NAME};
 pub use org::{Group, Org, OrgSize, Project, SiteDef, Space, User, site_id};
 pub use rest::Faults;
 
@@ -99,6 +101,7 @@ struct Inner {
     rest_requests: std::collections::BTreeMap<&'static str, u64>,
     points: u64,
     rest_counter: u64,
+    admin: admin::AdminState,
 }
 
 #[derive(Clone)]
@@ -142,6 +145,7 @@ impl Sandbox {
             .route("/__sandbox/grants/{account_id}/revoke", post(revoke))
             .route("/__sandbox/grants/{account_id}/sites/{cloud_id}/remove", post(remove_site))
             .merge(rest::routes())
+            .merge(admin::routes())
             .with_state(self)
     }
 

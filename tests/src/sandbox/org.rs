@@ -30,6 +30,8 @@ pub struct User {
     /// `atlassian`, `app` or `customer`.
     pub account_type: String,
     pub org_admin: bool,
+    /// Suspended from the org (the Admin API says so; Jira's own view does not show it).
+    pub suspended: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -65,6 +67,8 @@ pub struct SiteDef {
     pub id: String,
     pub url: String,
     pub name: String,
+    /// Whether Confluence is one of the site's products (Jira always is).
+    pub confluence: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -100,6 +104,7 @@ fn user(i: usize) -> User {
         active: i % 17 != 16,
         account_type: if i > 0 && i % 50 == 49 { "app".into() } else { "atlassian".into() },
         org_admin: i < 3,
+        suspended: i % 23 == 22,
     }
 }
 
@@ -143,7 +148,7 @@ impl Org {
         let sites: Vec<SiteDef> = (0..size.sites)
             .map(|i| {
                 let name = if i == 0 { "acme".to_string() } else { format!("acme-{i}") };
-                SiteDef { id: site_id(i), url: format!("https://{name}.atlassian.net"), name }
+                SiteDef { id: site_id(i), url: format!("https://{name}.atlassian.net"), name, confluence: true }
             })
             .collect();
         let groups = (0..size.groups).map(|i| group(i, &users)).collect();

@@ -68,6 +68,20 @@ impl Sandbox {
         product: &str,
         any_scope: &[&str],
     ) -> Result<String, Response> {
+        self.faults(route, product).await?;
+        let (account_id, sites, scopes) = self.grant_for_bearer(headers)?;
+        if !sites.iter().any(|s| s == cloud_id) {
+            return Err(unauthorized("Unauthorized; site is not part of this grant"));
+        }
+        if !any_scope.iter().any(|wanted| scopes.iter().any(|s| s == wanted)) {
+            return Err(unauthorized("Unauthorized; scope does not match"));
+        }
+        Ok(account_id)
+    }
+
+    /// Counts the request and injects the configured faults: latency, then a 429 (Jira and Confluence send
+    /// `Retry-After` and `RateLimit-Reason`; the Admin API only `X-RateLimit-Reset`), a 500, or a dropped connection.
+    pub(super) async fn faults(&self, route: &'static str, product: &str) -> Result<(), Response> {
         let (faults, n) = {
             let mut inner = self.lock();
             inner.rest_counter += 1;
@@ -78,13 +92,16 @@ impl Sandbox {
             tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
         }
         if faults.rate_limit_every > 0 && n % faults.rate_limit_every == 0 {
+            let body = axum::Json(json!({"code": 429, "message": "Rate limit exceeded."}));
+            if product == "admin" {
+                let reset = time::OffsetDateTime::now_utc() + time::Duration::seconds(faults.retry_after_secs as i64);
+                let reset = reset.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                return Err((StatusCode::TOO_MANY_REQUESTS, [("x-ratelimit-reset", reset)], body).into_response());
+            }
             let reason = if product == "jira" { "jira-burst-based" } else { "confluence-quota-global-based" };
-            return Err((
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", faults.retry_after_secs.to_string()), ("ratelimit-reason", reason.to_string())],
-                axum::Json(json!({"code": 429, "message": "Rate limit exceeded."})),
-            )
-                .into_response());
+            let headers =
+                [("retry-after", faults.retry_after_secs.to_string()), ("ratelimit-reason", reason.to_string())];
+            return Err((StatusCode::TOO_MANY_REQUESTS, headers, body).into_response());
         }
         if faults.error_every > 0 && n % faults.error_every == 0 {
             return Err((StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response());
@@ -96,14 +113,7 @@ impl Sandbox {
             let headers = [(axum::http::header::CONTENT_TYPE, "application/json")];
             return Err((headers, axum::body::Body::from_stream(cut)).into_response());
         }
-        let (account_id, sites, scopes) = self.grant_for_bearer(headers)?;
-        if !sites.iter().any(|s| s == cloud_id) {
-            return Err(unauthorized("Unauthorized; site is not part of this grant"));
-        }
-        if !any_scope.iter().any(|wanted| scopes.iter().any(|s| s == wanted)) {
-            return Err(unauthorized("Unauthorized; scope does not match"));
-        }
-        Ok(account_id)
+        Ok(())
     }
 
     fn charge(&self, points: u64) {
@@ -229,9 +239,14 @@ async fn projects(
     {
         return r;
     }
-    let (start, size) = offset(&q, 50, 100);
+    projects_page(&sandbox, &cloud_id, &q)
+}
+
+/// A page of `project/search` on a site, however the caller got in.
+pub(super) fn projects_page(sandbox: &Sandbox, cloud_id: &str, q: &HashMap<String, String>) -> Response {
+    let (start, size) = offset(q, 50, 100);
     let expand_lead = q.get("expand").is_some_and(|e| e.split(',').any(|x| x == "lead"));
-    let site = sandbox.site_url(&cloud_id);
+    let site = sandbox.site_url(cloud_id);
     let org = sandbox.read_org();
     let mut on_site: Vec<_> = org.projects.iter().filter(|p| p.site == cloud_id).collect();
     on_site.sort_by(|a, b| a.key.cmp(&b.key));
@@ -267,6 +282,11 @@ async fn spaces(
     if let Err(r) = sandbox.gate(&headers, &cloud_id, "spaces", "confluence", &["read:space:confluence"]).await {
         return r;
     }
+    spaces_page(&sandbox, &cloud_id, &q)
+}
+
+/// A page of v2 `spaces` on a site, however the caller got in.
+pub(super) fn spaces_page(sandbox: &Sandbox, cloud_id: &str, q: &HashMap<String, String>) -> Response {
     let start = match q.get("cursor") {
         None => 0,
         Some(cursor) => match URL_SAFE_NO_PAD
@@ -283,7 +303,7 @@ async fn spaces(
         },
     };
     let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(25).clamp(1, 250);
-    let site = sandbox.site_url(&cloud_id);
+    let site = sandbox.site_url(cloud_id);
     let org = sandbox.read_org();
     let mut on_site: Vec<_> = org.spaces.iter().filter(|s| s.site == cloud_id).collect();
     on_site.sort_by_key(|s| s.id.parse::<u64>().unwrap_or(u64::MAX));

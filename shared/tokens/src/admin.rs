@@ -1,0 +1,211 @@
+//! The second way in: a connection made from an org admin API key (and optionally a site's email + API token),
+//! validated against Atlassian **before** anything is stored. Each way the credentials can be wrong is its own
+//! [`AdminConnectError`], worded to say what to fix.
+//!
+//! What is checked, in order: the key lists orgs (401 → invalid or expired); the org id is one of them; the key may
+//! read the org's users (v2 directories, or v1 where v2 is not available; 403 → no admin rights); and with a site:
+//! the site is one of the org's workspaces, the email + token sign in to it (`/rest/api/3/myself`), and, when
+//! Confluence was asked for, the org has Confluence on that site.
+
+use crate::credentials::{self, AdminCredentials};
+use crate::crypto::KeyRing;
+use atlassian::ApiError;
+use atlassian::admin::{AdminApi, AdminKey, SiteLogin, Workspace};
+use store::{Connection, ConnectionMode, ConnectionStatus, ConnectionStore, Product, Site, StoreError};
+use thiserror::Error;
+use time::OffsetDateTime;
+use url::Url;
+
+/// What the management API hands over (already parsed; secrets in redacting types).
+#[derive(Debug, Clone)]
+pub struct AdminConnectRequest {
+    pub tenant_id: String,
+    pub org_id: String,
+    pub admin_api_key: AdminKey,
+    pub site: Option<SiteLogin>,
+    /// Products the caller requires on the site; `None`: whatever the org has there.
+    pub products: Option<Vec<Product>>,
+}
+
+#[derive(Debug, Error)]
+pub enum AdminConnectError {
+    #[error(
+        "Atlassian did not accept this API key. Check that it was copied whole, or create a new one: an org admin creates keys at admin.atlassian.com → Settings → API keys."
+    )]
+    KeyRejected,
+    #[error(
+        "This API key has expired (keys last at most a year). An org admin creates a new one at admin.atlassian.com → Settings → API keys."
+    )]
+    KeyExpired,
+    #[error(
+        "This API key does not administer the organization {org_id}. It administers: {known}. The organization ID is in the admin.atlassian.com URL (…/o/<org id>/…) and is shown when the key is created."
+    )]
+    WrongOrg { org_id: String, known: String },
+    #[error(
+        "This API key may not read the organization's users. An org admin must create it at admin.atlassian.com → Settings → API keys, without scopes (or with the scopes to read users, groups and workspaces)."
+    )]
+    NoAdminRights,
+    #[error("{site_url} is not a site of this organization. Give the URL of one of its sites: {known}.")]
+    SiteNotInOrg { site_url: String, known: String },
+    #[error(
+        "The email and API token do not sign in to {site_url}. The token may belong to another account or site, or be revoked; create one at id.atlassian.com → Security → API tokens, as an account with access to this site."
+    )]
+    SiteTokenRejected { site_url: String },
+    #[error(
+        "Confluence is not a product of this organization on {site_url}. Leave \"confluence\" out of \"products\" to connect Jira only."
+    )]
+    ConfluenceMissing { site_url: String },
+    #[error("Atlassian could not be asked right now; try again later.")]
+    Unavailable(#[source] ApiError),
+    #[error("the credentials could not be sealed")]
+    Crypto(#[source] crate::crypto::CryptoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AdminConnectError {
+    /// A stable code for API answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::KeyRejected => "invalid_api_key",
+            Self::KeyExpired => "api_key_expired",
+            Self::WrongOrg { .. } => "wrong_org_id",
+            Self::NoAdminRights => "api_key_not_admin",
+            Self::SiteNotInOrg { .. } => "site_not_in_org",
+            Self::SiteTokenRejected { .. } => "site_token_rejected",
+            Self::ConfluenceMissing { .. } => "confluence_not_in_org",
+            Self::Unavailable(_) => "atlassian_unavailable",
+            Self::Crypto(_) | Self::Store(_) => "internal_error",
+        }
+    }
+
+    /// Whether the caller's input is at fault (400/422) rather than Atlassian or us (502/500).
+    pub fn is_input(&self) -> bool {
+        !matches!(self, Self::Unavailable(_) | Self::Crypto(_) | Self::Store(_))
+    }
+}
+
+/// What Atlassian said about the credentials: the site (if any) with its products, and the site account.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub site: Option<Site>,
+    pub account_id: Option<String>,
+}
+
+/// Checks the credentials with Atlassian. Nothing is stored.
+pub async fn validate<A: AdminApi>(
+    atlassian: &A,
+    request: &AdminConnectRequest,
+) -> Result<Validated, AdminConnectError> {
+    let key = &request.admin_api_key;
+    let orgs = atlassian.orgs(key).await.map_err(key_error)?;
+    if !orgs.iter().any(|o| o.id == request.org_id) {
+        let known =
+            orgs.iter()
+                .map(|o| {
+                    if o.attributes.name.is_empty() {
+                        o.id.clone()
+                    } else {
+                        format!("{} ({})", o.attributes.name, o.id)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+        return Err(AdminConnectError::WrongOrg { org_id: request.org_id.clone(), known });
+    }
+    // Reading users is what the sync does: v2 where the org has it, v1 otherwise.
+    match atlassian.users_v2(key, &request.org_id, None, None).await {
+        Ok(_) => {}
+        Err(ApiError::NotFound) => {
+            atlassian.users_v1(key, &request.org_id, None).await.map_err(key_error)?;
+        }
+        Err(error) => return Err(key_error(error)),
+    }
+    let Some(login) = &request.site else {
+        return Ok(Validated { site: None, account_id: None });
+    };
+    let workspaces = atlassian.workspaces(key, &request.org_id).await.map_err(key_error)?;
+    let site_url = normalize(&login.site_url);
+    let on_site: Vec<&Workspace> = workspaces.iter().filter(|w| same_site(&w.host_url, &site_url)).collect();
+    let Some(first) = on_site.first() else {
+        let mut known: Vec<String> = workspaces.iter().map(|w| w.host_url.clone()).collect();
+        known.sort();
+        known.dedup();
+        return Err(AdminConnectError::SiteNotInOrg { site_url, known: known.join(", ") });
+    };
+    let mut products = Vec::new();
+    if on_site.iter().any(|w| w.is_jira()) {
+        products.push(Product::Jira);
+    }
+    if on_site.iter().any(|w| w.is_confluence()) {
+        products.push(Product::Confluence);
+    }
+    if let Some(wanted) = &request.products
+        && wanted.contains(&Product::Confluence)
+        && !products.contains(&Product::Confluence)
+    {
+        return Err(AdminConnectError::ConfluenceMissing { site_url });
+    }
+    let me = atlassian.site_myself(login).await.map_err(|error| match error {
+        ApiError::Unauthorized { .. } | ApiError::NotFound => {
+            AdminConnectError::SiteTokenRejected { site_url: site_url.clone() }
+        }
+        other => AdminConnectError::Unavailable(other),
+    })?;
+    let name = login.site_url.host_str().unwrap_or_default().split('.').next().unwrap_or_default().to_owned();
+    let site = Site { cloud_id: first.cloud_id.clone(), url: site_url, name, products, lost_at: None };
+    Ok(Validated { site: Some(site), account_id: Some(me.account_id) })
+}
+
+/// Validates, then stores (or updates) the tenant's admin-key connection for the org, its secrets sealed.
+pub async fn connect<S: ConnectionStore, A: AdminApi>(
+    store: &S,
+    atlassian: &A,
+    keys: &KeyRing,
+    request: &AdminConnectRequest,
+    now: OffsetDateTime,
+) -> Result<Connection, AdminConnectError> {
+    let validated = validate(atlassian, request).await?;
+    let connection_id = connection_id(&request.tenant_id, &request.org_id);
+    let sealed = credentials::seal_admin(keys, &connection_id, &AdminCredentials::from_request(request))
+        .map_err(AdminConnectError::Crypto)?;
+    let connection = Connection {
+        connection_id,
+        tenant_id: request.tenant_id.clone(),
+        mode: ConnectionMode::AdminApiKey,
+        status: ConnectionStatus::Active,
+        status_reason: None,
+        sites: validated.site.into_iter().collect(),
+        scopes: Vec::new(),
+        account_id: validated.account_id.unwrap_or_default(),
+        org_id: Some(request.org_id.clone()),
+        credentials: sealed,
+        token_version: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok(store.upsert_connection(&connection).await?)
+}
+
+/// One admin-key connection per (tenant, org): connecting again updates it.
+pub fn connection_id(tenant_id: &str, org_id: &str) -> String {
+    crate::ids::connection_id(tenant_id, &format!("org:{org_id}"))
+}
+
+fn key_error(error: ApiError) -> AdminConnectError {
+    match error {
+        ApiError::Unauthorized { status: 401, expired: true } => AdminConnectError::KeyExpired,
+        ApiError::Unauthorized { status: 401, .. } => AdminConnectError::KeyRejected,
+        ApiError::Unauthorized { .. } => AdminConnectError::NoAdminRights,
+        other => AdminConnectError::Unavailable(other),
+    }
+}
+
+/// `scheme://host[:port][/path]` without a trailing slash: how site URLs are compared and stored.
+fn normalize(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_ascii_lowercase()
+}
+
+fn same_site(host_url: &str, site_url: &str) -> bool {
+    host_url.trim_end_matches('/').eq_ignore_ascii_case(site_url)
+}
