@@ -249,7 +249,7 @@ async fn main() {
                 mirror: &mirror,
                 budget: &sync::budget::Unlimited,
                 checkpoints: &checkpoints,
-                token: &token,
+                credential: sync::engine::Credential::Oauth(&token),
                 connection_id: "con_bench",
                 run_id: "bench",
                 sites: vec![site.clone()],

@@ -567,7 +567,7 @@ mod sync_runs {
             mirror: &mirror,
             budget: &sync::budget::Unlimited,
             checkpoints: &checkpoints,
-            token: &token,
+            credential: sync::engine::Credential::Oauth(&token),
             connection_id: &connection_id,
             run_id: "run",
             sites: sites.clone(),
@@ -612,7 +612,7 @@ mod sync_runs {
     /// the saved checkpoint of `run_id`. `kill_after` cuts an invocation short (dropping it mid-flight, like a
     /// crashed Lambda) after the given time; it grows each time, so the run always ends. Answers the counts and how
     /// many invocations paused and were killed.
-    async fn run_to_completion<D: atlassian::DirectoryApi, M: MirrorStore>(
+    async fn run_to_completion<D: atlassian::DirectoryApi + atlassian::AdminApi, M: MirrorStore>(
         template: &sync::engine::Run<'_, D, M, sync::budget::Unlimited, DynamoStore>,
         run_id: &str,
         mut kill_after: Option<std::time::Duration>,
@@ -670,7 +670,7 @@ mod sync_runs {
             mirror: &mirror,
             budget: &sync::budget::Unlimited,
             checkpoints: &checkpoints,
-            token: &token,
+            credential: sync::engine::Credential::Oauth(&token),
             connection_id: &connection_id,
             run_id: "",
             sites: sites.clone(),
@@ -908,7 +908,11 @@ mod admin_key {
 
     impl Admin {
         async fn new() -> Self {
-            let sandbox = harness::spawn_sandbox(SandboxConfig::default()).await.unwrap();
+            Self::with(SandboxConfig::default()).await
+        }
+
+        async fn with(config: SandboxConfig) -> Self {
+            let sandbox = harness::spawn_sandbox(config).await.unwrap();
             let endpoints = Endpoints { auth_base: sandbox.clone(), api_base: sandbox.clone() };
             let client = AtlassianClient::without_oauth(atlassian::http_client().unwrap(), endpoints);
             let keys = KeyRing::from_json(&KeyRing::generate_json("v1")).unwrap();
@@ -1045,5 +1049,69 @@ mod admin_key {
         let scoped = admin.key(json!({"can_read_users": false})).await;
         let error = admin.refused(admin.request(&unique("tenant"), scoped, None)).await;
         assert!(matches!(error, AdminConnectError::NoAdminRights), "v1 says so too: {error:?}");
+    }
+
+    #[tokio::test]
+    async fn an_admin_key_connection_syncs_the_org_through_the_admin_api_and_its_site() {
+        use store::mirror::{MirrorStore, ObjectType, Scope};
+        use sync::job::{self, Outcome};
+        use sync::queue::{Job, MemoryQueue};
+        // Several Admin API pages (100 a page) of users, of groups and of one group's members; several site pages.
+        let org = tests::sandbox::OrgSize { users: 260, groups: 130, projects: 230, spaces: 600, sites: 2 };
+        let admin = Admin::with(SandboxConfig { org, ..SandboxConfig::default() }).await;
+        let request = admin.request(&unique("tenant"), admin.key(json!({})).await, Some(admin.login("acme").await));
+        let now = OffsetDateTime::now_utc();
+        let connection = tokens::admin::connect(&admin.store, &admin.client, &admin.keys, &request, now).await.unwrap();
+        let id = connection.connection_id.clone();
+        let stack = Stack::from_env();
+        let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
+        let policy = RefreshPolicy::default();
+        let queue = MemoryQueue::default();
+        let deps = job::Deps {
+            store: &admin.store,
+            mirror: &mirror,
+            atlassian: &admin.client,
+            budget: &sync::budget::Unlimited,
+            keys: &admin.keys,
+            refresh: &policy,
+            queue: &queue,
+            // Pause after every page: admin cursors (v2 tokens) must resume too.
+            pacing: sync::engine::Pacing { max_pages: 1, ..sync::engine::Pacing::default() },
+        };
+        let org = harness::sandbox_org(&admin.sandbox).await.unwrap();
+        let site = tests::sandbox::site_id(0);
+        for object_type in ObjectType::ALL {
+            let mut job = Job::new(&id, object_type);
+            let mut n = 0;
+            let counts = loop {
+                n += 1;
+                match job::run(&deps, &job, &format!("m-{object_type:?}-{n}"), None).await.unwrap() {
+                    Outcome::Continued(_) => job = queue.jobs.lock().unwrap().pop().expect("a continuation"),
+                    Outcome::Finished(store::RunStatus::Succeeded, counts) => break counts,
+                    other => panic!("{object_type:?}: {other:?}"),
+                }
+            };
+            let expected = harness::expected_admin_mirror(&org, object_type.as_str(), Some(&site));
+            assert!(n >= 3, "{object_type:?} took {n} invocations: several pages");
+            assert_eq!(counts.created as usize, expected.len(), "{object_type:?}");
+            let (objects, _) = mirror.list(&Scope::new(&id, object_type), None, 1000).await.unwrap();
+            let live: std::collections::HashMap<String, serde_json::Value> =
+                objects.into_iter().map(|o| (o.key, serde_json::Value::Object(o.record))).collect();
+            assert_eq!(live, expected, "{object_type:?}: the mirror is the Admin API's view of the org");
+        }
+        // Emails the OAuth path sees as hidden are there.
+        let hidden = org["users"].as_array().unwrap().iter().find(|u| u["email_visible"] == false).unwrap();
+        let (users, _) = mirror.list(&Scope::new(&id, ObjectType::Users), None, 1000).await.unwrap();
+        let user = users.iter().find(|u| u.key == hidden["account_id"].as_str().unwrap()).unwrap();
+        assert_eq!(user.record["email"], hidden["email"]);
+
+        // The key expires: the next run turns the connection needs_reauth with the reason.
+        let expire = format!("/__sandbox/admin/keys/{}/expire", request.admin_api_key.expose());
+        harness::client().post(admin.sandbox.join(&expire).unwrap()).send().await.unwrap();
+        let outcome = job::run(&deps, &Job::new(&id, ObjectType::Users), "m-expired", None).await.unwrap();
+        assert!(matches!(outcome, Outcome::Finished(store::RunStatus::NeedsReauth, _)), "{outcome:?}");
+        let connection = admin.store.get_connection(&id).await.unwrap().unwrap();
+        assert_eq!(connection.status, store::ConnectionStatus::NeedsReauth);
+        assert!(connection.status_reason.unwrap().contains("expired"));
     }
 }

@@ -284,3 +284,60 @@ pub async fn api_token(base: &Url, account_id: &str) -> Result<(String, String)>
 pub fn site_url(base: &Url, name: &str) -> Url {
     base.join(&format!("/site/{name}")).expect("a site URL")
 }
+
+/// The org as an admin-key connection's mirror must show it (the Admin API's view): Atlassian accounts only, each
+/// with its email (hidden profiles included) and real status, no `sites`; group members likewise; projects and
+/// spaces of the one site the site token reaches (`site`, a cloud id), if any.
+pub fn expected_admin_mirror(org: &Value, object_type: &str, site: Option<&str>) -> HashMap<String, Value> {
+    let people = |ids: &[Value]| -> Vec<String> {
+        let mut ids: Vec<String> = ids
+            .iter()
+            .filter_map(|id| org["users"].as_array()?.iter().find(|u| u["account_id"] == *id))
+            .filter(|u| u["account_type"] == "atlassian")
+            .map(|u| u["account_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    match object_type {
+        "users" => org["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["account_type"] == "atlassian")
+            .map(|u| {
+                let status = if u["suspended"] == true {
+                    "suspended"
+                } else if u["active"] == true {
+                    "active"
+                } else {
+                    "inactive"
+                };
+                let record = serde_json::json!({
+                    "account_id": u["account_id"], "email": u["email"], "display_name": u["name"], "status": status,
+                    "account_type": "atlassian", "sites": [],
+                });
+                (u["account_id"].as_str().unwrap().to_owned(), record)
+            })
+            .collect(),
+        "groups" => org["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let members = people(g["members"].as_array().unwrap());
+                let record = serde_json::json!({"group_id": g["id"], "name": g["name"], "member_account_ids": members});
+                (g["id"].as_str().unwrap().to_owned(), record)
+            })
+            .collect(),
+        "projects" | "spaces" => {
+            let Some(site) = site else { return HashMap::new() };
+            expected_mirror(org, object_type, &[site.to_owned()])
+                .into_iter()
+                .filter(|(key, _)| key.starts_with(&format!("{site}#")))
+                .collect()
+        }
+        other => panic!("no object type {other}"),
+    }
+}

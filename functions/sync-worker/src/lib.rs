@@ -66,7 +66,7 @@ pub async fn handle<S, M, A, B, Q>(
 where
     S: ConnectionStore + CredentialStore + RunStore + CheckpointStore,
     M: MirrorStore,
-    A: AtlassianApi + DirectoryApi,
+    A: AtlassianApi + DirectoryApi + atlassian::AdminApi,
     B: sync::budget::Budget,
     Q: JobQueue,
 {

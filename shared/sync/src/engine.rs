@@ -16,6 +16,7 @@
 use crate::budget::{Budget, BudgetError};
 use crate::records::{self, Record};
 use crate::seen::SeenSet;
+use atlassian::admin::{AdminApi, AdminGroup, AdminKey, AdminPage, AdminUser, SiteLogin};
 use atlassian::rest::{JiraGroup, JiraProject, JiraUser, Page, SpacesPage};
 use atlassian::{AccessToken, ApiError, DirectoryApi};
 use futures_util::future::join;
@@ -83,6 +84,16 @@ pub fn availability(connection: &Connection, object_type: ObjectType) -> Result<
         }
         ConnectionMode::AdminApiKey => Ok(()),
     }
+}
+
+/// What a run reads Atlassian with.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// OAuth: every type through the API gateway, per cloud id, with this access token.
+    Oauth(&'a AccessToken),
+    /// An admin key: users and groups from the Admin API (the org's directory); projects and spaces from the
+    /// site the site token signs in to.
+    Admin { key: &'a AdminKey, org_id: &'a str, site: Option<&'a SiteLogin> },
 }
 
 /// When a run gives its invocation back.
@@ -197,7 +208,7 @@ pub struct Run<'a, D, M, B, C> {
     /// The app-wide points budget every request draws from.
     pub budget: &'a B,
     pub checkpoints: &'a C,
-    pub token: &'a AccessToken,
+    pub credential: Credential<'a>,
     pub connection_id: &'a str,
     pub run_id: &'a str,
     /// The sites a new run reads (a resumed run keeps the sites it started with).
@@ -219,7 +230,7 @@ enum Next {
     Last,
 }
 
-impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, M, B, C> {
+impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, M, B, C> {
     /// Reads on from `resume` (or from the start) until the run is complete or must pause.
     pub async fn run(&self, resume: Option<Resume>) -> Result<Step, SyncError> {
         let mut state = match resume {
@@ -316,10 +327,13 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, 
     }
 
     async fn users(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
-        let cloud_id = state.progress.sites[state.progress.site].clone();
-        let fetch = |start, _| {
-            self.metered(self.directory.users_page(self.token, &cloud_id, start), |p| 1 + 2 * p.len() as u64)
+        let token = match self.credential {
+            Credential::Oauth(token) => token,
+            Credential::Admin { key, org_id, .. } => return self.admin_users(scope, state, key, org_id).await,
         };
+        let cloud_id = state.progress.sites[state.progress.site].clone();
+        let fetch =
+            |start, _| self.metered(self.directory.users_page(token, &cloud_id, start), |p| 1 + 2 * p.len() as u64);
         self.pages(scope, state, fetch, |page: Vec<JiraUser>, start| {
             let next =
                 if page.len() < atlassian::rest::USERS_PAGE { Next::Last } else { Next::Offset(start + page.len()) };
@@ -374,6 +388,10 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, 
     /// boundaries (the next page of groups is read while the last members of the previous one are), and the
     /// results are applied in page-sized chunks.
     async fn groups(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
+        let token = match self.credential {
+            Credential::Oauth(token) => token,
+            Credential::Admin { key, org_id, .. } => return self.admin_groups(scope, state, key, org_id).await,
+        };
         let cloud_id = state.progress.sites[state.progress.site].clone();
         let cloud_id = cloud_id.as_str();
         let group_pages = AtomicU64::new(0);
@@ -383,7 +401,7 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, 
             async move {
                 let Some(start) = start else { return Ok::<_, SyncError>(None) };
                 let (page, points) = self
-                    .metered(self.directory.groups_page(self.token, cloud_id, start), |p| 1 + 2 * p.values.len() as u64)
+                    .metered(self.directory.groups_page(token, cloud_id, start), |p| 1 + 2 * p.values.len() as u64)
                     .await?;
                 group_pages.fetch_add(1, Ordering::Relaxed);
                 group_points.fetch_add(points, Ordering::Relaxed);
@@ -394,7 +412,9 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, 
         .try_flatten();
         let mut with_members = std::pin::pin!(
             groups
-                .map_ok(|group| async move { self.members(cloud_id, &group).await.map(|members| (group, members)) })
+                .map_ok(
+                    |group| async move { self.members(token, cloud_id, &group).await.map(|members| (group, members)) }
+                )
                 .try_buffered(MEMBER_CONCURRENCY)
                 .try_chunks(atlassian::rest::GROUPS_PAGE)
         );
@@ -423,10 +443,15 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, 
     }
 
     /// Every member of a group, with the pages and points it took.
-    async fn members(&self, cloud_id: &str, group: &JiraGroup) -> Result<(Vec<JiraUser>, u64, u64), SyncError> {
+    async fn members(
+        &self,
+        token: &AccessToken,
+        cloud_id: &str,
+        group: &JiraGroup,
+    ) -> Result<(Vec<JiraUser>, u64, u64), SyncError> {
         let (mut members, mut pages, mut points) = (Vec::new(), 0, 0);
         loop {
-            let call = self.directory.group_members_page(self.token, cloud_id, &group.group_id, members.len());
+            let call = self.directory.group_members_page(token, cloud_id, &group.group_id, members.len());
             let (page, cost) = self.metered(call, |p| 1 + 2 * p.values.len() as u64).await?;
             pages += 1;
             points += cost;
@@ -440,8 +465,16 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, 
 
     async fn projects(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
         let cloud_id = state.progress.sites[state.progress.site].clone();
-        let fetch = |start, _| {
-            self.metered(self.directory.projects_page(self.token, &cloud_id, start), |p| 1 + p.values.len() as u64)
+        let cloud = cloud_id.as_str();
+        let fetch = |start, _| async move {
+            let cost = |p: &Page<JiraProject>| 1 + p.values.len() as u64;
+            match self.credential {
+                Credential::Oauth(token) => self.metered(self.directory.projects_page(token, cloud, start), cost).await,
+                Credential::Admin { site: Some(login), .. } => {
+                    self.metered(self.directory.site_projects_page(login, start), cost).await
+                }
+                Credential::Admin { site: None, .. } => Err(SyncError::NotAvailable),
+            }
         };
         self.pages(scope, state, fetch, |page: Page<JiraProject>, start| {
             let next = if page.is_last() { Next::Last } else { Next::Offset(start + page.values.len()) };
@@ -454,14 +487,113 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, 
         let cloud_id = state.progress.sites[state.progress.site].clone();
         let cloud = cloud_id.as_str();
         let fetch = |_, cursor: Option<String>| async move {
-            let call = self.directory.spaces_page(self.token, cloud, cursor.as_deref());
-            self.metered(call, |p: &SpacesPage| 1 + p.results.len() as u64).await
+            let cost = |p: &SpacesPage| 1 + p.results.len() as u64;
+            match self.credential {
+                Credential::Oauth(token) => {
+                    self.metered(self.directory.spaces_page(token, cloud, cursor.as_deref()), cost).await
+                }
+                Credential::Admin { site: Some(login), .. } => {
+                    self.metered(self.directory.site_spaces_page(login, cursor.as_deref()), cost).await
+                }
+                Credential::Admin { site: None, .. } => Err(SyncError::NotAvailable),
+            }
         };
         self.pages(scope, state, fetch, |page: SpacesPage, _| {
             let records = page.results.iter().map(|s| records::space(&cloud_id, s)).collect();
             (records, page.next.map_or(Next::Last, Next::Cursor))
         })
         .await
+    }
+
+    /// The org's directory from the Admin API: v2 (every directory), or v1 (managed accounts) where the org has no
+    /// v2. A v1 position is a full URL, so a resumed run stays on the generation it started with. The Admin API
+    /// has its own rate limits, outside the Jira/Confluence points quota: its calls cost no points.
+    async fn admin_users(
+        &self,
+        scope: &Scope,
+        state: &mut State,
+        key: &AdminKey,
+        org_id: &str,
+    ) -> Result<Flow, SyncError> {
+        let fetch = |_, cursor: Option<String>| async move {
+            let page = match cursor.as_deref() {
+                Some(url) if url.starts_with("http") => self.directory.users_v1(key, org_id, Some(url)).await,
+                cursor => match self.directory.users_v2(key, org_id, None, cursor).await {
+                    Err(ApiError::NotFound) if cursor.is_none() => self.directory.users_v1(key, org_id, None).await,
+                    other => other,
+                },
+            };
+            Ok::<_, SyncError>((page?, 0))
+        };
+        self.pages(scope, state, fetch, |page: AdminPage<AdminUser>, _| {
+            let records = page.data.iter().map(records::admin_user).collect();
+            (records, page.next.map_or(Next::Last, Next::Cursor))
+        })
+        .await
+    }
+
+    /// The org's groups from the Admin API, a page (up to 100) at a time, each with its members (`users` filtered
+    /// by `groupIds`), `MEMBER_CONCURRENCY` groups at once.
+    async fn admin_groups(
+        &self,
+        scope: &Scope,
+        state: &mut State,
+        key: &AdminKey,
+        org_id: &str,
+    ) -> Result<Flow, SyncError> {
+        loop {
+            let page = self.directory.groups_v2(key, org_id, state.progress.cursor.as_deref()).await?;
+            let with_members: Vec<(AdminGroup, Vec<String>, u64)> =
+                stream::iter(page.data.into_iter().map(|group| async move {
+                    let (members, pages) = self.admin_members(key, org_id, &group.id).await?;
+                    Ok::<_, SyncError>((group, members, pages))
+                }))
+                .buffered(MEMBER_CONCURRENCY)
+                .try_collect()
+                .await?;
+            let pages = 1 + with_members.iter().map(|(_, _, pages)| pages).sum::<u64>();
+            let records = with_members.iter().map(|(group, members, _)| records::admin_group(group, members)).collect();
+            self.apply(scope, state, records, (pages, 0)).await?;
+            let last = page.next.is_none();
+            match page.next {
+                Some(next) => state.progress.cursor = Some(next),
+                None => state.progress.next_site(),
+            }
+            if let Some(paused) = self.after_page(state).await? {
+                return Ok(paused);
+            }
+            if last {
+                return Ok(Flow::SiteDone);
+            }
+        }
+    }
+
+    /// A group's members' account ids, and the pages it took.
+    async fn admin_members(
+        &self,
+        key: &AdminKey,
+        org_id: &str,
+        group_id: &str,
+    ) -> Result<(Vec<String>, u64), SyncError> {
+        let (mut members, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+        loop {
+            let page = self.directory.users_v2(key, org_id, Some(group_id), cursor.as_deref()).await?;
+            pages += 1;
+            members.extend(page.data.into_iter().map(|u| u.account_id));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok((members, pages)),
+            }
+        }
+    }
+
+    /// A user's `sites`: the cloud ids it was seen on. The Admin API lists the org's directory, not who is on which
+    /// site, so an admin-key connection's users carry none.
+    fn user_sites(&self, seen_on: Vec<String>) -> Value {
+        match self.credential {
+            Credential::Oauth(_) => Value::from(seen_on),
+            Credential::Admin { .. } => Value::Array(Vec::new()),
+        }
     }
 
     /// One request under the points budget: waits for a balance, makes the call, charges what it cost (1 a request,
@@ -506,7 +638,7 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, 
                     let mut fields = record.fields;
                     if self.object_type == ObjectType::Users {
                         // Provisional: the closing pass sets the sites every site saw it on.
-                        fields.insert("sites".into(), Value::from(vec![state.progress.sites[site].clone()]));
+                        fields.insert("sites".into(), self.user_sites(vec![state.progress.sites[site].clone()]));
                     }
                     writes.push(MirrorObject {
                         key: record.key,
@@ -548,7 +680,7 @@ impl<D: DirectoryApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, 
                     continue;
                 }
                 if self.object_type == ObjectType::Users {
-                    let sites = Value::from(on.iter().map(|&i| sites[i].clone()).collect::<Vec<_>>());
+                    let sites = self.user_sites(on.iter().map(|&i| sites[i].clone()).collect());
                     if object.record.get("sites") != Some(&sites) {
                         object.record.insert("sites".into(), sites);
                         object.synced_at = self.now;

@@ -4,19 +4,19 @@
 //! the run `needs_reauth` (and the connection with it); a type whose product no site has ends `not_available`.
 
 use crate::budget::Budget;
-use crate::engine::{self, Pacing, Resume, Step, SyncError};
+use crate::engine::{self, Credential, Pacing, Resume, Step, SyncError};
 use crate::queue::{Job, JobQueue};
-use atlassian::{AtlassianApi, DirectoryApi};
+use atlassian::{AdminApi, ApiError, AtlassianApi, DirectoryApi};
 use std::time::Instant;
 use store::mirror::{MirrorStore, ObjectType};
 use store::{
-    CheckpointStore, ConnectionStatus, ConnectionStore, CredentialStore, RunCounts, RunRecord, RunStatus, RunStore,
-    StoreError,
+    CheckpointStore, ConnectionMode, ConnectionStatus, ConnectionStore, CredentialStore, RunCounts, RunRecord,
+    RunStatus, RunStore, StoreError,
 };
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
-use tokens::KeyRing;
 use tokens::refresh::{self, RefreshError, RefreshPolicy};
+use tokens::{KeyRing, credentials};
 
 /// How long a run's lease lasts: past the longest Lambda run (15 minutes).
 pub const RUN_LEASE: Duration = Duration::minutes(16);
@@ -70,7 +70,7 @@ pub async fn run<S, M, A, B, Q>(
 where
     S: ConnectionStore + CredentialStore + RunStore + CheckpointStore,
     M: MirrorStore,
-    A: AtlassianApi + DirectoryApi,
+    A: AtlassianApi + DirectoryApi + AdminApi,
     B: Budget,
     Q: JobQueue,
 {
@@ -116,14 +116,6 @@ where
     }
     if abandoned {
         deps.store.clear_checkpoint(connection_id, object_type).await?;
-    }
-    if connection.mode == store::ConnectionMode::AdminApiKey {
-        // Not built yet: said plainly on the run instead of failing into the dead-letter queue.
-        record.status = RunStatus::NotAvailable;
-        record.error = Some("syncing admin-key connections through the Admin API is not built yet".into());
-        record.finished_at = Some(now);
-        deps.store.save_run(connection_id, &record).await?;
-        return Ok(Outcome::Finished(record.status, record.counts));
     }
     let pacing = Pacing { deadline, ..deps.pacing.clone() };
     let result = sync(deps, &connection, object_type, run_id, resume, pacing, now).await;
@@ -186,9 +178,12 @@ async fn sync<S, M, A, B, Q>(
 where
     S: ConnectionStore + CredentialStore + RunStore + CheckpointStore,
     M: MirrorStore,
-    A: AtlassianApi + DirectoryApi,
+    A: AtlassianApi + DirectoryApi + AdminApi,
     B: Budget,
 {
+    if connection.mode == ConnectionMode::AdminApiKey {
+        return sync_admin(deps, connection, object_type, run_id, resume, pacing, now).await;
+    }
     let token =
         refresh::access_token(deps.store, deps.atlassian, deps.keys, deps.refresh, &connection.connection_id, run_id)
             .await
@@ -206,7 +201,7 @@ where
         mirror: deps.mirror,
         budget: deps.budget,
         checkpoints: deps.store,
-        token: &token,
+        credential: Credential::Oauth(&token),
         connection_id: &connection.connection_id,
         run_id,
         sites,
@@ -223,6 +218,78 @@ where
         }
         other => Failure::Failed(format!("{other}: {}", source_chain(&other))),
     })
+}
+
+/// A run of an admin-key connection: no token to refresh; users and groups come from the Admin API, projects and
+/// spaces from the site. A key Atlassian refuses (expired or revoked) turns the connection `needs_reauth` with the
+/// reason, until `PATCH /connections/{id}` brings a new one; a refused site token ends the run `needs_reauth`.
+async fn sync_admin<S, M, A, B, Q>(
+    deps: &Deps<'_, S, M, A, B, Q>,
+    connection: &store::Connection,
+    object_type: ObjectType,
+    run_id: &str,
+    resume: Option<Resume>,
+    pacing: Pacing,
+    now: OffsetDateTime,
+) -> Result<Step, Failure>
+where
+    S: ConnectionStore + CredentialStore + RunStore + CheckpointStore,
+    M: MirrorStore,
+    A: DirectoryApi + AdminApi,
+    B: Budget,
+{
+    let id = &connection.connection_id;
+    let secrets = credentials::open_admin(deps.keys, id, &connection.credentials)
+        .map_err(|e| Failure::Failed(format!("the connection's credentials could not be opened: {e}")))?;
+    let org_id = connection.org_id.as_deref().ok_or_else(|| Failure::Failed("the connection has no org id".into()))?;
+    let key = secrets.key();
+    let login =
+        connection.sites.first().and_then(|s| url::Url::parse(&s.url).ok()).and_then(|u| secrets.site_login(&u));
+    if resume.is_none() {
+        engine::availability(connection, object_type).map_err(Failure::NotAvailable)?;
+    }
+    let directory_type = matches!(object_type, ObjectType::Users | ObjectType::Groups);
+    // The directory is one "site" of its own: the org.
+    let sites = if directory_type { vec![format!("org:{org_id}")] } else { engine::sites_for(connection, object_type) };
+    let run = engine::Run {
+        directory: deps.atlassian,
+        mirror: deps.mirror,
+        budget: deps.budget,
+        checkpoints: deps.store,
+        credential: Credential::Admin { key: &key, org_id, site: login.as_ref() },
+        connection_id: id,
+        run_id,
+        sites,
+        object_type,
+        now,
+        pacing,
+    };
+    match run.run(resume).await {
+        Ok(step) => Ok(step),
+        Err(SyncError::Superseded) => Err(Failure::Superseded),
+        Err(SyncError::NotAvailable) => Err(Failure::NotAvailable("no site token for this object type".into())),
+        Err(SyncError::Atlassian(ApiError::Unauthorized { status: 401, expired })) if directory_type => {
+            let reason = if expired {
+                "The org admin API key has expired. Create a new one at admin.atlassian.com → Settings → API keys and \
+                 PATCH the connection with it."
+            } else {
+                "Atlassian no longer accepts the org admin API key (revoked?). Create a new one at admin.atlassian.com \
+                 → Settings → API keys and PATCH the connection with it."
+            };
+            let marked = deps.store.mark_needs_reauth(id, connection.token_version, reason, now).await;
+            if let Err(error) = marked {
+                return Err(Failure::Failed(format!("marking the connection needs_reauth failed: {error}")));
+            }
+            Err(Failure::NeedsReauth(reason.into()))
+        }
+        Err(SyncError::Atlassian(ApiError::Unauthorized { .. })) if directory_type => {
+            Err(Failure::NeedsReauth("The org admin API key may no longer read the org's users and groups.".into()))
+        }
+        Err(SyncError::Atlassian(ApiError::Unauthorized { .. })) => Err(Failure::NeedsReauth(
+            "The site's email and API token no longer sign in; PATCH the connection with a new site_api_token.".into(),
+        )),
+        Err(other) => Err(Failure::Failed(format!("{other}: {}", source_chain(&other)))),
+    }
 }
 
 /// Compares the connection's sites with what the grant reaches now: a site gone from `accessible-resources` is

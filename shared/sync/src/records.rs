@@ -11,6 +11,7 @@
 //! keyed without the site; a user's `sites` lists the cloud ids it was seen on and is kept out of the content hash,
 //! because it is only known once every site has been read.
 
+use atlassian::admin::{AdminGroup, AdminUser};
 use atlassian::rest::{ConfluenceSpace, JiraGroup, JiraProject, JiraUser};
 use serde_json::{Map, Value, json};
 
@@ -42,15 +43,36 @@ pub fn user(user: &JiraUser) -> Record {
     )
 }
 
+/// A user as the Admin API shows it: the email even where the profile hides it, and the real status (`closed`,
+/// `suspended`, `inactive` or `active`).
+pub fn admin_user(user: &AdminUser) -> Record {
+    record(
+        user.account_id.clone(),
+        json!({
+            "account_id": user.account_id,
+            "email": user.email.as_deref().filter(|e| !e.is_empty()),
+            "display_name": user.name,
+            "status": user.mirror_status(),
+            "account_type": user.account_type.as_deref().unwrap_or("atlassian"),
+        }),
+    )
+}
+
 /// A group with all its members (from every page of `group/member`).
 pub fn group(group: &JiraGroup, members: &[JiraUser]) -> Record {
-    let mut member_ids: Vec<&str> = members.iter().map(|m| m.account_id.as_str()).collect();
+    group_of(&group.group_id, &group.name, members.iter().map(|m| m.account_id.as_str()))
+}
+
+/// A group of the Admin API with its members' account ids.
+pub fn admin_group(group: &AdminGroup, member_ids: &[String]) -> Record {
+    group_of(&group.id, &group.name, member_ids.iter().map(String::as_str))
+}
+
+fn group_of<'a>(id: &str, name: &str, members: impl Iterator<Item = &'a str>) -> Record {
+    let mut member_ids: Vec<&str> = members.collect();
     member_ids.sort_unstable();
     member_ids.dedup();
-    record(
-        group.group_id.clone(),
-        json!({"group_id": group.group_id, "name": group.name, "member_account_ids": member_ids}),
-    )
+    record(id.to_owned(), json!({"group_id": id, "name": name, "member_account_ids": member_ids}))
 }
 
 pub fn project(cloud_id: &str, project: &JiraProject) -> Record {
