@@ -238,7 +238,7 @@ async fn all_objects(stack: &Stack, connection_id: &str, object_type: &str) -> V
 }
 
 /// The key an object has in the sandbox's org (as `harness::expected_mirror` keys it).
-fn key(object_type: &str, object: &Value) -> String {
+fn key_of(object_type: &str, object: &Value) -> String {
     let id = |field: &str| object[field].as_str().unwrap().to_owned();
     match object_type {
         "users" => id("account_id"),
@@ -275,8 +275,12 @@ async fn sync_all(stack: &Stack, connection_id: &str, after: &Value) -> Value {
 
 const TYPES: [&str; 4] = ["users", "groups", "projects", "spaces"];
 
+/// The tests that compare the mirror with the sandbox's org take turns: one of them changes the org.
+static ORG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn syncing_and_reading_the_mirror_end_to_end() {
+    let _org = ORG.lock().await;
     let stack = Stack::from_env();
     let tenant = unique("e2e-sync");
     // An admin of its own: other tests' consents must not touch this grant.
@@ -301,8 +305,8 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
             let mut record = object.as_object().unwrap().clone();
             assert_eq!(record.remove("deleted"), Some(Value::Bool(false)), "{object}");
             let synced_at = record.remove("synced_at").expect("synced_at");
-            before.insert((object_type, key(object_type, object)), (Value::Object(record.clone()), synced_at));
-            live.insert(key(object_type, object), Value::Object(record));
+            before.insert((object_type, key_of(object_type, object)), (Value::Object(record.clone()), synced_at));
+            live.insert(key_of(object_type, object), Value::Object(record));
         }
         assert_eq!(live.len(), objects.len(), "{object_type}: no object twice across pages");
         assert_eq!(live, harness::expected_mirror(&org, object_type, &sites), "{object_type}");
@@ -317,7 +321,7 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
         let expected = harness::expected_mirror(&org, object_type, &sites);
         let (mut live, mut unchanged, mut rewritten, mut deleted) = (HashMap::new(), 0, 0, 0);
         for object in all_objects(&stack, &c.connection_id, object_type).await {
-            let key = key(object_type, &object);
+            let key = key_of(object_type, &object);
             let mut record = object.as_object().unwrap().clone();
             let gone = record.remove("deleted") == Some(Value::Bool(true));
             let synced_at = record.remove("synced_at").expect("synced_at");
@@ -356,4 +360,99 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
     assert!(!item.contains_key("credentials"), "tokens destroyed");
     let (_, users) = stack.api_get(&format!("/connections/{}/objects/users", c.connection_id)).await.unwrap();
     assert_eq!(users["items"], serde_json::json!([]));
+}
+
+async fn post(stack: &Stack, path: &str, body: Value) -> (u16, Value) {
+    let response =
+        harness::client().post(stack.url(path)).bearer_auth(&stack.management_key).json(&body).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_admin_key_connection_end_to_end() {
+    let _org = ORG.lock().await;
+    let stack = Stack::from_env();
+    let tenant = unique("e2e-admin");
+    let sandbox = &stack.atlassian_url;
+    let key = harness::admin_key(sandbox, serde_json::json!({})).await.unwrap();
+    let (email, token) = harness::api_token(sandbox, harness::ADMIN).await.unwrap();
+    let site_url = harness::site_url(sandbox, "acme");
+    let body = serde_json::json!({
+        "tenant_id": tenant, "mode": "admin_api_key", "org_id": tests::sandbox::ORG_ID, "admin_api_key": key,
+        "site_url": site_url.as_str(), "site_email": email, "site_api_token": token,
+    });
+
+    // A wrong org id is its own answer, and nothing is stored.
+    let mut wrong = body.clone();
+    wrong["org_id"] = Value::from("00000000-0000-0000-0000-000000000000");
+    let (status, answer) = post(&stack, "/connections", wrong).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("wrong_org_id")), "{answer}");
+    let (_, listed) = stack.api_get(&format!("/connections?tenant_id={tenant}")).await.unwrap();
+    assert_eq!(listed["items"], serde_json::json!([]));
+
+    // The right credentials make an active connection that never shows them.
+    let (status, connection) = post(&stack, "/connections", body).await;
+    assert_eq!(status, 201, "{connection}");
+    assert_eq!((connection["mode"].as_str(), connection["status"].as_str()), (Some("admin_api_key"), Some("active")));
+    assert_eq!(connection["org_id"], tests::sandbox::ORG_ID);
+    let shown = connection.to_string();
+    assert!(!shown.contains(&key) && !shown.contains(&token), "credentials are never returned");
+    let id = connection["connection_id"].as_str().unwrap().to_owned();
+
+    // All four syncs; the objects API serves the Admin API's view of the org, hidden emails included.
+    let connection = sync_all(&stack, &id, &Value::Null).await;
+    let org = harness::sandbox_org(sandbox).await.unwrap();
+    let site = tests::sandbox::site_id(0);
+    for object_type in TYPES {
+        let mut live = HashMap::new();
+        for object in all_objects(&stack, &id, object_type).await {
+            let mut record = object.as_object().unwrap().clone();
+            assert_eq!(record.remove("deleted"), Some(Value::Bool(false)));
+            record.remove("synced_at");
+            live.insert(key_of(object_type, &object), Value::Object(record));
+        }
+        assert_eq!(live, harness::expected_admin_mirror(&org, object_type, Some(&site)), "{object_type}");
+    }
+    let hidden = org["users"].as_array().unwrap().iter().find(|u| u["email_visible"] == false).unwrap();
+    let users = all_objects(&stack, &id, "users").await;
+    let user = users.iter().find(|u| u["account_id"] == hidden["account_id"]).unwrap();
+    assert_eq!(user["email"], hidden["email"], "the Admin API shows what the profile hides");
+
+    // The key expires: the next sync turns the connection needs_reauth; PATCH with a new key brings it back, with
+    // its mirror.
+    let expire = sandbox.join(&format!("/__sandbox/admin/keys/{key}/expire")).unwrap();
+    harness::client().post(expire).send().await.unwrap();
+    let (status, _) =
+        post(&stack, &format!("/connections/{id}/sync"), serde_json::json!({"object_types": ["users"]})).await;
+    assert_eq!(status, 202);
+    let mut current = Value::Null;
+    for _ in 0..300 {
+        current = stack.api_get(&format!("/connections/{id}")).await.unwrap().1;
+        if current["status"] == "needs_reauth" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(current["status"], "needs_reauth", "{current}");
+    assert!(current["status_reason"].as_str().unwrap().contains("expired"));
+    let new_key = harness::admin_key(sandbox, serde_json::json!({})).await.unwrap();
+    let response = harness::client()
+        .patch(stack.url(&format!("/connections/{id}")))
+        .bearer_auth(&stack.management_key)
+        .json(&serde_json::json!({"admin_api_key": new_key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let patched: Value = response.json().await.unwrap();
+    assert_eq!(patched["status"], "active", "{patched}");
+    assert_eq!(all_objects(&stack, &id, "users").await.len(), users.len(), "the mirror is kept");
+    let again = sync_all(&stack, &id, &connection["sync"]).await;
+    assert_eq!(again["sync"]["users"]["counts"]["created"], 0, "nothing new after the key changed: {again}");
+
+    // No function logged a key or a token.
+    let log = std::fs::read_to_string(&stack.function_log).unwrap_or_default();
+    for secret in [&key, &new_key, &token] {
+        assert!(!log.contains(secret.as_str()), "a secret reached the logs");
+    }
 }

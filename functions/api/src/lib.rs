@@ -4,6 +4,8 @@
 //! - `POST /connections` `{"tenant_id", "mode": "admin_api_key", "org_id", "admin_api_key", "site_url"?,
 //!   "site_email"?, "site_api_token"?, "products"?}` → `201` the connection, once Atlassian accepted the credentials
 //!   (each way they can be wrong is its own `422` with what to fix; nothing is stored then)
+//! - `PATCH /connections/{id}` `{"admin_api_key"?, "site_url"?, "site_email"?, "site_api_token"?}` → `200` the
+//!   admin-key connection with new credentials, validated the same way, back to `active` with its mirror kept
 //! - `GET /connections?tenant_id=…` → `{"items": [...]}`
 //! - `GET /connections/{id}` → the connection (status, sites, scopes, times, latest sync run per type; never
 //!   tokens)
@@ -102,6 +104,7 @@ where
         (["connections"], &Method::POST) => create_connection(deps, &request).await,
         (["connections", id], &Method::GET) => get_connection(deps, id).await,
         (["connections", id], &Method::DELETE) => disconnect(deps, id).await,
+        (["connections", id], &Method::PATCH) => update_connection(deps, id, &request).await,
         (["connections", id, "objects", object_type], &Method::GET) => objects(deps, id, object_type, &request).await,
         (["connections", id, "sync"], &Method::POST) => request_sync(deps, id, &request).await,
         (
@@ -199,28 +202,7 @@ fn admin_request(body: CreateConnection) -> Result<tokens::admin::AdminConnectRe
     if tenant_id.is_empty() || org_id.is_empty() || key.is_empty() {
         return invalid("missing_field", "tenant_id, org_id and admin_api_key are required.");
     }
-    let site = match (body.site_url, body.site_email, body.site_api_token) {
-        (None, None, None) => None,
-        (Some(url), Some(email), Some(token)) if !email.trim().is_empty() && !token.trim().is_empty() => {
-            let Some(site_url) = Url::parse(url.trim()).ok().filter(site_url_allowed) else {
-                return invalid(
-                    "invalid_site_url",
-                    "site_url must be the site's https URL, e.g. https://your-site.atlassian.net.",
-                );
-            };
-            Some(atlassian::SiteLogin {
-                site_url,
-                email: email.trim().to_owned(),
-                api_token: SecretString::from(token.trim().to_owned()),
-            })
-        }
-        _ => {
-            return invalid(
-                "incomplete_site_token",
-                "site_url, site_email and site_api_token go together: give all three, or none.",
-            );
-        }
-    };
+    let site = site_login(body.site_url, body.site_email, body.site_api_token)?;
     let products = match body.products {
         None => None,
         Some(names) => {
@@ -246,6 +228,34 @@ fn admin_request(body: CreateConnection) -> Result<tokens::admin::AdminConnectRe
         site,
         products,
     })
+}
+
+/// The site login from its three fields: all or none.
+fn site_login(
+    url: Option<String>,
+    email: Option<String>,
+    token: Option<String>,
+) -> Result<Option<atlassian::SiteLogin>, (&'static str, &'static str)> {
+    match (url, email, token) {
+        (None, None, None) => Ok(None),
+        (Some(url), Some(email), Some(token)) if !email.trim().is_empty() && !token.trim().is_empty() => {
+            let Some(site_url) = Url::parse(url.trim()).ok().filter(site_url_allowed) else {
+                return Err((
+                    "invalid_site_url",
+                    "site_url must be the site's https URL, e.g. https://your-site.atlassian.net.",
+                ));
+            };
+            Ok(Some(atlassian::SiteLogin {
+                site_url,
+                email: email.trim().to_owned(),
+                api_token: SecretString::from(token.trim().to_owned()),
+            }))
+        }
+        _ => Err((
+            "incomplete_site_token",
+            "site_url, site_email and site_api_token go together: give all three, or none.",
+        )),
+    }
 }
 
 /// https, or http to this machine (a local sandbox); no credentials or query in the URL.
@@ -278,13 +288,77 @@ async fn create_connection<S: ConnectionStore + RunStore, M, Q, A: atlassian::Ad
                 Err(error) => internal(&error),
             }
         }
-        Err(error) if error.is_input() => http::json_error(422, error.code(), &error.to_string()),
-        Err(error) => {
-            tracing::warn!(error = %error, code = error.code(), "an admin-key connection could not be made");
-            let status = if matches!(error, tokens::admin::AdminConnectError::Unavailable(_)) { 502 } else { 500 };
-            http::json_error(status, error.code(), &error.to_string())
-        }
+        Err(error) => admin_error(&error),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchConnection {
+    #[serde(default)]
+    admin_api_key: Option<String>,
+    #[serde(default)]
+    site_url: Option<String>,
+    #[serde(default)]
+    site_email: Option<String>,
+    #[serde(default)]
+    site_api_token: Option<String>,
+}
+
+async fn update_connection<S: ConnectionStore + RunStore, M, Q, A: atlassian::AdminApi>(
+    deps: &Deps<S, M, Q, A>,
+    id: &str,
+    request: &Request,
+) -> Response<Body> {
+    const SHAPE: &str = "Expected JSON {\"admin_api_key\"?, \"site_url\"?, \"site_email\"?, \"site_api_token\"?}.";
+    let Ok(body) = serde_json::from_slice::<PatchConnection>(request.body().as_ref()) else {
+        return http::json_error(400, "invalid_body", SHAPE);
+    };
+    let key = body.admin_api_key.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
+    let site = match site_login(body.site_url, body.site_email, body.site_api_token) {
+        Ok(site) => site,
+        Err((code, message)) => return http::json_error(400, code, message),
+    };
+    if key.is_none() && site.is_none() {
+        return http::json_error(400, "nothing_to_update", SHAPE);
+    }
+    let connection = match deps.store.get_connection(id).await {
+        Ok(Some(connection)) => connection,
+        Ok(None) => return not_found(),
+        Err(error) => return internal(&error),
+    };
+    if connection.mode != store::ConnectionMode::AdminApiKey {
+        return http::json_error(
+            409,
+            "not_an_admin_key_connection",
+            "Only admin-key connections take new credentials here; an OAuth connection is renewed by connecting again.",
+        );
+    }
+    if connection.status == store::ConnectionStatus::Revoked {
+        return http::json_error(409, "connection_revoked", "This connection was disconnected; create a new one.");
+    }
+    let patch = tokens::admin::AdminPatch { admin_api_key: key.map(atlassian::AdminKey::new), site };
+    let now = OffsetDateTime::now_utc();
+    match tokens::admin::update(&deps.store, &deps.atlassian, &deps.keys, &connection, patch, now).await {
+        Ok(updated) => {
+            tracing::info!(connection_id = %updated.connection_id, "admin-key connection credentials replaced");
+            match deps.store.list_runs(id).await {
+                Ok(runs) => http::json(200, &ConnectionView::new(&updated, &runs)),
+                Err(error) => internal(&error),
+            }
+        }
+        Err(error) => admin_error(&error),
+    }
+}
+
+/// The answer to an admin-key connection that could not be made or updated.
+fn admin_error(error: &tokens::admin::AdminConnectError) -> Response<Body> {
+    if error.is_input() {
+        return http::json_error(422, error.code(), &error.to_string());
+    }
+    tracing::warn!(error = %error, code = error.code(), "an admin-key connection could not be made");
+    let status = if matches!(error, tokens::admin::AdminConnectError::Unavailable(_)) { 502 } else { 500 };
+    http::json_error(status, error.code(), &error.to_string())
 }
 
 async fn list_connections<S: ConnectionStore + RunStore, M, Q, A>(

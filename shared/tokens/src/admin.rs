@@ -187,6 +187,39 @@ pub async fn connect<S: ConnectionStore, A: AdminApi>(
     Ok(store.upsert_connection(&connection).await?)
 }
 
+/// New credentials for an existing admin-key connection (`PATCH /connections/{id}`): what is `None` stays.
+#[derive(Debug, Clone, Default)]
+pub struct AdminPatch {
+    pub admin_api_key: Option<AdminKey>,
+    pub site: Option<SiteLogin>,
+}
+
+/// Replaces an admin-key connection's credentials after validating the result like a new connection; the
+/// connection (and its mirror) stays, back to `active`.
+pub async fn update<S: ConnectionStore, A: AdminApi>(
+    store: &S,
+    atlassian: &A,
+    keys: &KeyRing,
+    connection: &Connection,
+    patch: AdminPatch,
+    now: OffsetDateTime,
+) -> Result<Connection, AdminConnectError> {
+    let secrets = credentials::open_admin(keys, &connection.connection_id, &connection.credentials)
+        .map_err(AdminConnectError::Crypto)?;
+    let site = patch.site.or_else(|| {
+        let url = Url::parse(&connection.sites.first()?.url).ok()?;
+        secrets.site_login(&url)
+    });
+    let request = AdminConnectRequest {
+        tenant_id: connection.tenant_id.clone(),
+        org_id: connection.org_id.clone().unwrap_or_default(),
+        admin_api_key: patch.admin_api_key.unwrap_or_else(|| secrets.key()),
+        site,
+        products: None,
+    };
+    connect(store, atlassian, keys, &request, now).await
+}
+
 /// One admin-key connection per (tenant, org): connecting again updates it.
 pub fn connection_id(tenant_id: &str, org_id: &str) -> String {
     crate::ids::connection_id(tenant_id, &format!("org:{org_id}"))
