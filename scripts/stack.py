@@ -295,6 +295,20 @@ def create_session(functions_url, management_key, tenant_id):
         return json.load(response)
 
 
+def sandbox_admin_body(atlassian_url):
+    """An admin-key connection body for the sandbox's org: a fresh org admin key and an admin's site API token."""
+    def post(path, body):
+        request = urllib.request.Request(f"{atlassian_url}{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+    key = post("/__sandbox/admin/keys", {})["key"]
+    token = post("/__sandbox/api-tokens", {"account_id": "5b10ac8d82e05b22cc7d0000"})
+    return {"tenant_id": "dev-tenant", "mode": "admin_api_key", "org_id": "4f1e2d3c-0a0b-4c5d-8e9f-0123456789ab",
+            "admin_api_key": key, "site_url": f"{atlassian_url}/site/acme", "site_email": token["email"],
+            "site_api_token": token["token"]}
+
+
 def main():
     args = sys.argv[1:]
     if not args or args[0] not in ("dev", "run"):
@@ -308,12 +322,20 @@ def main():
             log(f"running {' '.join(command)}")
             return subprocess.call(command, cwd=ROOT, env={**os.environ, **stack})
         session = create_session(stack["STACK_FUNCTIONS_URL"], stack["STACK_MANAGEMENT_API_KEY"], "dev-tenant")
+        admin = ""
+        if not os.environ.get("ATLASSIAN_AUTH_BASE_URL"):
+            body = json.dumps(sandbox_admin_body(stack["STACK_ATLASSIAN_URL"]))
+            admin = f"""
+  Or connect with the sandbox org's admin API key and a site token:
+    curl -s -H 'Authorization: Bearer {stack['STACK_MANAGEMENT_API_KEY']}' -H 'Content-Type: application/json' \\
+      -d '{body}' '{stack['STACK_FUNCTIONS_URL']}/connections'
+"""
         print(f"""
 The local stack is up (logs in .dev/logs, variables in .dev/stack.env).
 
   Connect URL (open it in a browser, press Accept):
     {session['connect_url']}
-
+{admin}
   Management API:  {stack['STACK_FUNCTIONS_URL']}   (Authorization: Bearer {stack['STACK_MANAGEMENT_API_KEY']})
     curl -s -H 'Authorization: Bearer {stack['STACK_MANAGEMENT_API_KEY']}' '{stack['STACK_FUNCTIONS_URL']}/connections?tenant_id=dev-tenant'
   Atlassian:       {stack['STACK_ATLASSIAN_URL']}

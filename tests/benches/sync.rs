@@ -150,6 +150,9 @@ impl MirrorStore for HashMirror {
     async fn clear(&self, _: &Scope) -> Result<usize, StoreError> {
         Ok(0)
     }
+    async fn objects(&self, _: &Scope, _: &[String]) -> Result<HashMap<String, MirrorObject>, StoreError> {
+        unreachable!("the sync engine reads hashes only; whole objects are for the management API")
+    }
 }
 
 fn env(name: &str, default: usize) -> usize {

@@ -517,6 +517,13 @@ mod sync_runs {
         async fn clear(&self, scope: &Scope) -> Result<usize, store::StoreError> {
             self.inner.clear(scope).await
         }
+        async fn objects(
+            &self,
+            scope: &Scope,
+            keys: &[String],
+        ) -> Result<HashMap<String, MirrorObject>, store::StoreError> {
+            self.inner.objects(scope, keys).await
+        }
     }
 
     fn expected(org: &Value, object_type: ObjectType, sites: &[String]) -> HashMap<String, Value> {
@@ -984,6 +991,11 @@ mod admin_key {
         let now = OffsetDateTime::now_utc();
         let connection = tokens::admin::connect(&admin.store, &admin.client, &admin.keys, &request, now).await.unwrap();
         assert!(connection.sites.is_empty() && connection.account_id.is_empty());
+        use store::mirror::ObjectType;
+        assert!(sync::engine::availability(&connection, ObjectType::Users).is_ok());
+        assert!(sync::engine::availability(&connection, ObjectType::Groups).is_ok());
+        let why = sync::engine::availability(&connection, ObjectType::Projects).unwrap_err();
+        assert!(why.contains("no site token"), "said, not silently empty: {why}");
     }
 
     #[tokio::test]
@@ -1049,6 +1061,33 @@ mod admin_key {
         let scoped = admin.key(json!({"can_read_users": false})).await;
         let error = admin.refused(admin.request(&unique("tenant"), scoped, None)).await;
         assert!(matches!(error, AdminConnectError::NoAdminRights), "v1 says so too: {error:?}");
+
+        // The sync reads v1 too: every managed account, with its email.
+        use store::mirror::{MirrorStore, ObjectType, Scope};
+        let id = tokens::admin::connection_id(&request.tenant_id, &request.org_id);
+        let stack = Stack::from_env();
+        let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
+        let deps = sync::job::Deps {
+            store: &admin.store,
+            mirror: &mirror,
+            atlassian: &admin.client,
+            budget: &sync::budget::Unlimited,
+            keys: &admin.keys,
+            refresh: &RefreshPolicy::default(),
+            queue: &sync::queue::MemoryQueue::default(),
+            pacing: sync::engine::Pacing::default(),
+        };
+        let job = sync::queue::Job::new(&id, ObjectType::Users);
+        let outcome = sync::job::run(&deps, &job, "m-v1", None).await.unwrap();
+        assert!(matches!(outcome, sync::job::Outcome::Finished(store::RunStatus::Succeeded, _)), "{outcome:?}");
+        let org = harness::sandbox_org(&admin.sandbox).await.unwrap();
+        let expected = harness::expected_admin_mirror(&org, "users", None);
+        let (objects, _) = mirror.list(&Scope::new(&id, ObjectType::Users), None, 1000).await.unwrap();
+        let got: std::collections::HashMap<String, serde_json::Value> =
+            objects.into_iter().map(|o| (o.key, o.record["email"].clone())).collect();
+        let want: std::collections::HashMap<String, serde_json::Value> =
+            expected.into_iter().map(|(k, v)| (k, v["email"].clone())).collect();
+        assert_eq!(got, want);
     }
 
     #[tokio::test]

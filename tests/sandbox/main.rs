@@ -327,4 +327,37 @@ mod client {
             assert!(matches!(error, ApiError::Status { status: 400 }), "{evil}: {error:?}");
         }
     }
+
+    #[tokio::test]
+    async fn the_admin_api_is_paged_to_the_end_through_its_own_rate_limits() {
+        use atlassian::AdminApi;
+        let config = tests::sandbox::SandboxConfig {
+            org: tests::sandbox::OrgSize { users: 230, groups: 3, projects: 1, spaces: 1, sites: 1 },
+            ..tests::sandbox::SandboxConfig::default()
+        };
+        let base = harness::spawn_sandbox(config).await.unwrap();
+        let key = atlassian::AdminKey::new(harness::admin_key(&base, serde_json::json!({})).await.unwrap());
+        // Every 2nd Admin API request is limited with `X-RateLimit-Reset` one second ahead, and no `Retry-After`.
+        set_faults(&base, &Faults { rate_limit_every: 2, retry_after_secs: 1, ..Faults::default() }).await;
+        let started = Instant::now();
+        let (mut ids, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let page = client(&base).users_v2(&key, tests::sandbox::ORG_ID, None, cursor.as_deref()).await.unwrap();
+            ids.extend(page.data.into_iter().map(|u| u.account_id));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let org = org(&base).await;
+        let want: Vec<&str> = org["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["account_type"] == "atlassian")
+            .map(|u| u["account_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, want, "three pages of v2 users, in order, none twice");
+        assert!(started.elapsed() >= Duration::from_millis(1500), "waited for the reset: {:?}", started.elapsed());
+    }
 }

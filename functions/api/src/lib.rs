@@ -480,11 +480,11 @@ async fn objects<S: ConnectionStore, M: MirrorStore, Q, A>(
     let Some(object_type) = ObjectType::parse(object_type) else {
         return http::json_error(404, "unknown_object_type", "Object types are users, groups, projects and spaces.");
     };
-    match deps.store.get_connection(id).await {
-        Ok(Some(_)) => {}
+    let connection = match deps.store.get_connection(id).await {
+        Ok(Some(connection)) => connection,
         Ok(None) => return not_found(),
         Err(error) => return internal(&error),
-    }
+    };
     let query = request.query_string_parameters();
     let limit = match query.first("limit").map(str::parse::<usize>) {
         None => 100,
@@ -492,7 +492,13 @@ async fn objects<S: ConnectionStore, M: MirrorStore, Q, A>(
         Some(_) => return http::json_error(400, "invalid_limit", "limit must be between 1 and 1000."),
     };
     match deps.mirror.list(&Scope::new(id, object_type), query.first("cursor"), limit).await {
-        Ok((objects, next)) => {
+        Ok((mut objects, next)) => {
+            if object_type == ObjectType::Users
+                && connection.mode == store::ConnectionMode::Oauth
+                && let Err(error) = enrich(deps, &connection, &mut objects).await
+            {
+                return internal(&error);
+            }
             let items: Vec<serde_json::Value> = objects
                 .into_iter()
                 .map(|object| {
@@ -511,6 +517,41 @@ async fn objects<S: ConnectionStore, M: MirrorStore, Q, A>(
         }
         Err(error) => internal(&error),
     }
+}
+
+/// Users of an OAuth connection, enriched from an admin-key connection of the same tenant: the Admin API is the
+/// org's own record, so its `email` (where it has one; Jira hides some) and `status` (`suspended`, `closed`, which
+/// Jira cannot tell) take precedence; every other field stays the OAuth connection's. Done when read, so removing
+/// either connection leaves the other exactly as its own sync made it.
+async fn enrich<S: ConnectionStore, M: MirrorStore, Q, A>(
+    deps: &Deps<S, M, Q, A>,
+    connection: &Connection,
+    users: &mut [store::MirrorObject],
+) -> Result<(), store::StoreError> {
+    let admins: Vec<Connection> = deps
+        .store
+        .list_connections(&connection.tenant_id)
+        .await?
+        .into_iter()
+        .filter(|c| c.mode == store::ConnectionMode::AdminApiKey && c.status != store::ConnectionStatus::Revoked)
+        .collect();
+    if admins.is_empty() || users.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = users.iter().map(|u| u.key.clone()).collect();
+    for admin in &admins {
+        let known = deps.mirror.objects(&Scope::new(&admin.connection_id, ObjectType::Users), &keys).await?;
+        for user in users.iter_mut() {
+            let Some(found) = known.get(&user.key).filter(|f| !f.deleted) else { continue };
+            if let Some(email) = found.record.get("email").filter(|e| !e.is_null()) {
+                user.record.insert("email".into(), email.clone());
+            }
+            if let Some(status) = found.record.get("status") {
+                user.record.insert("status".into(), status.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn internal(error: &store::StoreError) -> Response<Body> {

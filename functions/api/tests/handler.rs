@@ -336,3 +336,48 @@ async fn admin_key_connections_are_checked_before_anything_is_asked_or_stored() 
     assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("wrong_org_id")));
     assert!(deps.store.list_connections("t-admin").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn oauth_users_take_email_and_status_from_the_tenants_admin_key_connection() {
+    use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope};
+    let deps = deps();
+    connected(&deps, vec![store::Product::Jira]).await;
+    let mut admin = contract::connection("tenant-1", "con_admin");
+    admin.mode = store::ConnectionMode::AdminApiKey;
+    deps.store.upsert_connection(&admin).await.unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let user = |id: &str, email: Value, status: &str, name: &str| {
+        let record = json!({"account_id": id, "email": email, "status": status, "display_name": name, "sites": ["c1"]});
+        MirrorObject::new(id.into(), record.as_object().unwrap().clone(), now)
+    };
+    let oauth = [user("a", Value::Null, "active", "Ada"), user("b", json!("b@jira.example"), "active", "Bo")];
+    let from_admin =
+        [user("a", json!("ada@acme.example"), "suspended", "Ada L."), user("b", Value::Null, "closed", "B")];
+    deps.mirror.write(&Scope::new("con_1", ObjectType::Users), &oauth).await.unwrap();
+    deps.mirror.write(&Scope::new("con_admin", ObjectType::Users), &from_admin).await.unwrap();
+
+    let list = |id: &str| request(Method::GET, &format!("/connections/{id}/objects/users"), Some(KEY), None);
+    let by_id = |page: &Value, id: &str| -> Value {
+        page["items"].as_array().unwrap().iter().find(|u| u["account_id"] == id).cloned().unwrap()
+    };
+    let (_, page) = call(&deps, list("con_1")).await;
+    let items = [by_id(&page, "a"), by_id(&page, "b")];
+    // The hidden email and the real status come from the Admin API; a null admin email keeps Jira's; the rest is
+    // the OAuth connection's own.
+    assert_eq!(
+        (items[0]["email"].as_str(), items[0]["status"].as_str()),
+        (Some("ada@acme.example"), Some("suspended"))
+    );
+    assert_eq!((items[1]["email"].as_str(), items[1]["status"].as_str()), (Some("b@jira.example"), Some("closed")));
+    assert_eq!((items[0]["display_name"].as_str(), &items[0]["sites"]), (Some("Ada"), &json!(["c1"])));
+    // The admin-key connection's own objects are its own.
+    let (_, own) = call(&deps, list("con_admin")).await;
+    assert_eq!(by_id(&own, "a")["display_name"], "Ada L.");
+
+    // Removing the admin-key connection leaves the OAuth one as its own sync made it.
+    let (status, _) = call(&deps, request(Method::DELETE, "/connections/con_admin", Some(KEY), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, page) = call(&deps, list("con_1")).await;
+    let ada = by_id(&page, "a");
+    assert_eq!((ada["email"].clone(), ada["status"].as_str()), (Value::Null, Some("active")));
+}

@@ -248,6 +248,12 @@ pub async fn the_mirror_round_trips_compares_and_clears(store: &impl MirrorStore
     assert_eq!(stored.len(), 2);
     assert_eq!(stored["acc-0"].hash, objects[0].hash);
     assert!(!stored["acc-249"].deleted);
+    // Whole objects, for another connection's enrichment: as written, across batches, missing keys left out.
+    let many: Vec<String> = (0..150).map(|i| format!("acc-{}", i * 2)).chain(["acc-missing".to_string()]).collect();
+    let whole = store.objects(&scope, &many).await.expect("objects");
+    assert_eq!(whole.len(), 125);
+    assert_eq!(whole["acc-0"], objects[0]);
+    assert_eq!(whole["acc-248"].record["email"], json!("u248@acme.example"));
 
     // Change one, delete another: the comparison sees both.
     let mut changed = objects[1].clone();

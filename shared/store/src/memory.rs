@@ -245,6 +245,16 @@ fn sort_key(key: &str) -> String {
 }
 
 impl crate::MirrorStore for MemoryStore {
+    async fn objects(
+        &self,
+        scope: &crate::Scope,
+        keys: &[String],
+    ) -> Result<HashMap<String, crate::MirrorObject>, StoreError> {
+        let inner = self.lock();
+        let Some(partition) = inner.mirror.get(scope) else { return Ok(HashMap::new()) };
+        Ok(keys.iter().filter_map(|k| partition.get(&sort_key(k)).map(|o| (k.clone(), o.clone()))).collect())
+    }
+
     async fn stored(
         &self,
         scope: &crate::Scope,

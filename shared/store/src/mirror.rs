@@ -111,6 +111,13 @@ pub trait MirrorStore: Send + Sync {
         keys: &[String],
     ) -> impl Future<Output = Result<HashMap<String, Stored>, StoreError>> + Send;
 
+    /// The whole stored objects of each of `keys` that exists (to enrich another connection's objects).
+    fn objects(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, MirrorObject>, StoreError>> + Send;
+
     /// Writes (creates or replaces) the objects.
     fn write(&self, scope: &Scope, objects: &[MirrorObject]) -> impl Future<Output = Result<(), StoreError>> + Send;
 

@@ -80,23 +80,24 @@ impl DynamoMirror {
     }
 }
 
-impl MirrorStore for DynamoMirror {
-    async fn stored(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Stored>, StoreError> {
-        let mut found = HashMap::with_capacity(keys.len());
+impl DynamoMirror {
+    /// BatchGetItem of `keys` (100 a call, unprocessed keys retried): only what a comparison reads when `compare`.
+    async fn batch_get(&self, scope: &Scope, keys: &[String], compare: bool) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH_GET) {
             let mut unique: Vec<&String> = chunk.iter().collect();
             unique.sort();
             unique.dedup();
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(unique.iter().map(|k| key_of(scope, k)).collect()))
+            let mut request = KeysAndAttributes::builder()
+                .set_keys(Some(unique.iter().map(|k| key_of(scope, k)).collect()))
+                .consistent_read(true);
+            if compare {
+                request = request
                     .projection_expression("#k, #h, deleted")
                     .expression_attribute_names("#k", "key")
-                    .expression_attribute_names("#h", "hash")
-                    .consistent_read(true)
-                    .build()
-                    .map_err(StoreError::dynamo)?,
-            );
+                    .expression_attribute_names("#h", "hash");
+            }
+            let mut pending = Some(request.build().map_err(StoreError::dynamo)?);
             let mut attempt = 0;
             while let Some(request) = pending.take() {
                 let output = self
@@ -106,13 +107,7 @@ impl MirrorStore for DynamoMirror {
                     .send()
                     .await
                     .map_err(StoreError::dynamo)?;
-                for item in output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
-                    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-                    if let (Some(key), Some(hash)) = (text("key"), text("hash")) {
-                        let deleted = item.get("deleted").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
-                        found.insert(key, Stored { hash, deleted });
-                    }
-                }
+                found.extend(output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default());
                 pending =
                     output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys().is_empty());
                 if pending.is_some() {
@@ -125,6 +120,32 @@ impl MirrorStore for DynamoMirror {
             }
         }
         Ok(found)
+    }
+}
+
+impl MirrorStore for DynamoMirror {
+    async fn stored(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Stored>, StoreError> {
+        let items = self.batch_get(scope, keys, true).await?;
+        let mut found = HashMap::with_capacity(items.len());
+        for item in items {
+            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+            if let (Some(key), Some(hash)) = (text("key"), text("hash")) {
+                let deleted = item.get("deleted").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+                found.insert(key, Stored { hash, deleted });
+            }
+        }
+        Ok(found)
+    }
+
+    async fn objects(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, MirrorObject>, StoreError> {
+        self.batch_get(scope, keys, false)
+            .await?
+            .into_iter()
+            .map(|item| {
+                let object = serde_dynamo::from_item::<_, MirrorItem>(item).map_err(StoreError::Corrupt)?.object;
+                Ok((object.key.clone(), object))
+            })
+            .collect()
     }
 
     async fn write(&self, scope: &Scope, objects: &[MirrorObject]) -> Result<(), StoreError> {
