@@ -966,7 +966,7 @@ mod admin_key {
         assert_eq!(connection.org_id.as_deref(), Some(tests::sandbox::ORG_ID));
         assert_eq!(connection.account_id, harness::ADMIN);
         let site = &connection.sites[0];
-        assert_eq!(site.cloud_id, tests::sandbox::site_id(0));
+        assert_eq!((site.cloud_id.as_str(), site.name.as_str()), (tests::sandbox::site_id(0).as_str(), "acme"));
         assert_eq!(site.products, vec![Product::Jira, Product::Confluence]);
         // The secrets are sealed to this connection, and open to exactly what was given.
         let stored = admin.store.get_connection(&connection.connection_id).await.unwrap().unwrap();

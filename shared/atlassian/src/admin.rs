@@ -116,6 +116,8 @@ pub struct Workspace {
     /// `jira-software`, `jira-servicedesk`, `confluence`, …
     pub type_key: String,
     pub host_url: String,
+    /// The site's name (`acme` for `acme.atlassian.net`).
+    pub name: String,
 }
 
 impl Workspace {
@@ -219,6 +221,8 @@ struct RawWorkspace {
 #[serde(rename_all = "camelCase")]
 struct WorkspaceAttributes {
     #[serde(default)]
+    name: String,
+    #[serde(default)]
     type_key: String,
     #[serde(default)]
     host_url: String,
@@ -310,6 +314,7 @@ impl AdminApi for crate::AtlassianClient {
                 cloud_id: w.id.rsplit('/').next().unwrap_or_default().to_owned(),
                 type_key: w.attributes.type_key,
                 host_url: w.attributes.host_url,
+                name: w.attributes.name,
             }));
             match page.links.and_then(|l| l.next).filter(|n| !n.is_empty()) {
                 // A cursor goes alone in the body.

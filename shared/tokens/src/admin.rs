@@ -152,7 +152,11 @@ pub async fn validate<A: AdminApi>(
         }
         other => AdminConnectError::Unavailable(other),
     })?;
-    let name = login.site_url.host_str().unwrap_or_default().split('.').next().unwrap_or_default().to_owned();
+    let name = if first.name.is_empty() {
+        login.site_url.host_str().unwrap_or_default().split('.').next().unwrap_or_default().to_owned()
+    } else {
+        first.name.clone()
+    };
     let site = Site { cloud_id: first.cloud_id.clone(), url: site_url, name, products, lost_at: None };
     Ok(Validated { site: Some(site), account_id: Some(me.account_id) })
 }
