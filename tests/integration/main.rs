@@ -1042,6 +1042,7 @@ mod admin_key {
         wants_confluence.products = Some(vec![Product::Jira, Product::Confluence]);
         let error = admin.refused(wants_confluence).await;
         assert!(matches!(error, AdminConnectError::ConfluenceMissing { .. }), "{error:?}");
+        assert!(error.to_string().contains("Leave \"confluence\" out of \"products\""), "{error}");
         // Without asking for it, the same site connects with Jira only.
         let jira_only = admin.request(&tenant, good, Some(admin.login("acme-1").await));
         let now = OffsetDateTime::now_utc();
@@ -1152,5 +1153,35 @@ mod admin_key {
         let connection = admin.store.get_connection(&id).await.unwrap().unwrap();
         assert_eq!(connection.status, store::ConnectionStatus::NeedsReauth);
         assert!(connection.status_reason.unwrap().contains("expired"));
+    }
+
+    #[tokio::test]
+    async fn a_key_that_loses_its_rights_turns_the_connection_needs_reauth() {
+        use store::mirror::ObjectType;
+        use sync::job::{self, Outcome};
+        let admin = Admin::new().await;
+        let request = admin.request(&unique("tenant"), admin.key(json!({})).await, None);
+        let now = OffsetDateTime::now_utc();
+        let connection = tokens::admin::connect(&admin.store, &admin.client, &admin.keys, &request, now).await.unwrap();
+        let restrict = format!("/__sandbox/admin/keys/{}/restrict", request.admin_api_key.expose());
+        harness::client().post(admin.sandbox.join(&restrict).unwrap()).send().await.unwrap();
+        let stack = Stack::from_env();
+        let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
+        let deps = job::Deps {
+            store: &admin.store,
+            mirror: &mirror,
+            atlassian: &admin.client,
+            budget: &sync::budget::Unlimited,
+            keys: &admin.keys,
+            refresh: &RefreshPolicy::default(),
+            queue: &sync::queue::MemoryQueue::default(),
+            pacing: sync::engine::Pacing::default(),
+        };
+        let job = sync::queue::Job::new(&connection.connection_id, ObjectType::Groups);
+        let outcome = job::run(&deps, &job, "m-403", None).await.unwrap();
+        assert!(matches!(outcome, Outcome::Finished(store::RunStatus::NeedsReauth, _)), "{outcome:?}");
+        let stored = admin.store.get_connection(&connection.connection_id).await.unwrap().unwrap();
+        assert_eq!(stored.status, store::ConnectionStatus::NeedsReauth, "scheduled runs stop until a new key");
+        assert!(stored.status_reason.unwrap().contains("may no longer read"));
     }
 }

@@ -433,11 +433,15 @@ async fn request_sync<S: ConnectionStore, M, Q: JobQueue, A>(
         Err(error) => return internal(&error),
     };
     if connection.status != store::ConnectionStatus::Active {
-        return http::json_error(
-            409,
-            "connection_not_active",
-            "The connection is not active: create a connect session for its tenant and have the admin connect again.",
-        );
+        let message = match connection.mode {
+            store::ConnectionMode::Oauth => {
+                "The connection is not active: create a connect session for its tenant and have the admin connect again."
+            }
+            store::ConnectionMode::AdminApiKey => {
+                "The connection is not active: PATCH it with a new admin_api_key (or site token), or create it again."
+            }
+        };
+        return http::json_error(409, "connection_not_active", message);
     }
     let jobs: Vec<Job> = types.iter().map(|&object_type| Job::new(id, object_type)).collect();
     if let Err(error) = deps.queue.enqueue(&jobs).await {

@@ -19,7 +19,13 @@ async fn main() -> Result<(), lambda_http::Error> {
         store: DynamoStore::new(dynamodb.clone(), &config.table),
         mirror: DynamoMirror::new(dynamodb, &config.mirror_table),
         queue: sync::queue::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.sync_queue_url),
-        atlassian: atlassian::AtlassianClient::without_oauth(atlassian::http_client()?, config.endpoints.clone()),
+        // A person waits on validation, inside API Gateway's 30 s: retry briefly, then answer 502.
+        atlassian: atlassian::AtlassianClient::without_oauth(atlassian::http_client()?, config.endpoints.clone())
+            .with_retry(atlassian::RetryPolicy {
+                max_retries: 2,
+                min_delay: std::time::Duration::from_millis(300),
+                max_delay: std::time::Duration::from_secs(3),
+            }),
         keys,
         management_key,
         sessions: config.session_settings(),

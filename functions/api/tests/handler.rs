@@ -381,3 +381,29 @@ async fn oauth_users_take_email_and_status_from_the_tenants_admin_key_connection
     let ada = by_id(&page, "a");
     assert_eq!((ada["email"].clone(), ada["status"].as_str()), (Value::Null, Some("active")));
 }
+
+#[tokio::test]
+async fn new_credentials_go_only_to_admin_key_connections() {
+    let deps = deps();
+    connected(&deps, vec![store::Product::Jira]).await;
+    let patch = |id: &str, body: Value| request(Method::PATCH, &format!("/connections/{id}"), Some(KEY), Some(body));
+    let key = json!({"admin_api_key": "ATCTT3xFfGN0-new-secret"});
+    let cases = [
+        (patch("con_1", json!({})), StatusCode::BAD_REQUEST, "nothing_to_update"),
+        (patch("con_1", json!({"admin_api_key": "k", "extra": 1})), StatusCode::BAD_REQUEST, "invalid_body"),
+        (
+            patch("con_1", json!({"site_url": "https://a.atlassian.net"})),
+            StatusCode::BAD_REQUEST,
+            "incomplete_site_token",
+        ),
+        (patch("con_missing", key.clone()), StatusCode::NOT_FOUND, "connection_not_found"),
+        (patch("con_1", key.clone()), StatusCode::CONFLICT, "not_an_admin_key_connection"),
+    ];
+    for (request, status, code) in cases {
+        let (got, answer) = call(&deps, request).await;
+        assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{answer}");
+        assert!(!answer.to_string().contains("new-secret"));
+    }
+    let unchanged = deps.store.get_connection("con_1").await.unwrap().unwrap();
+    assert_eq!((unchanged.mode, unchanged.token_version), (store::ConnectionMode::Oauth, 1), "nothing was written");
+}

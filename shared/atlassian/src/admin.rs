@@ -172,8 +172,13 @@ pub trait AdminApi: Send + Sync {
     fn workspaces(&self, key: &AdminKey, org_id: &str)
     -> impl Future<Output = Result<Vec<Workspace>, ApiError>> + Send;
 
-    /// `GET {site}/rest/api/3/myself` with Basic auth: who the site token signs in as.
-    fn site_myself(&self, login: &SiteLogin) -> impl Future<Output = Result<crate::rest::JiraUser, ApiError>> + Send;
+    /// Who the site token signs in as, with Basic auth: `GET {site}/rest/api/3/myself`, or on a site without Jira
+    /// Confluence's `GET {site}/wiki/rest/api/user/current`.
+    fn site_myself(
+        &self,
+        login: &SiteLogin,
+        jira: bool,
+    ) -> impl Future<Output = Result<crate::rest::JiraUser, ApiError>> + Send;
 
     /// `GET {site}/rest/api/3/project/search?expand=lead` with Basic auth.
     fn site_projects_page(
@@ -324,8 +329,9 @@ impl AdminApi for crate::AtlassianClient {
         }
     }
 
-    async fn site_myself(&self, login: &SiteLogin) -> Result<crate::rest::JiraUser, ApiError> {
-        self.get_json(site_url(login, "/rest/api/3/myself")?, basic(login)).await
+    async fn site_myself(&self, login: &SiteLogin, jira: bool) -> Result<crate::rest::JiraUser, ApiError> {
+        let path = if jira { "/rest/api/3/myself" } else { "/wiki/rest/api/user/current" };
+        self.get_json(site_url(login, path)?, basic(login)).await
     }
 
     async fn site_projects_page(

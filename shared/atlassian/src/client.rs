@@ -198,13 +198,16 @@ async fn unauthorized(status: u16, response: reqwest::Response) -> ApiError {
     ApiError::Unauthorized { status, expired }
 }
 
-/// Seconds from now until an `X-RateLimit-Reset` (RFC 3339 / ISO 8601 time, or epoch seconds).
+/// Seconds from now until an `X-RateLimit-Reset`: RFC 3339, Jira's `yyyy-MM-ddTHH:mmZ` (no seconds), or epoch
+/// seconds.
 fn seconds_until(reset: &str) -> Option<u64> {
-    let now = time::OffsetDateTime::now_utc();
-    let at = time::OffsetDateTime::parse(reset.trim(), &time::format_description::well_known::Rfc3339)
+    let reset = reset.trim();
+    let minutes = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]Z");
+    let at = time::OffsetDateTime::parse(reset, &time::format_description::well_known::Rfc3339)
         .ok()
-        .or_else(|| reset.trim().parse::<i64>().ok().and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok()))?;
-    Some((at - now).whole_seconds().max(0) as u64)
+        .or_else(|| time::PrimitiveDateTime::parse(reset, minutes).ok().map(|t| t.assume_utc()))
+        .or_else(|| reset.parse::<i64>().ok().and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok()))?;
+    Some((at - time::OffsetDateTime::now_utc()).whole_seconds().max(0) as u64)
 }
 
 impl AtlassianApi for AtlassianClient {
@@ -281,5 +284,19 @@ mod tests {
             "https://api.atlassian.com/oauth/token/accessible-resources"
         );
         assert_eq!(endpoints.me_url().as_str(), "https://api.atlassian.com/me");
+    }
+
+    #[test]
+    fn reset_times_are_read_in_every_style() {
+        let in_90s = time::OffsetDateTime::now_utc() + time::Duration::seconds(90);
+        let rfc = in_90s.format(&time::format_description::well_known::Rfc3339).unwrap();
+        assert!((85..=90).contains(&super::seconds_until(&rfc).unwrap()));
+        let epoch = in_90s.unix_timestamp().to_string();
+        assert!((85..=90).contains(&super::seconds_until(&epoch).unwrap()));
+        let minutes = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]Z");
+        let jira = (in_90s + time::Duration::minutes(1)).format(minutes).unwrap();
+        assert!((31..=150).contains(&super::seconds_until(&jira).unwrap()), "{jira}");
+        assert_eq!(super::seconds_until("2001-01-01T00:00Z"), Some(0), "a reset in the past waits nothing extra");
+        assert_eq!(super::seconds_until("soon"), None);
     }
 }

@@ -213,7 +213,7 @@ impl crate::admin::AdminApi for FakeAtlassian {
     async fn workspaces(&self, _: &crate::AdminKey, _: &str) -> Result<Vec<crate::admin::Workspace>, ApiError> {
         Ok(Vec::new())
     }
-    async fn site_myself(&self, _: &crate::SiteLogin) -> Result<crate::rest::JiraUser, ApiError> {
+    async fn site_myself(&self, _: &crate::SiteLogin, _: bool) -> Result<crate::rest::JiraUser, ApiError> {
         Err(ApiError::Unauthorized { status: 401, expired: false })
     }
     async fn site_projects_page(

@@ -268,22 +268,28 @@ where
         Ok(step) => Ok(step),
         Err(SyncError::Superseded) => Err(Failure::Superseded),
         Err(SyncError::NotAvailable) => Err(Failure::NotAvailable("no site token for this object type".into())),
-        Err(SyncError::Atlassian(ApiError::Unauthorized { status: 401, expired })) if directory_type => {
-            let reason = if expired {
-                "The org admin API key has expired. Create a new one at admin.atlassian.com → Settings → API keys and \
-                 PATCH the connection with it."
-            } else {
-                "Atlassian no longer accepts the org admin API key (revoked?). Create a new one at admin.atlassian.com \
-                 → Settings → API keys and PATCH the connection with it."
+        // The key itself is refused (expired, revoked) or lost its rights: no later run can do better, so the
+        // connection waits for a new key.
+        Err(SyncError::Atlassian(ApiError::Unauthorized { status, expired })) if directory_type => {
+            let reason = match (status, expired) {
+                (401, true) => {
+                    "The org admin API key has expired. Create a new one at admin.atlassian.com → Settings → API keys \
+                     and PATCH the connection with it."
+                }
+                (401, false) => {
+                    "Atlassian no longer accepts the org admin API key (revoked?). Create a new one at \
+                     admin.atlassian.com → Settings → API keys and PATCH the connection with it."
+                }
+                _ => {
+                    "The org admin API key may no longer read the org's users and groups. An org admin creates one \
+                     that can at admin.atlassian.com → Settings → API keys; PATCH the connection with it."
+                }
             };
             let marked = deps.store.mark_needs_reauth(id, connection.token_version, reason, now).await;
             if let Err(error) = marked {
                 return Err(Failure::Failed(format!("marking the connection needs_reauth failed: {error}")));
             }
             Err(Failure::NeedsReauth(reason.into()))
-        }
-        Err(SyncError::Atlassian(ApiError::Unauthorized { .. })) if directory_type => {
-            Err(Failure::NeedsReauth("The org admin API key may no longer read the org's users and groups.".into()))
         }
         Err(SyncError::Atlassian(ApiError::Unauthorized { .. })) => Err(Failure::NeedsReauth(
             "The site's email and API token no longer sign in; PATCH the connection with a new site_api_token.".into(),

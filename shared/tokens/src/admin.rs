@@ -4,7 +4,8 @@
 //!
 //! What is checked, in order: the key lists orgs (401 → invalid or expired); the org id is one of them; the key may
 //! read the org's users (v2 directories, or v1 where v2 is not available; 403 → no admin rights); and with a site:
-//! the site is one of the org's workspaces, the email + token sign in to it (`/rest/api/3/myself`), and, when
+//! the site is one of the org's workspaces, the email + token sign in to it (Jira's `/rest/api/3/myself`, or
+//! Confluence's current user on a site without Jira), and, when
 //! Confluence was asked for, the org has Confluence on that site.
 
 use crate::credentials::{self, AdminCredentials};
@@ -146,7 +147,7 @@ pub async fn validate<A: AdminApi>(
     {
         return Err(AdminConnectError::ConfluenceMissing { site_url });
     }
-    let me = atlassian.site_myself(login).await.map_err(|error| match error {
+    let me = atlassian.site_myself(login, products.contains(&Product::Jira)).await.map_err(|error| match error {
         ApiError::Unauthorized { .. } | ApiError::NotFound => {
             AdminConnectError::SiteTokenRejected { site_url: site_url.clone() }
         }

@@ -9,12 +9,13 @@
 //!   `groupIds` filter); `POST /admin/v2/orgs/{orgId}/workspaces` (the org's product instances with their
 //!   `hostUrl`). v2 can be switched off (`/__sandbox/admin`) to exercise the v1 fallback;
 //! - 429s from the fault settings carry `X-RateLimit-Reset` (no `Retry-After`), as the Admin API's own style;
-//! - sites at `{sandbox}/site/{name}`, which take Basic `email:api-token` for `rest/api/3/myself`,
+//! - sites at `{sandbox}/site/{name}`, which take Basic `email:api-token` for `rest/api/3/myself` (and Confluence's
+//!   `wiki/rest/api/user/current`),
 //!   `rest/api/3/project/search` and `wiki/api/v2/spaces` (Confluence only where the site has it), and answer
 //!   `_edge/tenant_info` with their cloud id. A site of another org (`globex`) accepts the same tokens.
 //!
 //! Control endpoints: `POST /__sandbox/admin/keys` (`{"org_id"?, "can_read_users"?, "expired"?}` → `{"key"}`),
-//! `POST /__sandbox/admin/keys/{key}/expire`, `POST /__sandbox/api-tokens` (`{"account_id"}` → `{"email",
+//! `POST /__sandbox/admin/keys/{key}/expire`, `POST /__sandbox/admin/keys/{key}/restrict` (no more reading users), `POST /__sandbox/api-tokens` (`{"account_id"}` → `{"email",
 //! "token"}`), `POST /__sandbox/admin` (`{"v2": bool}`), `DELETE /__sandbox/sites/{cloudId}/confluence` (the site
 //! keeps Jira only).
 
@@ -63,10 +64,12 @@ pub fn routes() -> Router<Sandbox> {
         .route("/admin/v2/orgs/{org_id}/workspaces", post(workspaces))
         .route("/site/{site}/_edge/tenant_info", get(tenant_info))
         .route("/site/{site}/rest/api/3/myself", get(myself))
+        .route("/site/{site}/wiki/rest/api/user/current", get(myself))
         .route("/site/{site}/rest/api/3/project/search", get(site_projects))
         .route("/site/{site}/wiki/api/v2/spaces", get(site_spaces))
         .route("/__sandbox/admin/keys", post(create_key))
         .route("/__sandbox/admin/keys/{key}/expire", post(expire_key))
+        .route("/__sandbox/admin/keys/{key}/restrict", post(restrict_key))
         .route("/__sandbox/api-tokens", post(create_api_token))
         .route("/__sandbox/admin", post(set_admin))
         .route("/__sandbox/sites/{cloud_id}/confluence", axum::routing::delete(drop_confluence))
@@ -468,6 +471,16 @@ async fn expire_key(State(sandbox): State<Sandbox>, Path(key): Path<String>) -> 
     match sandbox.lock().admin.keys.get_mut(&key) {
         Some(found) => {
             found.expired = true;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn restrict_key(State(sandbox): State<Sandbox>, Path(key): Path<String>) -> Response {
+    match sandbox.lock().admin.keys.get_mut(&key) {
+        Some(found) => {
+            found.can_read_users = false;
             StatusCode::NO_CONTENT.into_response()
         }
         None => StatusCode::NOT_FOUND.into_response(),
