@@ -398,6 +398,45 @@ async fn dynamo_store_shares_the_points_budget() {
 }
 
 /// Connects `tenant` through the flow and returns its connection id.
+/// What a sync job needs besides a connection's store, client and keys: the stack's mirror table, an in-memory
+/// queue (whose continuations a test can take) and the default refresh policy.
+struct JobEnv {
+    mirror: store::DynamoMirror,
+    queue: sync::queue::MemoryQueue,
+    policy: RefreshPolicy,
+}
+
+impl JobEnv {
+    fn new() -> Self {
+        let stack = Stack::from_env();
+        Self {
+            mirror: store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table),
+            queue: sync::queue::MemoryQueue::default(),
+            policy: RefreshPolicy::default(),
+        }
+    }
+
+    fn deps<'a, A>(
+        &'a self,
+        store: &'a DynamoStore,
+        atlassian: &'a A,
+        keys: &'a KeyRing,
+        pacing: sync::engine::Pacing,
+    ) -> sync::job::Deps<'a, DynamoStore, store::DynamoMirror, A, sync::budget::Unlimited, sync::queue::MemoryQueue>
+    {
+        sync::job::Deps {
+            store,
+            mirror: &self.mirror,
+            atlassian,
+            budget: &sync::budget::Unlimited,
+            keys,
+            refresh: &self.policy,
+            queue: &self.queue,
+            pacing,
+        }
+    }
+}
+
 async fn connected(flow: &Flow, tenant: &str) -> String {
     assert_eq!(flow.run(tenant, &Consent::default()).await.status(), 200);
     flow.store.list_connections(tenant).await.unwrap().remove(0).connection_id
@@ -726,19 +765,9 @@ async fn sync_jobs_record_their_runs_and_stop_at_a_revoked_grant() {
     let flow = Flow::new().await;
     let tenant = unique("tenant");
     let id = connected(&flow, &tenant).await;
-    let stack = Stack::from_env();
-    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
-    let policy = RefreshPolicy::default();
-    let deps = job::Deps {
-        store: &flow.store,
-        mirror: &mirror,
-        atlassian: &flow.callback.atlassian,
-        budget: &sync::budget::Unlimited,
-        keys: &flow.callback.keys,
-        refresh: &policy,
-        queue: &sync::queue::MemoryQueue::default(),
-        pacing: sync::engine::Pacing::default(),
-    };
+    let env = JobEnv::new();
+    let mirror = &env.mirror;
+    let deps = env.deps(&flow.store, &flow.callback.atlassian, &flow.callback.keys, sync::engine::Pacing::default());
     let org = harness::sandbox_org(&flow.sandbox).await.unwrap();
     for (object_type, kind) in [
         (ObjectType::Users, "users"),
@@ -781,23 +810,17 @@ async fn a_paused_run_continues_through_the_queue_and_stale_continuations_are_dr
     use store::mirror::{MirrorStore, ObjectType, Scope};
     use store::{CheckpointStore, RunStore};
     use sync::job::{self, Outcome};
-    use sync::queue::{Job, MemoryQueue};
+    use sync::queue::Job;
     let flow = Flow::new().await;
     let id = connected(&flow, &unique("tenant")).await;
-    let stack = Stack::from_env();
-    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
-    let policy = RefreshPolicy::default();
-    let queue = MemoryQueue::default();
-    let deps = job::Deps {
-        store: &flow.store,
-        mirror: &mirror,
-        atlassian: &flow.callback.atlassian,
-        budget: &sync::budget::Unlimited,
-        keys: &flow.callback.keys,
-        refresh: &policy,
-        queue: &queue,
-        pacing: sync::engine::Pacing { max_pages: 1, ..sync::engine::Pacing::default() },
-    };
+    let env = JobEnv::new();
+    let (mirror, queue) = (&env.mirror, &env.queue);
+    let deps = env.deps(
+        &flow.store,
+        &flow.callback.atlassian,
+        &flow.callback.keys,
+        sync::engine::Pacing { max_pages: 1, ..sync::engine::Pacing::default() },
+    );
     let take = || std::mem::take(&mut *queue.jobs.lock().unwrap());
     let org = harness::sandbox_org(&flow.sandbox).await.unwrap();
 
@@ -863,19 +886,9 @@ async fn a_site_the_grant_no_longer_reaches_is_marked_and_its_objects_deleted() 
     use sync::queue::Job;
     let flow = Flow::new().await;
     let id = connected(&flow, &unique("tenant")).await;
-    let stack = Stack::from_env();
-    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
-    let policy = RefreshPolicy::default();
-    let deps = job::Deps {
-        store: &flow.store,
-        mirror: &mirror,
-        atlassian: &flow.callback.atlassian,
-        budget: &sync::budget::Unlimited,
-        keys: &flow.callback.keys,
-        refresh: &policy,
-        queue: &sync::queue::MemoryQueue::default(),
-        pacing: sync::engine::Pacing::default(),
-    };
+    let env = JobEnv::new();
+    let mirror = &env.mirror;
+    let deps = env.deps(&flow.store, &flow.callback.atlassian, &flow.callback.keys, sync::engine::Pacing::default());
     assert!(matches!(
         job::run(&deps, &Job::new(&id, ObjectType::Spaces), &unique("run"), None).await.unwrap(),
         Outcome::Finished(store::RunStatus::Succeeded, _)
@@ -1066,18 +1079,9 @@ mod admin_key {
         // The sync reads v1 too: every managed account, with its email.
         use store::mirror::{MirrorStore, ObjectType, Scope};
         let id = tokens::admin::connection_id(&request.tenant_id, &request.org_id);
-        let stack = Stack::from_env();
-        let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
-        let deps = sync::job::Deps {
-            store: &admin.store,
-            mirror: &mirror,
-            atlassian: &admin.client,
-            budget: &sync::budget::Unlimited,
-            keys: &admin.keys,
-            refresh: &RefreshPolicy::default(),
-            queue: &sync::queue::MemoryQueue::default(),
-            pacing: sync::engine::Pacing::default(),
-        };
+        let env = JobEnv::new();
+        let mirror = &env.mirror;
+        let deps = env.deps(&admin.store, &admin.client, &admin.keys, sync::engine::Pacing::default());
         let job = sync::queue::Job::new(&id, ObjectType::Users);
         let outcome = sync::job::run(&deps, &job, "m-v1", None).await.unwrap();
         assert!(matches!(outcome, sync::job::Outcome::Finished(store::RunStatus::Succeeded, _)), "{outcome:?}");
@@ -1095,7 +1099,7 @@ mod admin_key {
     async fn an_admin_key_connection_syncs_the_org_through_the_admin_api_and_its_site() {
         use store::mirror::{MirrorStore, ObjectType, Scope};
         use sync::job::{self, Outcome};
-        use sync::queue::{Job, MemoryQueue};
+        use sync::queue::Job;
         // Several Admin API pages (100 a page) of users, of groups and of one group's members; several site pages.
         let org = tests::sandbox::OrgSize { users: 260, groups: 130, projects: 230, spaces: 600, sites: 2 };
         let admin = Admin::with(SandboxConfig { org, ..SandboxConfig::default() }).await;
@@ -1103,21 +1107,14 @@ mod admin_key {
         let now = OffsetDateTime::now_utc();
         let connection = tokens::admin::connect(&admin.store, &admin.client, &admin.keys, &request, now).await.unwrap();
         let id = connection.connection_id.clone();
-        let stack = Stack::from_env();
-        let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
-        let policy = RefreshPolicy::default();
-        let queue = MemoryQueue::default();
-        let deps = job::Deps {
-            store: &admin.store,
-            mirror: &mirror,
-            atlassian: &admin.client,
-            budget: &sync::budget::Unlimited,
-            keys: &admin.keys,
-            refresh: &policy,
-            queue: &queue,
-            // Pause after every page: admin cursors (v2 tokens) must resume too.
-            pacing: sync::engine::Pacing { max_pages: 1, ..sync::engine::Pacing::default() },
-        };
+        let env = JobEnv::new();
+        let (mirror, queue) = (&env.mirror, &env.queue);
+        let deps = env.deps(
+            &admin.store,
+            &admin.client,
+            &admin.keys,
+            sync::engine::Pacing { max_pages: 1, ..sync::engine::Pacing::default() },
+        );
         let org = harness::sandbox_org(&admin.sandbox).await.unwrap();
         let site = tests::sandbox::site_id(0);
         for object_type in ObjectType::ALL {
@@ -1165,18 +1162,8 @@ mod admin_key {
         let connection = tokens::admin::connect(&admin.store, &admin.client, &admin.keys, &request, now).await.unwrap();
         let restrict = format!("/__sandbox/admin/keys/{}/restrict", request.admin_api_key.expose());
         harness::client().post(admin.sandbox.join(&restrict).unwrap()).send().await.unwrap();
-        let stack = Stack::from_env();
-        let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
-        let deps = job::Deps {
-            store: &admin.store,
-            mirror: &mirror,
-            atlassian: &admin.client,
-            budget: &sync::budget::Unlimited,
-            keys: &admin.keys,
-            refresh: &RefreshPolicy::default(),
-            queue: &sync::queue::MemoryQueue::default(),
-            pacing: sync::engine::Pacing::default(),
-        };
+        let env = JobEnv::new();
+        let deps = env.deps(&admin.store, &admin.client, &admin.keys, sync::engine::Pacing::default());
         let job = sync::queue::Job::new(&connection.connection_id, ObjectType::Groups);
         let outcome = job::run(&deps, &job, "m-403", None).await.unwrap();
         assert!(matches!(outcome, Outcome::Finished(store::RunStatus::NeedsReauth, _)), "{outcome:?}");
