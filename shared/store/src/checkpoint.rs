@@ -77,13 +77,19 @@ pub(crate) fn next(base: &Checkpoint, state: &str, chunks: Vec<String>) -> Check
     Checkpoint { run_id: base.run_id.clone(), version: base.version + 1, state: state.to_owned(), chunks: all }
 }
 
-/// A fresh key for a chunk of the save that makes `version`: unique even when two invocations save the same version.
-pub(crate) fn chunk_key(version: u64, part: usize) -> String {
-    let mut nonce = [0u8; 8];
-    // A failing system RNG leaves zeros; the key still differs per version and part.
-    let _ = aws_lc_rs::rand::fill(&mut nonce);
-    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{version:010}-{part:04}-{nonce}")
+/// `seen` cut into the chunks a save on top of `base` appends, each under a fresh key: unique even when two
+/// invocations save the same version.
+pub(crate) fn chunks<'a>(base: &Checkpoint, seen: &'a [u8]) -> Vec<(String, &'a [u8])> {
+    seen.chunks(CHUNK_BYTES)
+        .enumerate()
+        .map(|(part, bytes)| {
+            let mut nonce = [0u8; 8];
+            // A failing system RNG leaves zeros; the key still differs per version and part.
+            let _ = aws_lc_rs::rand::fill(&mut nonce);
+            let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+            (format!("{:010}-{part:04}-{nonce}", base.version + 1), bytes)
+        })
+        .collect()
 }
 
 /// Whether a stored header still is `base`, as a save requires.

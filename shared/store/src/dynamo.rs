@@ -628,8 +628,7 @@ impl crate::checkpoint::CheckpointStore for DynamoStore {
         let sk = checkpoint_sk(object_type);
         let expires = ttl(now + crate::checkpoint::CHECKPOINT_TTL);
         let mut keys = Vec::new();
-        for (part, bytes) in seen.chunks(crate::checkpoint::CHUNK_BYTES).enumerate() {
-            let key = crate::checkpoint::chunk_key(base.version + 1, part);
+        for (key, bytes) in crate::checkpoint::chunks(base, seen) {
             let item = to_item(
                 connection_pk(connection_id),
                 &format!("{sk}#{key}"),

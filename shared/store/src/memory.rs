@@ -379,8 +379,7 @@ impl crate::CheckpointStore for MemoryStore {
         let mut inner = self.lock();
         let (header, chunks) = inner.checkpoints.entry((connection_id.to_owned(), object_type)).or_default();
         let mut keys = Vec::new();
-        for (part, bytes) in seen.chunks(crate::checkpoint::CHUNK_BYTES).enumerate() {
-            let key = crate::checkpoint::chunk_key(base.version + 1, part);
+        for (key, bytes) in crate::checkpoint::chunks(base, seen) {
             chunks.insert(key.clone(), bytes.to_vec());
             keys.push(key);
         }
