@@ -116,11 +116,23 @@ def template_tables():
 
 
 def template_queues():
-    """The SQS queues of infra/template.yaml: logical id → whether it is a dead-letter target."""
+    """The SQS queues of infra/template.yaml: logical id → (dead-letter queue's logical id, maxReceiveCount) or
+    None, dead-letter queues first."""
     from cfnlint.decode import cfn_yaml
 
     template = cfn_yaml.load(str(ROOT / "infra" / "template.yaml"))
-    return [logical_id for logical_id, r in template["Resources"].items() if r["Type"] == "AWS::SQS::Queue"]
+    queues = {}
+    for logical_id, r in template["Resources"].items():
+        if r["Type"] != "AWS::SQS::Queue":
+            continue
+        redrive = r.get("Properties", {}).get("RedrivePolicy")
+        if redrive:
+            target = redrive["deadLetterTargetArn"]
+            target = target.get("Fn::GetAtt", [None])[0] if isinstance(target, dict) else str(target).split(".")[0]
+            queues[logical_id] = (target, int(redrive["maxReceiveCount"]))
+        else:
+            queues[logical_id] = None
+    return sorted(queues.items(), key=lambda item: item[1] is not None)
 
 
 def aws_session():
@@ -150,9 +162,15 @@ def create_resources(aws_endpoint, prefix, oauth_client, management_key):
     ]:
         ids[env_name] = sm.create_secret(Name=f"{prefix}/{secret_name}", SecretString=value)["ARN"]
     sqs = session.client("sqs", endpoint_url=aws_endpoint)
-    for logical_id in template_queues():
-        # Locally a failed job comes back after 20 s rather than the deployed 16 minutes.
-        url = sqs.create_queue(QueueName=f"{prefix}-{logical_id}", Attributes={"VisibilityTimeout": "20"})["QueueUrl"]
+    for logical_id, redrive in template_queues():
+        # Locally a failed job comes back after 20 s rather than the deployed 16 minutes; the dead-letter queue
+        # and its maxReceiveCount are the template's.
+        attributes = {"VisibilityTimeout": "20"}
+        if redrive:
+            target, max_receives = redrive
+            arn = sqs.get_queue_attributes(QueueUrl=names[target], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receives)})
+        url = sqs.create_queue(QueueName=f"{prefix}-{logical_id}", Attributes=attributes)["QueueUrl"]
         names[logical_id] = url
     return names, ids
 
@@ -214,8 +232,9 @@ def up():
         target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
         sandbox_bin = target_dir / "debug" / "atlassian-sandbox"
         subprocess.run(["cargo", "build", "-q", "-p", "tests", "--bin", "atlassian-sandbox"], cwd=ROOT, check=True)
+        # STACK_SANDBOX_FLAGS shapes the org and its quota (e.g. "--users 1500 --quota-points 3000").
         start("sandbox", [str(sandbox_bin), "--port", str(sandbox_port), "--client-id", client_id,
-                          "--client-secret", client_secret])
+                          "--client-secret", client_secret, *os.environ.get("STACK_SANDBOX_FLAGS", "").split()])
         wait_for(f"{auth_base}/__sandbox/stats", "the Atlassian sandbox", 30)
 
     wait_for(f"{aws_endpoint}/moto-api/", "moto", 60)
@@ -243,7 +262,8 @@ def up():
     }
     # Optional settings passed through as they are (e.g. SYNC_MAX_PAGES_PER_INVOCATION=1 forces continuations).
     for name, value in os.environ.items():
-        if name == "OAUTH_SCOPES" or name.startswith("SYNC_") and name != "SYNC_QUEUE_URL":
+        passed = name.startswith(("SYNC_", "ATLASSIAN_QUOTA_")) or name in ("OAUTH_SCOPES", "ATLASSIAN_TENANT_QUOTAS")
+        if passed and name != "SYNC_QUEUE_URL":
             function_env[name] = value
     env_file = STATE / "functions.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in function_env.items()))
@@ -274,6 +294,7 @@ def up():
         "STACK_STATE_TABLE": tables["StateTable"],
         "STACK_MIRROR_TABLE": tables["MirrorTable"],
         "STACK_SYNC_QUEUE_URL": tables["SyncQueue"],
+        "STACK_SYNC_DLQ_URL": tables["SyncDeadLetterQueue"],
         "STACK_MANAGEMENT_API_KEY": management_key,
         "STACK_TOKEN_KEYS_SECRET_ID": secret_ids["TOKEN_KEYS_SECRET_ID"],
         "STACK_FUNCTION_LOG": str(STATE / "logs" / "functions.log"),

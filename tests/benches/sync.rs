@@ -259,6 +259,7 @@ async fn main() {
                 object_type,
                 now: OffsetDateTime::now_utc(),
                 pacing: sync::engine::Pacing::default(),
+                guard: sync::engine::DeletionGuard::default(),
             };
             points += run.run(None).await.expect("sync").done().expect("one invocation").points;
         }

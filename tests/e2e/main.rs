@@ -6,6 +6,8 @@ use serde_json::Value;
 use std::collections::HashMap;
 use store::SealedCredentials;
 use tests::harness::{self, Consent, Stack, unique};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokens::KeyRing;
 
 struct Connected {
@@ -248,8 +250,10 @@ fn key_of(object_type: &str, object: &Value) -> String {
     }
 }
 
-/// Asks for a sync of every type and waits until each has a succeeded run that started after `after`.
-async fn sync_all(stack: &Stack, connection_id: &str, after: &Value) -> Value {
+/// Asks for a sync of every type and waits until each has a succeeded run that started after `after`. No run may
+/// fail on the way; answers the connection and the waits the status API showed (a `waiting` run and when it said
+/// it would resume).
+async fn sync_all(stack: &Stack, connection_id: &str, after: &Value) -> (Value, Vec<(String, String)>) {
     let response = harness::client()
         .post(stack.url(&format!("/connections/{connection_id}/sync")))
         .bearer_auth(&stack.management_key)
@@ -258,15 +262,23 @@ async fn sync_all(stack: &Stack, connection_id: &str, after: &Value) -> Value {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let mut connection = Value::Null;
-    for _ in 0..900 {
+    let (mut connection, mut waits) = (Value::Null, Vec::new());
+    for _ in 0..3000 {
         connection = stack.api_get(&format!("/connections/{connection_id}")).await.unwrap().1;
+        for t in TYPES {
+            let run = &connection["sync"][t];
+            assert_ne!(run["status"], "failed", "{t}: the quota is a wait, never a failure: {run}");
+            if run["status"] == "waiting" {
+                let until = run["waiting_until"].as_str().expect("a waiting run says when it resumes");
+                waits.push((t.to_owned(), until.to_owned()));
+            }
+        }
         let fresh = |t: &str| {
             connection["sync"][t]["status"] == "succeeded"
                 && connection["sync"][t]["started_at"] != after[t]["started_at"]
         };
         if TYPES.iter().all(|t| fresh(t)) {
-            return connection;
+            return (connection, waits);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -289,8 +301,18 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
     assert_eq!(answer.status, 200, "{}", answer.body);
 
     // Ask for a sync: four jobs go on the queue and the worker (under cargo lambda watch) runs them, each across
-    // several invocations (`make test` pauses runs after every page).
-    let connection = sync_all(&stack, &c.connection_id, &Value::Null).await;
+    // several invocations (`make test` pauses runs after every page). The org's first sync costs several times the
+    // points quota `make test` gives the stack in a window, so runs wait for the next window and resume.
+    let stats_before = sandbox_stats(&stack).await;
+    let (connection, waits) = sync_all(&stack, &c.connection_id, &Value::Null).await;
+    let stats = sandbox_stats(&stack).await;
+    let spent = stats["points"].as_u64().unwrap() - stats_before["points"].as_u64().unwrap();
+    let quota = stats["quota"]["global_points"].as_u64().expect("make test gives the sandbox a quota");
+    assert!(spent > 2 * quota, "the first sync costs several windows' quota: {spent} points, {quota} a window");
+    assert!(!waits.is_empty(), "the status API showed the runs waiting for the quota");
+    for (_, until) in &waits {
+        OffsetDateTime::parse(until, &Rfc3339).expect("an RFC 3339 time");
+    }
     let sites: Vec<String> =
         connection["sites"].as_array().unwrap().iter().map(|s| s["cloud_id"].as_str().unwrap().to_owned()).collect();
     assert!(sites.len() >= 2, "the sandbox grants several sites: {connection}");
@@ -315,7 +337,7 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
     // The org changes; a second sync shows the adds, changes and deletions, and rewrites nothing else.
     harness::client().post(stack.atlassian_url.join("/__sandbox/org/mutate").unwrap()).send().await.unwrap();
     let org = harness::sandbox_org(&stack.atlassian_url).await.unwrap();
-    let connection = sync_all(&stack, &c.connection_id, &connection["sync"]).await;
+    let (connection, _) = sync_all(&stack, &c.connection_id, &connection["sync"]).await;
     for object_type in TYPES {
         let counts = &connection["sync"][object_type]["counts"];
         let expected = harness::expected_mirror(&org, object_type, &sites);
@@ -360,6 +382,34 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
     assert!(!item.contains_key("credentials"), "tokens destroyed");
     let (_, users) = stack.api_get(&format!("/connections/{}/objects/users", c.connection_id)).await.unwrap();
     assert_eq!(users["items"], serde_json::json!([]));
+
+    // Atlassian's quota was never exceeded (the budget paced every run), and nothing went to the dead-letter queue.
+    let stats = sandbox_stats(&stack).await;
+    assert_eq!(stats["quota_429s"], 0, "{stats}");
+    assert_eq!(dead_letters(&stack).await, 0);
+}
+
+async fn sandbox_stats(stack: &Stack) -> Value {
+    let url = stack.atlassian_url.join("/__sandbox/stats").unwrap();
+    harness::client().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// How many messages the sync queue's dead-letter queue holds.
+async fn dead_letters(stack: &Stack) -> u64 {
+    let attributes = stack
+        .sqs()
+        .get_queue_attributes()
+        .queue_url(&stack.dead_letter_queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    let count = attributes
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+        .cloned()
+        .unwrap_or_default();
+    count.parse().unwrap()
 }
 
 async fn post(stack: &Stack, path: &str, body: Value) -> (u16, Value) {
@@ -400,7 +450,7 @@ async fn an_admin_key_connection_end_to_end() {
     let id = connection["connection_id"].as_str().unwrap().to_owned();
 
     // All four syncs; the objects API serves the Admin API's view of the org, hidden emails included.
-    let connection = sync_all(&stack, &id, &Value::Null).await;
+    let (connection, _) = sync_all(&stack, &id, &Value::Null).await;
     let org = harness::sandbox_org(sandbox).await.unwrap();
     let site = tests::sandbox::site_id(0);
     for object_type in TYPES {
@@ -447,7 +497,7 @@ async fn an_admin_key_connection_end_to_end() {
     let patched: Value = response.json().await.unwrap();
     assert_eq!(patched["status"], "active", "{patched}");
     assert_eq!(all_objects(&stack, &id, "users").await.len(), users.len(), "the mirror is kept");
-    let again = sync_all(&stack, &id, &connection["sync"]).await;
+    let (again, _) = sync_all(&stack, &id, &connection["sync"]).await;
     assert_eq!(again["sync"]["users"]["counts"]["created"], 0, "nothing new after the key changed: {again}");
 
     // No function logged a key or a token.

@@ -1,7 +1,10 @@
-//! The sandbox's REST API behaves like Atlassian's: pagination styles and page caps, scopes, sites, faults and
-//! mutation. Paging every endpoint the way a client must gives back exactly the seeded org.
+//! The sandbox's REST API behaves like Atlassian's: pagination styles and page caps (users pages capped below
+//! `maxResults`, short pages mid-list), scopes, sites, project and space ids repeated across sites, faults (lost
+//! refresh replies too), the points quota and its headers, and mutation. Paging every endpoint the way a client must
+//! gives back exactly the seeded org.
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tests::harness;
 use tests::sandbox::{Faults, OrgSize, SandboxConfig};
 use url::Url;
@@ -10,9 +13,34 @@ const SIZE: OrgSize = OrgSize { users: 1234, groups: 120, projects: 230, spaces:
 
 /// A sandbox of its own and an access token from a full consent (with `scopes` granted, or all asked).
 async fn sandbox(granted_scopes: Option<&str>) -> (Url, String) {
-    let base = harness::spawn_sandbox(SandboxConfig { org: SIZE, ..SandboxConfig::default() }).await.unwrap();
+    sandbox_with(SandboxConfig { org: SIZE, ..SandboxConfig::default() }, granted_scopes).await
+}
+
+async fn sandbox_with(config: SandboxConfig, granted_scopes: Option<&str>) -> (Url, String) {
+    let base = harness::spawn_sandbox(config).await.unwrap();
     let token = harness::sandbox_token(&base, granted_scopes).await.unwrap();
     (base, token)
+}
+
+async fn stats(base: &Url) -> Value {
+    harness::client().get(base.join("/__sandbox/stats").unwrap()).send().await.unwrap().json().await.unwrap()
+}
+
+/// Every user of a site, paged as a client must: advance by what came back, stop only on an empty page. Answers the
+/// users and the length of every non-empty page.
+async fn all_users(base: &Url, token: &str, site: &str, max_results: usize) -> (Vec<Value>, Vec<usize>) {
+    let (mut users, mut pages) = (Vec::new(), Vec::new());
+    loop {
+        let path = format!("/ex/jira/{site}/rest/api/3/users/search?startAt={}&maxResults={max_results}", users.len());
+        let (status, _, page) = get(base, token, &path).await;
+        assert_eq!(status, 200);
+        let page = page.as_array().unwrap().clone();
+        if page.is_empty() {
+            return (users, pages);
+        }
+        pages.push(page.len());
+        users.extend(page);
+    }
 }
 
 async fn get(base: &Url, token: &str, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
@@ -30,20 +58,9 @@ async fn paging_every_endpoint_gives_back_the_org() {
     let site = tests::sandbox::site_id(0);
     let jira = format!("/ex/jira/{site}/rest/api/3");
 
-    // Users: a bare array; ask for more than the cap and stop on a short page.
-    let mut users = Vec::new();
-    loop {
-        let (status, _, page) =
-            get(&base, &token, &format!("{jira}/users/search?startAt={}&maxResults=5000", users.len())).await;
-        assert_eq!(status, 200);
-        let page = page.as_array().unwrap().clone();
-        assert!(page.len() <= 1000, "maxResults is capped at 1000");
-        let short = page.len() < 1000;
-        users.extend(page);
-        if short {
-            break;
-        }
-    }
+    // Users: a bare array; ask for more than the cap, advance by what came back and stop on an empty page.
+    let (users, pages) = all_users(&base, &token, &site, 5000).await;
+    assert!(pages.iter().all(|&n| n <= 100), "users pages are capped at 100 whatever maxResults asks: {pages:?}");
     let ids: Vec<&str> = users.iter().map(|u| u["accountId"].as_str().unwrap()).collect();
     let expected: Vec<&str> =
         value["users"].as_array().unwrap().iter().map(|u| u["account_id"].as_str().unwrap()).collect();
@@ -114,9 +131,337 @@ async fn paging_every_endpoint_gives_back_the_org() {
     let expected = value["spaces"].as_array().unwrap().iter().filter(|s| s["site"] == site.as_str()).count();
     assert_eq!(spaces.len(), expected);
 
-    let stats: Value =
-        harness::client().get(base.join("/__sandbox/stats").unwrap()).send().await.unwrap().json().await.unwrap();
+    let stats = stats(&base).await;
     assert!(stats["points"].as_u64().unwrap() > 2 * SIZE.users as u64, "identity objects cost 2 points each");
+}
+
+#[tokio::test]
+async fn users_pages_are_capped_and_a_short_page_is_not_the_end() {
+    let config = SandboxConfig { org: SIZE, users_page_cap: 70, short_pages_every: 3, ..SandboxConfig::default() };
+    let (base, token) = sandbox_with(config, None).await;
+    let org = harness::sandbox_org(&base).await.unwrap();
+    let expected: Vec<&str> =
+        org["users"].as_array().unwrap().iter().map(|u| u["account_id"].as_str().unwrap()).collect();
+    let site = tests::sandbox::site_id(1);
+    let (users, pages) = all_users(&base, &token, &site, 1000).await;
+    let ids: Vec<&str> = users.iter().map(|u| u["accountId"].as_str().unwrap()).collect();
+    assert_eq!(ids, expected, "every user exactly once, in order");
+    assert!(pages.iter().all(|&n| n <= 70), "{pages:?}");
+    // Every third page is half as long, mid-list, and more pages follow it.
+    let last = pages.len() - 1;
+    assert!(pages.iter().enumerate().any(|(i, &n)| n == 35 && i < last), "{pages:?}");
+
+    // `maxResults` clamps to 1..=1000 first, then the cap applies.
+    let users = format!("/ex/jira/{site}/rest/api/3/users/search");
+    for (asked, served) in [("0", 1), ("30", 30), ("5000", 70)] {
+        // Skip the short pages: the counter of pages served is the sandbox's, so re-ask until a full one.
+        let mut lengths = Vec::new();
+        for _ in 0..3 {
+            let (_, _, page) = get(&base, &token, &format!("{users}?maxResults={asked}")).await;
+            lengths.push(page.as_array().unwrap().len());
+        }
+        assert_eq!(lengths.iter().max(), Some(&served), "maxResults={asked}: {lengths:?}");
+    }
+}
+
+#[tokio::test]
+async fn project_and_space_ids_repeat_across_sites() {
+    let (base, token) = sandbox(None).await;
+    let mut by_site = Vec::new();
+    for site in [tests::sandbox::site_id(0), tests::sandbox::site_id(1)] {
+        let (_, _, projects) =
+            get(&base, &token, &format!("/ex/jira/{site}/rest/api/3/project/search?maxResults=100")).await;
+        let (_, _, spaces) = get(&base, &token, &format!("/ex/confluence/{site}/wiki/api/v2/spaces?limit=250")).await;
+        let ids = |list: &Value, key: &str| -> Vec<(String, String)> {
+            let list = list[key].as_array().unwrap();
+            list.iter().map(|x| (x["id"].as_str().unwrap().to_owned(), x["key"].as_str().unwrap().to_owned())).collect()
+        };
+        by_site.push((ids(&projects, "values"), ids(&spaces, "results")));
+    }
+    let [(projects_a, spaces_a), (projects_b, spaces_b)] = &by_site[..] else { unreachable!() };
+    let first = |list: &Vec<(String, String)>, id: &str| list.iter().find(|(i, _)| i == id).cloned();
+    let (a, b) = (first(projects_a, "10000").unwrap(), first(projects_b, "10000").unwrap());
+    assert_ne!(a.1, b.1, "project 10000 is a different project on each site");
+    let (a, b) = (first(spaces_a, "65536").unwrap(), first(spaces_b, "65536").unwrap());
+    assert_ne!(a.1, b.1, "space 65536 is a different space on each site");
+
+    // Mutation gives new projects and spaces ids of their own site's, never one it has already.
+    let mut org = harness::sandbox_org(&base).await.unwrap();
+    for _ in 0..5 {
+        let before = org.clone();
+        org = harness::client()
+            .post(base.join("/__sandbox/org/mutate").unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for kind in ["projects", "spaces"] {
+            let pairs = |org: &Value| -> Vec<(String, String, String)> {
+                org[kind]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| {
+                        let s = |k: &str| x[k].as_str().unwrap().to_owned();
+                        (s("site"), s("id"), s("key"))
+                    })
+                    .collect()
+            };
+            let (old, new) = (pairs(&before), pairs(&org));
+            let mut seen = std::collections::HashSet::new();
+            assert!(new.iter().all(|(site, id, _)| seen.insert((site, id))), "{kind}: an id twice on a site");
+            for (site, id, key) in new.iter().filter(|n| !old.contains(n)) {
+                assert!(!old.iter().any(|(s, i, _)| s == site && i == id), "{kind} {key} took {id}, already on {site}");
+            }
+        }
+    }
+}
+
+/// Sets the sandbox's quota (and resets its counters).
+async fn set_quota(base: &Url, quota: Value) {
+    let response = harness::client().post(base.join("/__sandbox/quota").unwrap()).json(&quota).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+}
+
+/// Sleeps until just after the next quota window of `secs` starts, so the requests that follow share a window.
+async fn window_start(secs: f64) -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let next = (now / secs).floor() + 1.0;
+    tokio::time::sleep(Duration::from_secs_f64(next * secs - now + 0.02)).await;
+    next as u64
+}
+
+fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The `t=` of a `RateLimit` header's first item.
+fn reset_secs(rate_limit: &str) -> u64 {
+    let t = rate_limit.split(';').find_map(|p| p.trim().strip_prefix("t=")).unwrap();
+    t.split(',').next().unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_global_quota_answers_429_until_its_window_resets() {
+    let (base, token) = sandbox(None).await;
+    let site = tests::sandbox::site_id(0);
+    let users = |n: usize| format!("/ex/jira/{site}/rest/api/3/users/search?maxResults={n}");
+    set_quota(&base, json!({"global_points": 100, "window_secs": 3})).await;
+    let window = window_start(3.0).await;
+
+    // 39 points: the policy and the time to reset, no `r` yet.
+    let (status, headers, _) = get(&base, &token, &users(19)).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "ratelimit-policy"), Some("\"global-app-quota\";q=100;w=3"));
+    let rate_limit = header(&headers, "ratelimit").unwrap();
+    assert!(rate_limit.starts_with("\"global-app-quota\";t="), "{rate_limit}");
+    assert!((1..=3).contains(&reset_secs(rate_limit)), "{rate_limit}");
+    assert_eq!(header(&headers, "x-ratelimit-nearlimit"), None);
+    assert_eq!(header(&headers, "beta-ratelimit"), None);
+    // 80 points: `r` shows at 80 % spent, but 20 left is not yet "near".
+    let (_, headers, _) = get(&base, &token, &users(20)).await;
+    assert!(header(&headers, "ratelimit").unwrap().starts_with("\"global-app-quota\";r=20;t="), "{headers:?}");
+    assert_eq!(header(&headers, "x-ratelimit-nearlimit"), None);
+    // 83 points: near the limit.
+    let (_, headers, _) = get(&base, &token, &users(1)).await;
+    assert!(header(&headers, "ratelimit").unwrap().starts_with("\"global-app-quota\";r=17;t="), "{headers:?}");
+    assert_eq!(header(&headers, "x-ratelimit-nearlimit"), Some("true"));
+    // Still under q, so admitted, and charged after the fact: 184 points.
+    let (status, headers, _) = get(&base, &token, &users(50)).await;
+    assert_eq!(status, 200);
+    assert!(header(&headers, "ratelimit").unwrap().starts_with("\"global-app-quota\";r=0;t="), "{headers:?}");
+
+    // Now every product of the app is refused until the window ends.
+    let (status, headers, body) = get(&base, &token, &users(1)).await;
+    assert_eq!(status, 429);
+    assert_eq!(body, json!({"code": 429, "message": "Rate limit exceeded."}));
+    assert_eq!(header(&headers, "ratelimit-reason"), Some("jira-quota-global-based"));
+    let retry_after: u64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=3).contains(&retry_after), "{retry_after}");
+    assert!(header(&headers, "ratelimit").unwrap().contains("r=0"));
+    assert_eq!(header(&headers, "ratelimit-policy"), Some("\"global-app-quota\";q=100;w=3"));
+    assert_eq!(header(&headers, "x-ratelimit-nearlimit"), Some("true"));
+    let (status, headers, _) = get(&base, &token, &format!("/ex/confluence/{site}/wiki/api/v2/spaces")).await;
+    assert_eq!(status, 429);
+    assert_eq!(header(&headers, "ratelimit-reason"), Some("confluence-quota-global-based"));
+    let stats_now = stats(&base).await;
+    assert_eq!(stats_now["current_window"], window, "the requests above shared one window");
+
+    // The next window admits again.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let (status, headers, _) = get(&base, &token, &users(1)).await;
+    assert_eq!(status, 200);
+    assert!(header(&headers, "ratelimit").unwrap().starts_with("\"global-app-quota\";t="), "{headers:?}");
+
+    let stats = stats(&base).await;
+    assert_eq!(stats["quota_429s"], 2);
+    assert_eq!(stats["burst_429s"], 0);
+    assert_eq!(stats["window_points"][window.to_string()], 184);
+    assert_eq!(stats["window_points"][(window + 1).to_string()], 3);
+    assert_eq!(stats["max_window_points"], 184);
+    assert!(stats["max_window_points"].as_u64().unwrap() <= 100 + 101, "never past q + the largest request");
+    assert_eq!(stats["quota_overshoot"], 84);
+    assert_eq!(stats["tenant_window_points"][&site][window.to_string()], 184);
+}
+
+#[tokio::test]
+async fn a_tenant_pool_limits_its_own_site_only() {
+    let config = SandboxConfig { org: OrgSize { users: 60, ..OrgSize::default() }, ..SandboxConfig::default() };
+    let (base, token) = sandbox_with(config, None).await;
+    let (a, b) = (tests::sandbox::site_id(0), tests::sandbox::site_id(1));
+    let (email, api_token) = harness::api_token(&base, harness::ADMIN).await.unwrap();
+    set_quota(&base, json!({"global_points": 100000, "tenant_points": 30, "window_secs": 4})).await;
+    window_start(4.0).await;
+
+    // 41 points on site A: admitted below its 30, then A is out.
+    let (status, headers, _) = get(&base, &token, &format!("/ex/jira/{a}/rest/api/3/users/search?maxResults=20")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "ratelimit-policy"),
+        Some("\"global-app-quota\";q=100000;w=4, \"tenant-app-quota\";q=30;w=4")
+    );
+    let (status, headers, _) = get(&base, &token, &format!("/ex/jira/{a}/rest/api/3/users/search")).await;
+    assert_eq!(status, 429);
+    assert_eq!(header(&headers, "ratelimit-reason"), Some("jira-quota-tenant-based"));
+    let rate_limit = header(&headers, "ratelimit").unwrap();
+    assert!(rate_limit.starts_with("\"global-app-quota\";t="), "{rate_limit}");
+    assert!(rate_limit.contains(", \"tenant-app-quota\";r=0;t="), "{rate_limit}");
+    let (status, headers, _) = get(&base, &token, &format!("/ex/confluence/{a}/wiki/api/v2/spaces")).await;
+    assert_eq!((status, header(&headers, "ratelimit-reason")), (429, Some("confluence-quota-tenant-based")));
+    // The site's Basic-auth API is API-token traffic: burst limits only, no points quota, no quota headers.
+    let site_a = harness::site_url(&base, "acme");
+    let response = harness::client()
+        .get(format!("{site_a}/rest/api/3/project/search"))
+        .basic_auth(&email, Some(&api_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(response.headers(), "ratelimit"), None);
+
+    // Site B still has its own pool.
+    let (status, headers, _) = get(&base, &token, &format!("/ex/jira/{b}/rest/api/3/users/search?maxResults=5")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-ratelimit-nearlimit"), None);
+    assert!(header(&headers, "ratelimit").unwrap().contains("\"tenant-app-quota\";t="));
+    let stats = stats(&base).await;
+    assert_eq!(stats["quota_429s"], 2);
+}
+
+#[tokio::test]
+async fn beta_header_names_and_no_points_for_the_admin_api() {
+    let (base, token) = sandbox(None).await;
+    set_quota(&base, json!({"global_points": 65000, "window_secs": 3600, "beta_headers": true})).await;
+    let site = tests::sandbox::site_id(0);
+    let (status, headers, _) = get(&base, &token, &format!("/ex/jira/{site}/rest/api/3/group/bulk")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "beta-ratelimit-policy"), Some("\"global-app-quota\";q=65000;w=3600"));
+    let beta = header(&headers, "beta-ratelimit").unwrap();
+    assert!(beta.starts_with("\"global-app-quota\";t=") && reset_secs(beta) <= 3600, "{beta}");
+    assert_eq!((header(&headers, "ratelimit-policy"), header(&headers, "ratelimit")), (None, None));
+
+    let key = harness::admin_key(&base, json!({})).await.unwrap();
+    let response = harness::client().get(base.join("/admin/v1/orgs").unwrap()).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(response.headers(), "beta-ratelimit-policy"), None, "the Admin API has no points");
+
+    // Without a pool there are no quota headers at all.
+    set_quota(&base, json!({})).await;
+    let reset = stats(&base).await;
+    assert_eq!(reset["quota"]["global_points"], Value::Null);
+    assert_eq!(reset["window_points"], json!({}), "setting the quota resets its counters");
+    let (_, headers, _) = get(&base, &token, &format!("/ex/jira/{site}/rest/api/3/group/bulk")).await;
+    assert_eq!((header(&headers, "beta-ratelimit-policy"), header(&headers, "ratelimit-policy")), (None, None));
+    assert_eq!(stats(&base).await["max_window_points"], 101, "points are still counted without a pool");
+}
+
+/// A full consent and code exchange on the sandbox: the token answer (with a refresh token).
+async fn grant(base: &Url) -> Value {
+    let config = SandboxConfig::default();
+    let mut authorize = base.join("/authorize").unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("audience", "api.atlassian.com")
+        .append_pair("client_id", &config.client_id)
+        .append_pair("scope", "offline_access read:me read:jira-user")
+        .append_pair("redirect_uri", "https://connector.test/oauth/callback")
+        .append_pair("state", "st_x")
+        .append_pair("response_type", "code");
+    let callback = harness::consent(authorize.as_str(), &harness::Consent::default()).await.unwrap();
+    let code = harness::query(&callback)["code"].clone();
+    refresh_request(
+        base,
+        json!({"grant_type": "authorization_code", "code": code, "redirect_uri": "https://connector.test/oauth/callback"}),
+    )
+    .await
+    .unwrap()
+    .1
+}
+
+/// A token request with the app's credentials: status and body, or the transport error.
+async fn refresh_request(base: &Url, mut body: Value) -> Result<(u16, Value), reqwest::Error> {
+    let config = SandboxConfig::default();
+    body["client_id"] = json!(config.client_id);
+    body["client_secret"] = json!(config.client_secret);
+    let response = harness::client().post(base.join("/oauth/token").unwrap()).json(&body).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+async fn refresh(base: &Url, refresh_token: &Value) -> Result<(u16, Value), reqwest::Error> {
+    refresh_request(base, json!({"grant_type": "refresh_token", "refresh_token": refresh_token})).await
+}
+
+#[tokio::test]
+async fn a_lost_refresh_reply_leaves_the_old_refresh_token_usable_within_the_leeway() {
+    let base = harness::spawn_sandbox(SandboxConfig::default()).await.unwrap();
+    let first = grant(&base).await;
+    let old = first["refresh_token"].clone();
+    let faults = Faults { lose_refresh_replies: 1, ..Faults::default() };
+    harness::client().post(base.join("/__sandbox/faults").unwrap()).json(&faults).send().await.unwrap();
+
+    // The sandbox rotates the tokens, and the client's connection drops before the answer arrives.
+    assert!(refresh(&base, &old).await.is_err(), "the connection must drop");
+    // The same old refresh token again, right away: a new, working pair.
+    let (status, second) = refresh(&base, &old).await.unwrap();
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["refresh_token"], old);
+    let site = tests::sandbox::site_id(0);
+    let (status, _, _) = get(
+        &base,
+        second["access_token"].as_str().unwrap(),
+        &format!("/ex/jira/{site}/rest/api/3/users/search?maxResults=1"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The grant survives: its newest refresh token goes on.
+    let (status, third) = refresh(&base, &second["refresh_token"]).await.unwrap();
+    assert_eq!(status, 200, "{third}");
+    let stats = stats(&base).await;
+    assert_eq!((stats["lost_refresh_replies"].as_u64(), stats["refreshes"].as_u64()), (Some(1), Some(3)));
+}
+
+#[tokio::test]
+async fn after_the_leeway_a_lost_refresh_reply_costs_the_grant() {
+    let config = SandboxConfig { reuse_leeway: Duration::from_millis(300), ..SandboxConfig::default() };
+    let base = harness::spawn_sandbox(config).await.unwrap();
+    let old = grant(&base).await["refresh_token"].clone();
+    let faults = Faults { lose_refresh_replies: 1, ..Faults::default() };
+    harness::client().post(base.join("/__sandbox/faults").unwrap()).json(&faults).send().await.unwrap();
+    assert!(refresh(&base, &old).await.is_err());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = refresh(&base, &old).await.unwrap();
+    assert_eq!((status, body["error"].as_str()), (403, Some("invalid_grant")));
+    // Reuse outside the leeway revoked the grant: the token the client never saw is dead too.
+    let issued: Value =
+        harness::client().get(base.join("/__sandbox/issued").unwrap()).send().await.unwrap().json().await.unwrap();
+    let lost =
+        issued["secrets"].as_array().unwrap().iter().rfind(|s| s.as_str().unwrap().starts_with("sbx-rt-")).unwrap();
+    assert_ne!(lost, &old);
+    let (status, _) = refresh(&base, lost).await.unwrap();
+    assert_eq!(status, 403);
 }
 
 #[tokio::test]
@@ -153,6 +498,8 @@ async fn faults_and_mutation() {
     let limited = &answers[3];
     assert_eq!(limited.1["retry-after"], "0");
     assert_eq!(limited.1["ratelimit-reason"], "jira-burst-based");
+    let counted = stats(&base).await;
+    assert_eq!((counted["burst_429s"].as_u64(), counted["quota_429s"].as_u64()), (Some(2), Some(0)));
 
     // A dropped connection: no complete answer arrives.
     let faults = Faults { drop_every: 1, ..Faults::default() };
@@ -206,13 +553,14 @@ mod client {
         token: &AccessToken,
         site: &str,
     ) -> Result<(usize, usize, usize, usize, usize), ApiError> {
+        // Users pages may be shorter than asked, mid-list: advance by what came back, stop on an empty page.
         let mut users = 0;
         loop {
             let page = client.users_page(token, site, users).await?;
-            users += page.len();
-            if page.len() < atlassian::rest::USERS_PAGE {
+            if page.is_empty() {
                 break;
             }
+            users += page.len();
         }
         let (mut groups, mut members, mut start) = (Vec::new(), 0, 0);
         loop {
@@ -273,7 +621,8 @@ mod client {
 
     #[tokio::test]
     async fn the_client_reads_every_page() {
-        let (base, token) = sandbox(None).await;
+        let config = SandboxConfig { org: SIZE, short_pages_every: 4, ..SandboxConfig::default() };
+        let (base, token) = sandbox_with(config, None).await;
         let site = tests::sandbox::site_id(1);
         let got = read_site(&client(&base), &AccessToken::new(token), &site).await.unwrap();
         assert_eq!(got, expected(&org(&base).await, &site));
@@ -291,8 +640,7 @@ mod client {
         let started = Instant::now();
         let got = read_site(&client(&base), &AccessToken::new(token), &site).await.unwrap();
         assert_eq!(got, expected(&org(&base).await, &site));
-        let stats: Value =
-            harness::client().get(base.join("/__sandbox/stats").unwrap()).send().await.unwrap().json().await.unwrap();
+        let stats = stats(&base).await;
         let requests: u64 = stats["rest_requests"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
         let limited = requests / 40;
         assert!(limited >= 1, "the test must hit the rate limit");

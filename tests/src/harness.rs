@@ -22,6 +22,7 @@ pub struct Stack {
     pub function_log: String,
     pub client_id: String,
     pub client_secret: String,
+    pub dead_letter_queue_url: String,
 }
 
 fn var(name: &str) -> String {
@@ -43,6 +44,7 @@ impl Stack {
             function_log: var("STACK_FUNCTION_LOG"),
             client_id: var("STACK_CLIENT_ID"),
             client_secret: var("STACK_CLIENT_SECRET"),
+            dead_letter_queue_url: var("STACK_SYNC_DLQ_URL"),
         }
     }
 
@@ -58,6 +60,10 @@ impl Stack {
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::new(&self.sdk_config())
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk_config())
     }
 
     pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {

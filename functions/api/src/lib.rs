@@ -573,6 +573,15 @@ pub struct RunView<'a> {
     pub finished_at: Option<OffsetDateTime>,
     pub counts: Option<&'a store::RunCounts>,
     pub error: Option<std::borrow::Cow<'a, str>>,
+    /// While `waiting`: when the run resumes (an estimate: the quota may ask for longer).
+    #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub waiting_until: Option<OffsetDateTime>,
+    /// When a run of this type last succeeded.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_succeeded_at: Option<OffsetDateTime>,
+    /// Deletions held back until a later run confirms them (too many at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_deletions: Option<&'a store::HeldDeletions>,
 }
 
 /// What the API shows of a connection: everything but the credentials.
@@ -611,6 +620,9 @@ impl<'a> ConnectionView<'a> {
                         finished_at: run.finished_at,
                         counts: Some(&run.counts),
                         error: run.error.as_deref().map(std::borrow::Cow::Borrowed),
+                        waiting_until: run.waiting_until.filter(|_| run.status == RunStatus::Waiting),
+                        last_succeeded_at: run.last_succeeded_at,
+                        held_deletions: run.held_deletions.as_ref(),
                     }),
                     // Known before any run: the connection cannot sync this type, and why.
                     None => sync::engine::availability(c, object_type).err().map(|reason| RunView {
@@ -619,6 +631,9 @@ impl<'a> ConnectionView<'a> {
                         finished_at: None,
                         counts: None,
                         error: Some(std::borrow::Cow::Owned(reason)),
+                        waiting_until: None,
+                        last_succeeded_at: None,
+                        held_deletions: None,
                     }),
                 };
                 (object_type.as_str(), view)

@@ -163,14 +163,10 @@ async fn the_connection_shows_its_latest_runs() {
 
     let now = time::OffsetDateTime::now_utc();
     let run = RunRecord {
-        object_type: ObjectType::Users,
-        run_id: "r1".into(),
         status: RunStatus::Succeeded,
-        started_at: now,
         finished_at: Some(now),
-        counts: RunCounts { pages: 2, created: 5, updated: 1, unchanged: 3, deleted: 1, points: 40 },
-        error: None,
-        lease_until_ms: 0,
+        counts: RunCounts { pages: 2, created: 5, updated: 1, unchanged: 3, deleted: 1, points: 40, held: 0 },
+        ..RunRecord::running(ObjectType::Users, "r1", now, 0)
     };
     deps.store.try_start_run("con_1", &run, now).await.unwrap();
     let (_, after) = call(&deps, request(Method::GET, "/connections/con_1", Some(KEY), None)).await;
@@ -178,7 +174,7 @@ async fn the_connection_shows_its_latest_runs() {
     assert_eq!(users["status"], "succeeded");
     assert_eq!(
         users["counts"],
-        json!({"pages": 2, "created": 5, "updated": 1, "unchanged": 3, "deleted": 1, "points": 40})
+        json!({"pages": 2, "created": 5, "updated": 1, "unchanged": 3, "deleted": 1, "points": 40, "held": 0})
     );
     assert!(users["started_at"].is_string() && users["finished_at"].is_string());
     assert_eq!(users["error"], Value::Null);

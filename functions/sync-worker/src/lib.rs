@@ -9,13 +9,18 @@ use runtime::config::{ConfigError, Env, Source};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::mirror::MirrorStore;
 use store::{CheckpointStore, ConnectionStore, CredentialStore, RunStore};
-use sync::engine::Pacing;
+use sync::budget::{QuotaConfig, QuotaMode};
+use sync::engine::{DeletionGuard, Pacing};
 use sync::job::{self, Deps, JobError};
 use sync::queue::{Job, JobQueue};
 
 pub struct Config {
     pub table: String,
-    pub budget: store::budget::BudgetLimits,
+    /// The app's Atlassian points quota (`ATLASSIAN_QUOTA_*`).
+    pub quota: QuotaConfig,
+    /// The longest wait for the quota slept inside an invocation (`SYNC_QUOTA_SLEEP_SECONDS`); longer waits are a
+    /// delayed continuation.
+    pub quota_sleep: Duration,
     pub mirror_table: String,
     pub oauth_client_secret_id: String,
     pub token_keys_secret_id: String,
@@ -24,14 +29,21 @@ pub struct Config {
     /// The queue continuations go to (the one this worker consumes).
     pub queue_url: String,
     pub pacing: Pacing,
+    /// When a run holds deletions back (`SYNC_DELETION_GUARD_PERCENT`, `SYNC_DELETION_GUARD_MIN`).
+    pub guard: DeletionGuard,
 }
 
 impl Config {
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
-        let per_hour = env.number_or("ATLASSIAN_POINTS_PER_HOUR", 60_000)?;
-        let burst = env.number_or("ATLASSIAN_POINTS_BURST", 5_000)?;
         Ok(Self {
-            budget: store::budget::BudgetLimits { per_hour, burst },
+            quota: quota_config(env)?,
+            quota_sleep: match env.optional("SYNC_QUOTA_SLEEP_SECONDS") {
+                None => Duration::from_secs(5),
+                Some(value) => value.parse().map(Duration::from_secs).map_err(|_| ConfigError::Invalid {
+                    name: "SYNC_QUOTA_SLEEP_SECONDS",
+                    reason: "expected a whole number of seconds".into(),
+                })?,
+            },
             table: env.required("STATE_TABLE")?,
             queue_url: env.required("SYNC_QUEUE_URL")?,
             pacing: Pacing {
@@ -39,6 +51,12 @@ impl Config {
                 margin: env.seconds_or("SYNC_PAUSE_MARGIN_SECONDS", 90)?,
                 max_pages: env.number_or("SYNC_MAX_PAGES_PER_INVOCATION", 0)?,
                 checkpoint_every: env.seconds_or("SYNC_CHECKPOINT_SECONDS", 60)?,
+                points_per_turn: env.number_or("SYNC_POINTS_PER_TURN", 5_000)?,
+            },
+            guard: DeletionGuard {
+                max_share: env.number_or("SYNC_DELETION_GUARD_PERCENT", 50)?.min(100) as f64 / 100.0,
+                min_count: env.number_or("SYNC_DELETION_GUARD_MIN", 10)?,
+                held: None,
             },
             mirror_table: env.required("MIRROR_TABLE")?,
             oauth_client_secret_id: env.required("OAUTH_CLIENT_SECRET_ID")?,
@@ -50,6 +68,43 @@ impl Config {
             },
         })
     }
+}
+
+/// The quota settings: `ATLASSIAN_QUOTA_MODE` (`global` or `tenant`), `ATLASSIAN_QUOTA_POINTS` (per window: the
+/// global pool, or each tenant's), `ATLASSIAN_TENANT_QUOTAS` (`cloudId=points,…` for tenants Atlassian sized
+/// otherwise), `ATLASSIAN_QUOTA_WINDOW_SECONDS` and `ATLASSIAN_QUOTA_RESERVE_PERCENT`.
+fn quota_config<S: Source>(env: &Env<S>) -> Result<QuotaConfig, ConfigError> {
+    let defaults = QuotaConfig::default();
+    let invalid = |name, reason: &str| ConfigError::Invalid { name, reason: reason.into() };
+    let mode = match env.optional("ATLASSIAN_QUOTA_MODE").as_deref() {
+        None | Some("global") => QuotaMode::Global,
+        Some("tenant") => QuotaMode::Tenant,
+        Some(_) => return Err(invalid("ATLASSIAN_QUOTA_MODE", "expected global or tenant")),
+    };
+    let mut tenant_points = std::collections::HashMap::new();
+    let pairs = env.optional("ATLASSIAN_TENANT_QUOTAS").unwrap_or_default();
+    for pair in pairs.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = pair.split_once('=').and_then(|(site, points)| Some((site.trim(), points.trim().parse().ok()?)));
+        let Some((site, points)) = parsed else {
+            return Err(invalid("ATLASSIAN_TENANT_QUOTAS", "expected cloudId=points pairs, comma-separated"));
+        };
+        tenant_points.insert(site.to_owned(), points);
+    }
+    let reserve = match env.optional("ATLASSIAN_QUOTA_RESERVE_PERCENT") {
+        None => 5,
+        Some(value) => value
+            .parse::<u64>()
+            .ok()
+            .filter(|p| *p < 100)
+            .ok_or_else(|| invalid("ATLASSIAN_QUOTA_RESERVE_PERCENT", "expected a whole number from 0 to 99"))?,
+    };
+    Ok(QuotaConfig {
+        mode,
+        points: env.number_or("ATLASSIAN_QUOTA_POINTS", defaults.points)?,
+        tenant_points,
+        window: env.seconds_or("ATLASSIAN_QUOTA_WINDOW_SECONDS", defaults.window.as_secs())?,
+        reserve: reserve as f64 / 100.0,
+    })
 }
 
 /// Lambda's deadline (epoch milliseconds) as an instant on this machine's clock.

@@ -15,17 +15,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let secretsmanager = runtime::secretsmanager(&aws);
     let credentials = secrets::oauth_credentials(&secretsmanager, &config.oauth_client_secret_id).await?;
     let keys = KeyRing::from_json(secrets::read(&secretsmanager, &config.token_keys_secret_id).await?.expose_secret())?;
+    // The client reports Atlassian's quota headers to the budget, which reconciles its pools with them.
+    let quota = atlassian::QuotaWatch::default();
     let atlassian = atlassian::AtlassianClient::new(
         atlassian::http_client()?,
         config.endpoints.clone(),
         credentials,
         tokens::connect::callback_url(&config.public_base_url),
-    );
+    )
+    .with_quota_watch(quota.clone());
     let dynamodb = runtime::dynamodb(&aws);
     let store = DynamoStore::new(dynamodb.clone(), &config.table);
     let mirror = DynamoMirror::new(dynamodb, &config.mirror_table);
     let refresh = RefreshPolicy::default();
-    let budget = sync::budget::SharedBudget::new(&store, "atlassian-app", config.budget);
+    let mut budget = sync::budget::SharedBudget::new(&store, "atlassian-app", config.quota.clone()).watching(quota);
+    budget.max_wait = config.quota_sleep;
     let queue = sync::queue::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
     let deps = sync::job::Deps {
         store: &store,
@@ -36,6 +40,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         refresh: &refresh,
         queue: &queue,
         pacing: config.pacing.clone(),
+        guard: config.guard.clone(),
     };
     run(service_fn(|event: LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| {
         let deps = &deps;

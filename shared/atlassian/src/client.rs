@@ -77,6 +77,8 @@ pub struct AtlassianClient {
     /// `None` for a client of the Admin API and sites only (the management API holds no OAuth app secret).
     oauth: Option<TokenClient>,
     retry: RetryPolicy,
+    /// Where the quota headers of every answer are reported, if anyone budgets the quota.
+    quota: Option<crate::quota::QuotaWatch>,
 }
 
 impl AtlassianClient {
@@ -87,12 +89,12 @@ impl AtlassianClient {
             .set_token_uri(TokenUrl::from_url(endpoints.token_url()))
             .set_redirect_uri(RedirectUrl::from_url(redirect_uri))
             .set_auth_type(AuthType::RequestBody);
-        Self { http, endpoints, oauth: Some(oauth), retry: RetryPolicy::default() }
+        Self { http, endpoints, oauth: Some(oauth), retry: RetryPolicy::default(), quota: None }
     }
 
     /// A client for the Admin API and sites' own APIs (API keys, Basic tokens), without an OAuth app.
     pub fn without_oauth(http: reqwest::Client, endpoints: Endpoints) -> Self {
-        Self { http, endpoints, oauth: None, retry: RetryPolicy::default() }
+        Self { http, endpoints, oauth: None, retry: RetryPolicy::default(), quota: None }
     }
 
     fn oauth(&self) -> Result<&TokenClient, OAuthError> {
@@ -101,6 +103,12 @@ impl AtlassianClient {
 
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
+    }
+
+    /// Reports the points-quota headers of every answer to `watch`.
+    pub fn with_quota_watch(mut self, watch: crate::quota::QuotaWatch) -> Self {
+        self.quota = Some(watch);
+        self
     }
 
     /// Sets how transient failures are retried.
@@ -155,7 +163,7 @@ impl AtlassianClient {
         auth: Auth<'_>,
         body: Option<&serde_json::Value>,
     ) -> Result<T, ApiError> {
-        let mut request = self.http.request(method, url).header(reqwest::header::ACCEPT, "application/json");
+        let mut request = self.http.request(method, url.clone()).header(reqwest::header::ACCEPT, "application/json");
         request = match auth {
             Auth::Bearer(secret) => request.bearer_auth(secret),
             Auth::Basic { user, password } => request.basic_auth(user, Some(password)),
@@ -163,7 +171,13 @@ impl AtlassianClient {
         if let Some(body) = body {
             request = request.json(body);
         }
+        let cloud_id = gateway_cloud_id(&url);
         let response = request.send().await.map_err(ApiError::Transport)?;
+        if let Some(watch) = &self.quota
+            && let Some(report) = crate::quota::QuotaReport::from_headers(response.headers(), cloud_id)
+        {
+            watch.record(report);
+        }
         let status = response.status();
         match status.as_u16() {
             200..=299 => response.json().await.map_err(ApiError::Decode),
@@ -181,6 +195,14 @@ impl AtlassianClient {
             other => Err(ApiError::Status { status: other }),
         }
     }
+}
+
+/// The cloud id of a gateway URL (`…/ex/{product}/{cloudId}/…`).
+fn gateway_cloud_id(url: &Url) -> Option<String> {
+    let mut segments = url.path_segments()?;
+    segments.by_ref().find(|s| *s == "ex")?;
+    segments.next()?;
+    segments.next().map(str::to_owned)
 }
 
 /// How a request authenticates: a Bearer token (3LO access token, admin API key) or Basic `email:API token`.

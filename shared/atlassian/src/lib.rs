@@ -12,6 +12,7 @@ mod client;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod quota;
 pub mod rest;
 mod types;
 
@@ -19,6 +20,7 @@ pub use admin::{AdminApi, AdminKey, SiteLogin};
 pub use client::{AtlassianClient, ClientCredentials, Endpoints, http_client};
 pub use error::{ApiError, OAuthError};
 pub use oauth2::{AccessToken, AuthorizationCode, ClientId, ClientSecret, RefreshToken};
+pub use quota::{QuotaReport, QuotaWatch};
 pub use rest::{DirectoryApi, RetryPolicy};
 pub use types::{AccessibleResource, Me, TokenGrant};
 

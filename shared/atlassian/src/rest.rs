@@ -62,9 +62,16 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    /// `isLast` when given; otherwise a short or empty page ends the list.
+    /// Whether this page ends the list: `isLast` when given, else `total` when given; never a page shorter than
+    /// asked alone (Atlassian serves fewer than `maxResults` mid-list). An empty page always ends it, so a list that
+    /// says `isLast: false` forever cannot loop.
     pub fn is_last(&self) -> bool {
-        self.is_last.unwrap_or(self.values.is_empty() || self.values.len() < self.max_results)
+        self.values.is_empty()
+            || match (self.is_last, self.total) {
+                (Some(last), _) => last,
+                (None, Some(total)) => self.start_at + self.values.len() >= total,
+                (None, None) => false,
+            }
     }
 }
 
@@ -132,7 +139,7 @@ struct SpacesLinks {
     next: Option<String>,
 }
 
-/// Page sizes: the largest each endpoint honours.
+/// Page sizes: the largest each endpoint documents (what it actually serves may be less: see `users_page`).
 pub const USERS_PAGE: usize = 1000;
 pub const GROUPS_PAGE: usize = 50;
 pub const MEMBERS_PAGE: usize = 50;
@@ -141,7 +148,8 @@ pub const SPACES_PAGE: usize = 250;
 
 /// The REST reads of the sync, one page at a time.
 pub trait DirectoryApi: Send + Sync {
-    /// `GET /rest/api/3/users/search`: a bare array; a page shorter than asked ends the list.
+    /// `GET /rest/api/3/users/search`: a bare array. Only an empty page ends it: Jira may serve fewer users than
+    /// asked (100 a page whatever `maxResults` says) and the next page starts after what came back.
     fn users_page(
         &self,
         token: &AccessToken,

@@ -151,6 +151,10 @@ pub async fn one_refresh_lease_at_a_time<S: SessionStore + ConnectionStore + Cre
     );
     // No lease on a connection that does not exist.
     assert!(!store.try_lease("con_missing", "a", now, until).await.expect("lease"));
+    // The holder renews its own lease (a refresh retrying a lost answer); nobody else can take it meanwhile.
+    let renewed = until + Duration::seconds(60);
+    assert!(store.try_lease(id, holder, now, renewed).await.expect("lease"));
+    assert!(!store.try_lease(id, "intruder", until + Duration::seconds(45), renewed).await.expect("lease"));
 }
 
 pub async fn credentials_are_saved_only_on_the_expected_version<S: SessionStore + ConnectionStore + CredentialStore>(
@@ -201,15 +205,17 @@ pub async fn credentials_are_saved_only_on_the_expected_version<S: SessionStore 
 }
 
 pub async fn the_points_budget_is_shared<S: BudgetStore + 'static>(store: std::sync::Arc<S>) {
-    use crate::budget::BudgetLimits;
+    use crate::budget::{BudgetLimits, Draw};
     let name = unique("budget");
-    let limits = BudgetLimits { per_hour: 36, burst: 100 }; // a refill too slow to matter during the check
-    let now = OffsetDateTime::now_utc();
-    // Twenty workers ask for 10 points each at once: exactly the burst (100) is granted, never more.
+    let limits = BudgetLimits { points: 100, window: std::time::Duration::from_secs(3600) };
+    // The start of the next window, so the whole check happens in one.
+    let (_, now) = limits.window_of(OffsetDateTime::now_utc());
+    let want = |wanted| Draw { wanted, ..Draw::default() };
+    // Twenty workers ask for 10 points each at once: exactly the window's 100 are granted, never more.
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let (store, name) = (store.clone(), name.clone());
-            tokio::spawn(async move { store.take_points(&name, limits, 10, now).await })
+            tokio::spawn(async move { store.take_points(&name, limits, want(10), now).await })
         })
         .collect();
     let mut granted = 0;
@@ -217,10 +223,13 @@ pub async fn the_points_budget_is_shared<S: BudgetStore + 'static>(store: std::s
         granted += task.await.expect("task").expect("take").granted;
     }
     assert_eq!(granted, 100);
-    let empty = store.take_points(&name, limits, 5, now).await.expect("take");
+    let empty = store.take_points(&name, limits, want(5), now + Duration::seconds(100)).await.expect("take");
     assert_eq!(empty.granted, 0);
-    assert_eq!(empty.wait, Some(std::time::Duration::from_millis(500_000)), "5 points at 36 an hour");
-    let later = store.take_points(&name, limits, 5, now + Duration::seconds(500)).await.expect("take");
+    assert_eq!(empty.wait, Some(std::time::Duration::from_secs(3500)), "until the window resets");
+    let given_back = Draw { give_back: 5, ..want(5) };
+    let back = store.take_points(&name, limits, given_back, now + Duration::seconds(100)).await.expect("take");
+    assert_eq!(back.granted, 5, "what a worker gives back can be drawn again");
+    let later = store.take_points(&name, limits, want(5), now + Duration::seconds(3600)).await.expect("take");
     assert_eq!(later.granted, 5);
 }
 
@@ -295,15 +304,8 @@ pub async fn one_run_per_type_at_a_time(store: &impl RunStore) {
     use crate::runs::{RunCounts, RunRecord, RunStatus};
     let connection_id = unique("con");
     let now = now();
-    let run = |run_id: &str, object_type| RunRecord {
-        object_type,
-        run_id: run_id.into(),
-        status: RunStatus::Running,
-        started_at: now,
-        finished_at: None,
-        counts: RunCounts::default(),
-        error: None,
-        lease_until_ms: crate::budget::epoch_ms(now + Duration::minutes(15)),
+    let run = |run_id: &str, object_type| {
+        RunRecord::running(object_type, run_id, now, crate::budget::epoch_ms(now + Duration::minutes(15)))
     };
     let first = run("run-1", ObjectType::Users);
     assert!(store.try_start_run(&connection_id, &first, now).await.expect("start"));
@@ -324,10 +326,21 @@ pub async fn one_run_per_type_at_a_time(store: &impl RunStore) {
     let mut done = takeover.clone();
     done.status = RunStatus::Succeeded;
     done.finished_at = Some(later);
-    done.counts = RunCounts { pages: 3, created: 10, updated: 1, unchanged: 5, deleted: 2, points: 77 };
+    done.counts = RunCounts { pages: 3, created: 10, updated: 1, unchanged: 5, deleted: 2, points: 77, held: 0 };
     assert!(store.save_run(&connection_id, &done).await.expect("save"));
     // A finished run does not block the next.
     assert!(store.try_start_run(&connection_id, &run("run-5", ObjectType::Users), later).await.expect("start"));
+    // A waiting run (paused for the quota) keeps its lease like a running one, and is read back whole.
+    let mut waiting = run("run-5", ObjectType::Users);
+    waiting.status = RunStatus::Waiting;
+    waiting.waiting_until = Some(later + Duration::minutes(20));
+    waiting.lease_until_ms = crate::budget::epoch_ms(later + Duration::minutes(36));
+    waiting.held_deletions = Some(crate::HeldDeletions { count: 40, of: 50, digest: "0123456789abcdef".into() });
+    assert!(store.save_run(&connection_id, &waiting).await.expect("save"));
+    let much_later = later + Duration::minutes(30);
+    assert!(!store.try_start_run(&connection_id, &run("run-6", ObjectType::Users), much_later).await.expect("start"));
+    assert_eq!(store.get_run(&connection_id, ObjectType::Users).await.expect("get"), Some(waiting));
+    assert_eq!(store.get_run(&connection_id, ObjectType::Spaces).await.expect("get"), None);
     let mut runs = store.list_runs(&connection_id).await.expect("list");
     runs.sort_by_key(|r| r.object_type);
     assert_eq!(runs.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), vec!["run-5", "run-3"]);

@@ -410,7 +410,7 @@ impl CredentialStore for DynamoStore {
         self.update_connection_if(
             connection_id,
             "SET lease_owner = :owner, lease_until = :until",
-            "attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+            "attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :owner)",
             vec![(":owner", AttributeValue::S(owner.into())), (":until", millis(until)), (":now", millis(now))],
             vec![],
         )
@@ -481,13 +481,13 @@ impl crate::BudgetStore for DynamoStore {
         &self,
         name: &str,
         limits: crate::budget::BudgetLimits,
-        wanted: u64,
+        draw: crate::budget::Draw,
         now: OffsetDateTime,
     ) -> Result<crate::budget::Take, StoreError> {
         // Read, compute, write back on the condition that nobody wrote in between; on a race, read again.
         for _ in 0..32 {
             let stored: Option<crate::budget::BucketState> = self.get(format!("BUDGET#{name}"), "BUDGET").await?;
-            let (state, take) = crate::budget::take(stored, limits, wanted, now);
+            let (state, take) = crate::budget::take(stored, limits, draw, now);
             if stored == Some(state) {
                 return Ok(take); // nothing to write (no refill, nothing granted)
             }
@@ -496,9 +496,11 @@ impl crate::BudgetStore for DynamoStore {
             put = match stored {
                 None => put.condition_expression("attribute_not_exists(pk)"),
                 Some(old) => put
-                    .condition_expression("updated_ms = :updated AND milli_points = :points")
-                    .expression_attribute_values(":updated", AttributeValue::N(old.updated_ms.to_string()))
-                    .expression_attribute_values(":points", AttributeValue::N(old.milli_points.to_string())),
+                    .condition_expression("#window = :window AND spent = :spent AND blocked_until_ms = :blocked")
+                    .expression_attribute_names("#window", "window")
+                    .expression_attribute_values(":window", AttributeValue::N(old.window.to_string()))
+                    .expression_attribute_values(":spent", AttributeValue::N(old.spent.to_string()))
+                    .expression_attribute_values(":blocked", AttributeValue::N(old.blocked_until_ms.to_string())),
             };
             match put.send().await {
                 Ok(_) => return Ok(take),
@@ -555,9 +557,11 @@ impl crate::RunStore for DynamoStore {
         self.put_run_if(
             connection_id,
             run,
-            "attribute_not_exists(pk) OR #status <> :running OR lease_until_ms < :now OR run_id = :run_id",
+            "attribute_not_exists(pk) OR (#status <> :running AND #status <> :waiting) OR lease_until_ms < :now \
+             OR run_id = :run_id",
             vec![
                 (":running", AttributeValue::S("running".into())),
+                (":waiting", AttributeValue::S("waiting".into())),
                 (":now", AttributeValue::N(crate::budget::epoch_ms(now).to_string())),
             ],
         )
@@ -566,6 +570,14 @@ impl crate::RunStore for DynamoStore {
 
     async fn save_run(&self, connection_id: &str, run: &crate::RunRecord) -> Result<bool, StoreError> {
         self.put_run_if(connection_id, run, "run_id = :run_id", vec![]).await
+    }
+
+    async fn get_run(
+        &self,
+        connection_id: &str,
+        object_type: crate::ObjectType,
+    ) -> Result<Option<crate::RunRecord>, StoreError> {
+        self.get(connection_pk(connection_id), &run_sk(object_type)).await
     }
 
     async fn list_runs(&self, connection_id: &str) -> Result<Vec<crate::RunRecord>, StoreError> {

@@ -28,7 +28,7 @@ pub use mirror_dynamo::DynamoMirror;
 pub use model::{
     ConnectSession, Connection, ConnectionMode, ConnectionStatus, OAuthState, Product, SealedCredentials, Site,
 };
-pub use runs::{RunCounts, RunRecord, RunStatus};
+pub use runs::{HeldDeletions, RunCounts, RunRecord, RunStatus};
 
 use std::future::Future;
 use time::OffsetDateTime;
@@ -51,7 +51,8 @@ pub trait StateStore: Send + Sync {
 /// concurrent Lambda, and writes are conditional on `token_version`, so a write based on stale credentials (another
 /// worker refreshed, or the tenant reconnected) never lands.
 pub trait CredentialStore: Send + Sync {
-    /// Takes the connection's refresh lease for `owner` until `until`, unless someone else holds a live one.
+    /// Takes the connection's refresh lease for `owner` until `until`, unless someone else holds a live one (its
+    /// holder may renew it).
     fn try_lease(
         &self,
         connection_id: &str,
@@ -84,22 +85,24 @@ pub trait CredentialStore: Send + Sync {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
-/// The app-wide points budget (see [`budget`]).
+/// The points quota's pools (see [`budget`]).
 pub trait BudgetStore: Send + Sync {
-    /// Takes up to `wanted` points from the shared bucket `name`, atomically across every worker.
+    /// Applies `draw` to the pool `name` (takes up to `draw.wanted` points, gives back, learns what Atlassian
+    /// reported), atomically across every worker.
     fn take_points(
         &self,
         name: &str,
         limits: budget::BudgetLimits,
-        wanted: u64,
+        draw: budget::Draw,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<budget::Take, StoreError>> + Send;
 }
 
 /// Run records (see [`runs`]).
 pub trait RunStore: Send + Sync {
-    /// Stores `run` as the running record of its type unless another run holds a live lease (a record with the same
-    /// `run_id` may always be resumed). `false`: someone else is running.
+    /// Stores `run` as the running record of its type unless another run holds a live lease (`running` or
+    /// `waiting`, lease not lapsed; a record with the same `run_id` may always be resumed). `false`: someone else is
+    /// running.
     fn try_start_run(
         &self,
         connection_id: &str,
@@ -109,6 +112,13 @@ pub trait RunStore: Send + Sync {
 
     /// Replaces the record of the same run (`false` if another run took over meanwhile).
     fn save_run(&self, connection_id: &str, run: &RunRecord) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The latest run of one type.
+    fn get_run(
+        &self,
+        connection_id: &str,
+        object_type: ObjectType,
+    ) -> impl Future<Output = Result<Option<RunRecord>, StoreError>> + Send;
 
     /// The latest run of each type.
     fn list_runs(&self, connection_id: &str) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;

@@ -177,7 +177,7 @@ impl CredentialStore for MemoryStore {
         if !inner.connections.contains_key(connection_id) {
             return Ok(false);
         }
-        if inner.leases.get(connection_id).is_some_and(|(_, held_until)| *held_until >= now) {
+        if inner.leases.get(connection_id).is_some_and(|(holder, held_until)| *held_until >= now && holder != owner) {
             return Ok(false);
         }
         inner.leases.insert(connection_id.to_owned(), (owner.to_owned(), until));
@@ -230,11 +230,11 @@ impl crate::BudgetStore for MemoryStore {
         &self,
         name: &str,
         limits: crate::budget::BudgetLimits,
-        wanted: u64,
+        draw: crate::budget::Draw,
         now: OffsetDateTime,
     ) -> Result<crate::budget::Take, StoreError> {
         let mut inner = self.lock();
-        let (state, take) = crate::budget::take(inner.buckets.get(name).copied(), limits, wanted, now);
+        let (state, take) = crate::budget::take(inner.buckets.get(name).copied(), limits, draw, now);
         inner.buckets.insert(name.to_owned(), state);
         Ok(take)
     }
@@ -317,7 +317,7 @@ impl crate::RunStore for MemoryStore {
         let key = (connection_id.to_owned(), run.object_type);
         let now_ms = crate::budget::epoch_ms(now);
         if let Some(current) = inner.runs.get(&key)
-            && current.status == crate::RunStatus::Running
+            && current.status.is_live()
             && current.lease_until_ms >= now_ms
             && current.run_id != run.run_id
         {
@@ -337,6 +337,14 @@ impl crate::RunStore for MemoryStore {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn get_run(
+        &self,
+        connection_id: &str,
+        object_type: crate::ObjectType,
+    ) -> Result<Option<crate::RunRecord>, StoreError> {
+        Ok(self.lock().runs.get(&(connection_id.to_owned(), object_type)).cloned())
     }
 
     async fn list_runs(&self, connection_id: &str) -> Result<Vec<crate::RunRecord>, StoreError> {

@@ -1,6 +1,7 @@
 //! Run records: the latest run of each object type of a connection, stored beside the connection
 //! (`pk = CONN#<id>`, `sk = RUN#<type>`), so one query returns a connection and its sync status. A running record
-//! holds a lease: at most one run per (connection, type) at a time, and a crashed run's lease lapses.
+//! holds a lease: at most one run per (connection, type) at a time, and a crashed run's lease lapses. A `waiting`
+//! run (paused for the points quota, or backing off after a transient failure) keeps its lease until it resumes.
 
 use crate::mirror::ObjectType;
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,9 @@ use time::OffsetDateTime;
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Running,
+    /// Paused until `waiting_until`: the points quota is spent, or a transient failure is backing off. Its
+    /// continuation is queued with that delay.
+    Waiting,
     Succeeded,
     Failed,
     NeedsReauth,
@@ -26,6 +30,27 @@ pub struct RunCounts {
     pub deleted: u64,
     /// Quota points Atlassian charges for what was read (1 a request, +2 a user or group, +1 a project or space).
     pub points: u64,
+    /// Deletions the run would have marked but held back (see [`HeldDeletions`]).
+    #[serde(default)]
+    pub held: u64,
+}
+
+impl RunStatus {
+    /// Whether a run in this status still holds its lease (it will resume).
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Running | Self::Waiting)
+    }
+}
+
+/// Deletions a complete run held back because they were too many at once (a truncated read upstream looks exactly
+/// like a mass deletion); a later run that would delete the very same set confirms them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldDeletions {
+    pub count: u64,
+    /// Of how many live objects.
+    pub of: u64,
+    /// A digest of the held keys, to tell the same set again.
+    pub digest: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,4 +69,32 @@ pub struct RunRecord {
     /// Epoch milliseconds until which a running record is owned by its run.
     #[serde(default)]
     pub lease_until_ms: i64,
+    /// While `waiting`: when the run resumes (an estimate; the quota may need longer).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub waiting_until: Option<OffsetDateTime>,
+    /// When a run of this type last succeeded (carried from run to run).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub last_succeeded_at: Option<OffsetDateTime>,
+    /// Deletions held back by the last complete run, waiting for a later run to confirm them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_deletions: Option<HeldDeletions>,
+}
+
+impl RunRecord {
+    /// A new run's record: running, holding its lease until `lease_until_ms`.
+    pub fn running(object_type: ObjectType, run_id: &str, started_at: OffsetDateTime, lease_until_ms: i64) -> Self {
+        Self {
+            object_type,
+            run_id: run_id.to_owned(),
+            status: RunStatus::Running,
+            started_at,
+            finished_at: None,
+            counts: RunCounts::default(),
+            error: None,
+            lease_until_ms,
+            waiting_until: None,
+            last_succeeded_at: None,
+            held_deletions: None,
+        }
+    }
 }

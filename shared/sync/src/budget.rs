@@ -1,81 +1,222 @@
-//! The worker's side of the app-wide points budget (`store::budget`): before each Atlassian request the worker
-//! needs a positive balance, drawn from the shared bucket in chunks (one DynamoDB write per chunk, not per
-//! request); after it, the request's actual points are charged, so a worker overdraws by at most one page. When the
-//! bucket is dry for longer than a short wait, the run stops and its job comes back later.
+//! The worker's side of the points quota (`store::budget` holds the pools). Before each Atlassian request the
+//! worker needs a balance that covers the request's likely cost, drawn from the shared pool in chunks (one
+//! DynamoDB write per chunk, not per request); after it, the request's actual points are charged. When the pool is
+//! dry the run does not fail: [`BudgetError::Exhausted`] says how long until the window resets, and the run waits
+//! for it through a delayed continuation.
+//!
+//! The model is Atlassian's (see the README's "Points quota"): the app-wide pool (`global`), or one pool per
+//! tenant (`tenant`, for apps Atlassian moved to tenant quotas), each `points` per fixed window, less a reserve for
+//! the proxy, other clients and requests in flight across a window's end. What Atlassian reports in its headers
+//! (`RateLimit` `r=`, `X-RateLimit-NearLimit`) is carried into the next draw, and a quota 429 blocks its pool until
+//! the window resets. No request starts in the last moments of a window (a twentieth of it, two seconds at most):
+//! Atlassian would count one answered after the reset in the next window, whose pool here starts from nothing.
 
+use atlassian::QuotaWatch;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
-use store::budget::BudgetLimits;
+use store::budget::{BudgetLimits, Draw};
 use store::{BudgetStore, StoreError};
 use thiserror::Error;
 use time::OffsetDateTime;
 
 #[derive(Debug, Error)]
 pub enum BudgetError {
-    #[error("the app's Atlassian points budget is spent; it refills in {0:?}")]
+    #[error("the app's Atlassian points quota is spent; it resets in {0:?}")]
     Exhausted(Duration),
     #[error("the budget store failed")]
     Store(#[from] StoreError),
 }
 
 pub trait Budget: Send + Sync {
-    /// Waits (briefly) until the worker may make a request.
-    fn before(&self) -> impl Future<Output = Result<(), BudgetError>> + Send;
-    /// Charges what a request cost.
-    fn spent(&self, points: u64);
+    /// Waits (briefly) until the worker may make a request to `site` (a cloud id) that will likely cost `estimate`.
+    fn before(&self, site: &str, estimate: u64) -> impl Future<Output = Result<(), BudgetError>> + Send;
+
+    /// Charges what a request to `site` cost.
+    fn spent(&self, site: &str, points: u64);
+
+    /// Atlassian answered a quota 429 with `reason` (`jira-quota-global-based`, `…-tenant-based`): the pool it
+    /// names grants nothing until `until`.
+    fn blocked(&self, site: &str, reason: &str, until: OffsetDateTime) -> impl Future<Output = ()> + Send;
+
+    /// Gives back what was drawn and not spent (an invocation ends).
+    fn release(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// No limit (tests, and tools that do not talk to Atlassian's quota).
 pub struct Unlimited;
 
 impl Budget for Unlimited {
-    async fn before(&self) -> Result<(), BudgetError> {
+    async fn before(&self, _: &str, _: u64) -> Result<(), BudgetError> {
         Ok(())
     }
-    fn spent(&self, _: u64) {}
+    fn spent(&self, _: &str, _: u64) {}
+    async fn blocked(&self, _: &str, _: &str, _: OffsetDateTime) {}
+    async fn release(&self) {}
 }
 
-/// The shared bucket.
+/// Which pools the app's quota has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaMode {
+    /// One pool for the app across every tenant (Atlassian's default).
+    Global,
+    /// One pool per tenant (cloud id), for apps Atlassian moved to tenant quotas.
+    Tenant,
+}
+
+/// The app's quota as Atlassian grants it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaConfig {
+    pub mode: QuotaMode,
+    /// Points per window: the global pool's, or every tenant's unless `tenant_points` names it.
+    pub points: u64,
+    /// Tenant pools Atlassian sized differently (by edition and users), per cloud id.
+    pub tenant_points: HashMap<String, u64>,
+    pub window: Duration,
+    /// The share of each pool left unspent: for the proxy, other clients, and requests in flight as a window ends.
+    pub reserve: f64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            mode: QuotaMode::Global,
+            points: 65_000,
+            tenant_points: HashMap::new(),
+            window: Duration::from_secs(3600),
+            reserve: 0.05,
+        }
+    }
+}
+
+impl QuotaConfig {
+    /// The pool a request to `site` draws from, and Atlassian's size of it.
+    fn pool(&self, prefix: &str, site: &str) -> (String, u64) {
+        match self.mode {
+            QuotaMode::Global => (prefix.to_owned(), self.points),
+            QuotaMode::Tenant => {
+                (format!("{prefix}:tenant:{site}"), self.tenant_points.get(site).copied().unwrap_or(self.points))
+            }
+        }
+    }
+
+    fn limits(&self, quota: u64) -> BudgetLimits {
+        let points = (quota as f64 * (1.0 - self.reserve.clamp(0.0, 1.0))).floor() as u64;
+        BudgetLimits { points, window: self.window }
+    }
+}
+
+/// Points drawn into this worker and not yet spent, in one window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Balance {
+    window: i64,
+    points: i64,
+}
+
+/// The shared pools.
 pub struct SharedBudget<'a, S> {
     store: &'a S,
-    name: String,
-    limits: BudgetLimits,
-    /// Points drawn from the bucket and not yet charged (negative: overdrawn by the last page).
-    balance: Mutex<i64>,
-    /// How much to draw at once, and the longest wait for a refill before giving up.
+    prefix: String,
+    config: QuotaConfig,
+    watch: Option<QuotaWatch>,
+    balances: Mutex<HashMap<String, Balance>>,
+    /// How much to draw at once, and the longest wait for a window before the run gives its invocation back.
     pub chunk: u64,
     pub max_wait: Duration,
 }
 
 impl<'a, S: BudgetStore> SharedBudget<'a, S> {
-    pub fn new(store: &'a S, name: &str, limits: BudgetLimits) -> Self {
+    pub fn new(store: &'a S, prefix: &str, config: QuotaConfig) -> Self {
         Self {
             store,
-            name: name.to_owned(),
-            limits,
-            balance: Mutex::new(0),
+            prefix: prefix.to_owned(),
+            config,
+            watch: None,
+            balances: Mutex::new(HashMap::new()),
             chunk: 500,
             max_wait: Duration::from_secs(5),
         }
     }
 
-    fn balance(&self) -> i64 {
-        *self.balance.lock().unwrap_or_else(|p| p.into_inner())
+    /// Reconciles with what Atlassian reports to `watch` (the client's).
+    pub fn watching(mut self, watch: QuotaWatch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// The end of a window in which no request starts: a twentieth of it, at most two seconds.
+    fn guard(&self, limits: BudgetLimits) -> Duration {
+        (limits.window / 20).min(Duration::from_secs(2))
+    }
+
+    fn balances(&self) -> std::sync::MutexGuard<'_, HashMap<String, Balance>> {
+        self.balances.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What Atlassian last said was spent of this pool in the current window, if it said.
+    fn reported_spent(&self, site: &str, quota: u64, limits: BudgetLimits, window: i64) -> Option<u64> {
+        let report = match self.config.mode {
+            QuotaMode::Global => self.watch.as_ref()?.latest()?,
+            QuotaMode::Tenant => self.watch.as_ref()?.latest_for(site)?,
+        };
+        if limits.window_of(report.at).0 != window {
+            return None;
+        }
+        let pool = match self.config.mode {
+            QuotaMode::Global => report.global(),
+            QuotaMode::Tenant => report.tenant(),
+        };
+        let quota = pool.and_then(|p| p.quota).unwrap_or(quota);
+        match pool.and_then(|p| p.remaining) {
+            Some(remaining) => Some(quota.saturating_sub(remaining)),
+            None if report.near_limit => Some(quota * 4 / 5),
+            None => None,
+        }
     }
 }
 
 impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
-    async fn before(&self) -> Result<(), BudgetError> {
+    async fn before(&self, site: &str, estimate: u64) -> Result<(), BudgetError> {
+        let (pool, quota) = self.config.pool(&self.prefix, site);
+        let limits = self.config.limits(quota);
+        // A request never needs more than the pool could ever grant.
+        let estimate = estimate.clamp(1, limits.points.max(1)) as i64;
         loop {
-            let balance = self.balance();
-            if balance > 0 {
-                return Ok(());
+            let now = OffsetDateTime::now_utc();
+            let (window, _) = limits.window_of(now);
+            let balance = {
+                let mut balances = self.balances();
+                let balance = balances.entry(pool.clone()).or_default();
+                if balance.window != window {
+                    // What was drawn in an earlier window was counted there; this one starts from nothing.
+                    *balance = Balance { window, points: 0 };
+                }
+                balance.points
+            };
+            if balance >= estimate {
+                // No request starts in the last moments of a window: one answered after the reset would be counted
+                // by Atlassian in the next window, whose pool here starts from nothing.
+                let (_, ends) = limits.window_of(now);
+                let left = std::time::Duration::try_from(ends - now).unwrap_or_default();
+                if left >= self.guard(limits) {
+                    return Ok(());
+                }
+                tokio::time::sleep(left).await;
+                continue;
             }
-            let wanted = self.chunk.max(balance.unsigned_abs() + 1);
-            let take = self.store.take_points(&self.name, self.limits, wanted, OffsetDateTime::now_utc()).await?;
+            let draw = Draw {
+                wanted: self.chunk.max((estimate - balance) as u64),
+                spent_at_least: self.reported_spent(site, quota, limits, window),
+                ..Draw::default()
+            };
+            let take = self.store.take_points(&pool, limits, draw, now).await?;
             if take.granted > 0 {
-                *self.balance.lock().unwrap_or_else(|p| p.into_inner()) += take.granted as i64;
+                let mut balances = self.balances();
+                let balance = balances.entry(pool.clone()).or_default();
+                if balance.window == window {
+                    balance.points += take.granted as i64;
+                }
                 continue;
             }
             let wait = take.wait.unwrap_or(Duration::from_secs(1));
@@ -86,8 +227,50 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
         }
     }
 
-    fn spent(&self, points: u64) {
-        *self.balance.lock().unwrap_or_else(|p| p.into_inner()) -= points as i64;
+    fn spent(&self, site: &str, points: u64) {
+        let (pool, _) = self.config.pool(&self.prefix, site);
+        if let Some(balance) = self.balances().get_mut(&pool) {
+            balance.points -= points as i64;
+        }
+    }
+
+    async fn blocked(&self, site: &str, reason: &str, until: OffsetDateTime) {
+        // A tenant-based 429 names the site's pool; a global one the app's, whatever this deployment's mode.
+        let (pool, quota) = match (reason.contains("tenant"), self.config.mode) {
+            (true, QuotaMode::Tenant) | (false, QuotaMode::Global) => self.config.pool(&self.prefix, site),
+            (true, QuotaMode::Global) => {
+                QuotaConfig { mode: QuotaMode::Tenant, ..self.config.clone() }.pool(&self.prefix, site)
+            }
+            (false, QuotaMode::Tenant) => (self.prefix.clone(), self.config.points),
+        };
+        self.balances().remove(&pool);
+        let draw = Draw { blocked_until: Some(until), ..Draw::default() };
+        if let Err(error) =
+            self.store.take_points(&pool, self.config.limits(quota), draw, OffsetDateTime::now_utc()).await
+        {
+            tracing::warn!(error = %error, "could not record Atlassian's quota 429 in the shared pool");
+        }
+    }
+
+    async fn release(&self) {
+        let now = OffsetDateTime::now_utc();
+        let unspent: Vec<(String, Balance)> = self.balances().drain().filter(|(_, b)| b.points > 0).collect();
+        for (pool, balance) in unspent {
+            let quota = if pool == self.prefix {
+                self.config.points
+            } else {
+                let site = pool.rsplit(':').next().unwrap_or_default();
+                self.config.tenant_points.get(site).copied().unwrap_or(self.config.points)
+            };
+            let limits = self.config.limits(quota);
+            if limits.window_of(now).0 != balance.window {
+                continue;
+            }
+            let draw = Draw { give_back: balance.points as u64, ..Draw::default() };
+            if let Err(error) = self.store.take_points(&pool, limits, draw, now).await {
+                tracing::warn!(error = %error, "could not give unspent points back to the shared pool");
+            }
+        }
     }
 }
 
@@ -96,31 +279,75 @@ mod tests {
     use super::*;
     use store::MemoryStore;
 
-    #[tokio::test]
-    async fn draws_in_chunks_and_stops_when_dry() {
-        let store = MemoryStore::new();
-        let budget = SharedBudget::new(&store, "app", BudgetLimits { per_hour: 36, burst: 1000 });
-        // 1,000 points of burst: two chunks of 500 cover ten requests of 100.
-        for _ in 0..10 {
-            budget.before().await.unwrap();
-            budget.spent(100);
-        }
-        // The bucket is dry and refills at 36 points an hour: too slow to wait for.
-        assert!(matches!(budget.before().await, Err(BudgetError::Exhausted(wait)) if wait > Duration::from_secs(60)));
+    fn config(points: u64) -> QuotaConfig {
+        QuotaConfig { points, reserve: 0.0, window: Duration::from_secs(3600), ..QuotaConfig::default() }
     }
 
     #[tokio::test]
-    async fn an_overdraft_is_paid_back_first() {
+    async fn draws_in_chunks_and_says_how_long_until_the_window_resets() {
         let store = MemoryStore::new();
-        let budget = SharedBudget::new(&store, "app", BudgetLimits { per_hour: 36, burst: 3000 });
-        budget.before().await.unwrap();
-        budget.spent(2001); // a users page of 1,000 costs more than one chunk
-        budget.before().await.unwrap();
-        assert!(budget.balance() > 0);
-        let left = store
-            .take_points("app", BudgetLimits { per_hour: 36, burst: 3000 }, 10_000, OffsetDateTime::now_utc())
-            .await
-            .unwrap();
-        assert!(left.granted <= 3000 - 2002, "the overdraft was drawn from the shared bucket: {left:?}");
+        let budget = SharedBudget::new(&store, "app", config(1000));
+        // Two chunks of 500 cover ten requests of 100.
+        for _ in 0..10 {
+            budget.before("site", 100).await.unwrap();
+            budget.spent("site", 100);
+        }
+        let Err(BudgetError::Exhausted(wait)) = budget.before("site", 100).await else { panic!("dry") };
+        assert!(wait > Duration::from_secs(5) && wait <= Duration::from_secs(3600), "{wait:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_for_its_whole_estimate_and_unspent_points_go_back() {
+        let store = MemoryStore::new();
+        let budget = SharedBudget::new(&store, "app", config(1000));
+        budget.before("site", 700).await.unwrap(); // draws 700 at once, not a 500 chunk
+        budget.spent("site", 201);
+        budget.release().await;
+        let other = SharedBudget::new(&store, "app", config(1000));
+        other.before("site", 799).await.unwrap();
+        assert!(matches!(other.before("site", 900).await, Err(BudgetError::Exhausted(_))));
+    }
+
+    #[tokio::test]
+    async fn atlassians_report_and_429s_are_believed() {
+        let store = MemoryStore::new();
+        let watch = QuotaWatch::default();
+        let budget = SharedBudget::new(&store, "app", config(1000)).watching(watch.clone());
+        // Someone else spent 900 of the window's 1,000: only 100 are left for this deployment.
+        let h = reqwest_headers("\"global-app-quota\";q=1000;w=3600", "\"global-app-quota\";r=100;t=60");
+        watch.record(atlassian::QuotaReport::from_headers(&h, Some("site".into())).unwrap());
+        budget.before("site", 50).await.unwrap();
+        budget.spent("site", 50);
+        budget.before("site", 50).await.unwrap();
+        budget.spent("site", 50);
+        assert!(matches!(budget.before("site", 50).await, Err(BudgetError::Exhausted(_))));
+
+        // A quota 429 blocks the pool for every worker until its Retry-After.
+        let fresh = MemoryStore::new();
+        let (a, b) = (SharedBudget::new(&fresh, "app", config(1000)), SharedBudget::new(&fresh, "app", config(1000)));
+        a.blocked("site", "jira-quota-global-based", OffsetDateTime::now_utc() + time::Duration::minutes(2)).await;
+        let Err(BudgetError::Exhausted(wait)) = b.before("site", 10).await else { panic!("blocked") };
+        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
+    }
+
+    #[tokio::test]
+    async fn tenant_pools_are_separate() {
+        let store = MemoryStore::new();
+        let mut config = config(300);
+        config.mode = QuotaMode::Tenant;
+        config.tenant_points.insert("big".into(), 10_000);
+        let budget = SharedBudget::new(&store, "app", config);
+        budget.before("small", 300).await.unwrap();
+        budget.spent("small", 300);
+        assert!(matches!(budget.before("small", 10).await, Err(BudgetError::Exhausted(_))));
+        budget.before("big", 5000).await.unwrap();
+        budget.before("other", 200).await.unwrap();
+    }
+
+    fn reqwest_headers(policy: &'static str, limit: &'static str) -> reqwest::header::HeaderMap {
+        let mut map = reqwest::header::HeaderMap::new();
+        map.insert("ratelimit-policy", reqwest::header::HeaderValue::from_static(policy));
+        map.insert("ratelimit", reqwest::header::HeaderValue::from_static(limit));
+        map
     }
 }

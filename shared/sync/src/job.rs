@@ -1,10 +1,16 @@
 //! One sync job, as a worker runs it for a (connection, object type): take the run's lease, get a valid access
 //! token (refreshing it rotation-safely), run the engine from its checkpoint if it has one, and record how it ended.
-//! A run that must pause enqueues its own continuation (the same run id) and stays `running`. A revoked grant ends
-//! the run `needs_reauth` (and the connection with it); a type whose product no site has ends `not_available`.
+//! A run that must pause enqueues its own continuation (the same run id) and stays `running`. A run that must wait
+//! (the points quota is spent) or that failed transiently (Atlassian or DynamoDB trouble) saves what it read,
+//! turns `waiting` with `waiting_until`, and queues its continuation with that delay: the quota is never a
+//! failure, a retry resumes where the run was, and none of it rides on SQS redeliveries or the dead-letter queue.
+//! After [`MAX_ATTEMPTS`] transient failures in a row the run ends `failed` (the next schedule starts afresh).
+//! A revoked grant ends the run `needs_reauth` (and the connection with it); a type whose product no site has ends
+//! `not_available`.
 
+use crate::access::{Refreshing, TokenSource};
 use crate::budget::Budget;
-use crate::engine::{self, Credential, Pacing, Resume, Step, SyncError};
+use crate::engine::{self, Credential, DeletionGuard, Pacing, Resume, Step, SyncError, Wait};
 use crate::queue::{Job, JobQueue};
 use atlassian::{AdminApi, ApiError, AtlassianApi, DirectoryApi};
 use std::time::Instant;
@@ -15,11 +21,16 @@ use store::{
 };
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
-use tokens::refresh::{self, RefreshError, RefreshPolicy};
+use tokens::refresh::{RefreshError, RefreshPolicy};
 use tokens::{KeyRing, credentials};
 
 /// How long a run's lease lasts: past the longest Lambda run (15 minutes).
 pub const RUN_LEASE: Duration = Duration::minutes(16);
+
+/// Transient failures in a row before a run ends `failed`; the backoff doubles from [`FIRST_BACKOFF`] to SQS's
+/// 15-minute cap, so the last try comes about half an hour after the first failure.
+pub const MAX_ATTEMPTS: u32 = 6;
+pub const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct Deps<'a, S, M, A, B, Q> {
     /// State: connections, credentials, run records and checkpoints.
@@ -34,6 +45,8 @@ pub struct Deps<'a, S, M, A, B, Q> {
     pub queue: &'a Q,
     /// When runs pause (the deadline is set per invocation).
     pub pacing: Pacing,
+    /// When deletions are held back (the previous run's held set is filled in per run).
+    pub guard: DeletionGuard,
 }
 
 /// How a job ended, for the worker's answer to its queue.
@@ -43,6 +56,9 @@ pub enum Outcome {
     Finished(RunStatus, RunCounts),
     /// The run paused at a checkpoint and its continuation is queued.
     Continued(RunCounts),
+    /// The run waits (for the points quota, or to retry a transient failure); its continuation is queued to
+    /// arrive then.
+    Waiting(OffsetDateTime),
     /// Another run of the same (connection, type) holds the lease, or another invocation of this run moved it on:
     /// nothing to do.
     AlreadyRunning,
@@ -81,15 +97,17 @@ where
     if connection.status != ConnectionStatus::Active {
         return Ok(Outcome::Skipped);
     }
+    let previous = deps.store.get_run(connection_id, object_type).await?;
+    let continuing = previous.as_ref().filter(|p| p.run_id == run_id && p.status.is_live());
+    if job.run_id.is_some() && continuing.is_none() {
+        // The run this continues has ended (or another run replaced it): nothing is left to do.
+        return Ok(Outcome::Skipped);
+    }
     let saved = deps.store.load_checkpoint(connection_id, object_type).await?;
     // Another run's checkpoint is abandoned once this run holds the lease: it is dropped below, so a late
     // continuation of that run cannot resume it with an outdated seen-set.
     let abandoned = saved.as_ref().is_some_and(|(c, _)| c.run_id != run_id);
     let saved = saved.filter(|(c, _)| c.run_id == run_id);
-    if job.run_id.is_some() && saved.is_none() {
-        // The run this continues has finished (or another run replaced it): nothing is left to do.
-        return Ok(Outcome::Skipped);
-    }
     let resume = match saved {
         Some((checkpoint, chunks)) => match Resume::parse(checkpoint, &chunks) {
             Some(resume) => Some(resume),
@@ -102,14 +120,10 @@ where
         None => None,
     };
     let mut record = RunRecord {
-        object_type,
-        run_id: run_id.to_owned(),
-        status: RunStatus::Running,
-        started_at: resume.as_ref().map_or(now, Resume::started_at),
-        finished_at: None,
-        counts: RunCounts::default(),
-        error: None,
-        lease_until_ms: store::budget::epoch_ms(now + RUN_LEASE),
+        started_at: continuing.map(|p| p.started_at).or(resume.as_ref().map(Resume::started_at)).unwrap_or(now),
+        last_succeeded_at: previous.as_ref().and_then(|p| p.last_succeeded_at),
+        held_deletions: previous.as_ref().and_then(|p| p.held_deletions.clone()),
+        ..RunRecord::running(object_type, run_id, now, store::budget::epoch_ms(now + RUN_LEASE))
     };
     if !deps.store.try_start_run(connection_id, &record, now).await? {
         return Ok(Outcome::AlreadyRunning);
@@ -118,62 +132,125 @@ where
         deps.store.clear_checkpoint(connection_id, object_type).await?;
     }
     let pacing = Pacing { deadline, ..deps.pacing.clone() };
-    let result = sync(deps, &connection, object_type, run_id, resume, pacing, now).await;
-    let retry = match result {
-        Ok(Step::Done(counts)) => {
+    let guard = DeletionGuard { held: record.held_deletions.clone(), ..deps.guard.clone() };
+    let plan = Plan { object_type, run_id, resume, pacing, guard, now };
+    let result = sync(deps, &connection, plan).await;
+    // Points drawn for requests this invocation will not make go back to the pool for other runs.
+    deps.budget.release().await;
+    let ended = OffsetDateTime::now_utc();
+    // A waiting run's continuation: arrives `until`, at this attempt.
+    let mut wait: Option<(OffsetDateTime, u32)> = None;
+    match result {
+        Ok(Step::Done(counts, held)) => {
             (record.status, record.counts) = (RunStatus::Succeeded, counts);
-            None
+            record.last_succeeded_at = Some(ended);
+            record.error = held.as_ref().map(|h| {
+                format!(
+                    "{} of {} {} are gone upstream: more than {:.0} % at once, so they are not marked deleted until \
+                     the next run sees the same",
+                    h.count,
+                    h.of,
+                    object_type.as_str(),
+                    deps.guard.max_share * 100.0
+                )
+            });
+            record.held_deletions = held;
         }
         Ok(Step::Paused(counts)) => {
-            let continuation = Job { run_id: Some(run_id.to_owned()), ..job.clone() };
-            if let Err(error) = deps.queue.enqueue(&[continuation]).await {
+            if let Err(error) = deps.queue.enqueue(&[job.continuation(run_id, 0)]).await {
                 // This message comes back and resumes from the checkpoint just saved.
                 return Err(JobError::Retryable(format!("could not queue the run's continuation: {error}")));
             }
             record.counts = counts;
-            record.lease_until_ms = store::budget::epoch_ms(OffsetDateTime::now_utc() + RUN_LEASE);
+            record.lease_until_ms = store::budget::epoch_ms(ended + RUN_LEASE);
             tracing::info!(connection_id, object_type = object_type.as_str(), counts = ?counts, "sync run paused; its continuation is queued");
             deps.store.save_run(connection_id, &record).await?;
             return Ok(Outcome::Continued(counts));
         }
+        Ok(Step::Waiting { counts, until, why }) => {
+            record.counts = counts;
+            record.error = Some(match why {
+                Wait::Budget => "waiting for the app's Atlassian points budget to refill".to_owned(),
+                Wait::RateLimited(Some(reason)) => format!("waiting: Atlassian rate-limited the app ({reason})"),
+                Wait::RateLimited(None) => "waiting: Atlassian rate-limited the app".to_owned(),
+            });
+            wait = Some((until, 0));
+        }
         Err(Failure::Superseded) => return Ok(Outcome::AlreadyRunning),
-        Err(Failure::NotAvailable(reason)) => {
-            (record.status, record.error) = (RunStatus::NotAvailable, Some(reason));
-            None
+        Err(Failure::NotAvailable(reason)) => (record.status, record.error) = (RunStatus::NotAvailable, Some(reason)),
+        Err(Failure::NeedsReauth(reason)) => (record.status, record.error) = (RunStatus::NeedsReauth, Some(reason)),
+        Err(Failure::Transient(reason)) if job.attempt + 1 < MAX_ATTEMPTS => {
+            let backoff = FIRST_BACKOFF.saturating_mul(1 << job.attempt.min(10)).min(crate::queue::MAX_DELAY);
+            tracing::warn!(connection_id, object_type = object_type.as_str(), attempt = job.attempt + 1, error = %reason, "sync run failed transiently; it resumes after a backoff");
+            record.error = Some(format!("retrying after: {reason}"));
+            wait = Some((ended + backoff, job.attempt + 1));
         }
-        Err(Failure::NeedsReauth(reason)) => {
-            (record.status, record.error) = (RunStatus::NeedsReauth, Some(reason));
-            None
+        Err(Failure::Transient(reason) | Failure::Failed(reason)) => {
+            (record.status, record.error) = (RunStatus::Failed, Some(reason))
         }
-        Err(Failure::Failed(reason)) => {
-            (record.status, record.error) = (RunStatus::Failed, Some(reason.clone()));
-            Some(reason)
+    }
+    if let Some((until, attempt)) = wait {
+        let delay = std::time::Duration::try_from(until - ended).unwrap_or_default();
+        if let Err(error) = deps.queue.enqueue_after(&job.continuation(run_id, attempt), delay).await {
+            return Err(JobError::Retryable(format!("could not queue the run's continuation: {error}")));
         }
-    };
-    record.finished_at = Some(OffsetDateTime::now_utc());
+        record.status = RunStatus::Waiting;
+        record.waiting_until = Some(until);
+        // The lease outlasts the wait, so a scheduled run cannot take over (and drop the checkpoint) meanwhile.
+        record.lease_until_ms = store::budget::epoch_ms(until + RUN_LEASE);
+        tracing::info!(connection_id, object_type = object_type.as_str(), counts = ?record.counts, waiting_until = %until, "sync run waits; its continuation is queued");
+        deps.store.save_run(connection_id, &record).await?;
+        return Ok(Outcome::Waiting(until));
+    }
+    record.finished_at = Some(ended);
+    record.lease_until_ms = 0;
     tracing::info!(connection_id, object_type = object_type.as_str(), status = ?record.status, counts = ?record.counts, "sync run ended");
     deps.store.save_run(connection_id, &record).await?;
-    match retry {
-        Some(reason) => Err(JobError::Retryable(reason)),
-        None => Ok(Outcome::Finished(record.status, record.counts)),
-    }
+    Ok(Outcome::Finished(record.status, record.counts))
+}
+
+/// What one invocation of a run reads with.
+struct Plan<'r> {
+    object_type: ObjectType,
+    run_id: &'r str,
+    resume: Option<Resume>,
+    pacing: Pacing,
+    guard: DeletionGuard,
+    now: OffsetDateTime,
 }
 
 enum Failure {
     Superseded,
     NotAvailable(String),
     NeedsReauth(String),
+    /// Worth another try soon: Atlassian or DynamoDB trouble, a token refresh that did not go through.
+    Transient(String),
+    /// No retry can do better (a corrupt connection, Atlassian refusing the request itself).
     Failed(String),
+}
+
+/// How an engine error ends the run.
+fn failure(error: SyncError) -> Failure {
+    let transient = match &error {
+        SyncError::Superseded => return Failure::Superseded,
+        SyncError::NotAvailable => return Failure::NotAvailable("no site for this object type".into()),
+        // A token refused mid-run: the grant may have been revoked since the refresh; the retry's refresh tells.
+        SyncError::Atlassian(ApiError::Unauthorized { .. }) => {
+            return Failure::Transient("Atlassian refused the access token or a scope; the retry refreshes it".into());
+        }
+        SyncError::Atlassian(e) => e.is_transient(),
+        SyncError::Token(RefreshError::NeedsReauth { reason }) => return Failure::NeedsReauth(reason.clone()),
+        SyncError::Token(e) => e.retryable(),
+        SyncError::Budget(_) | SyncError::Store(_) => true,
+    };
+    let reason = format!("{error}: {}", source_chain(&error));
+    if transient { Failure::Transient(reason) } else { Failure::Failed(reason) }
 }
 
 async fn sync<S, M, A, B, Q>(
     deps: &Deps<'_, S, M, A, B, Q>,
     connection: &store::Connection,
-    object_type: ObjectType,
-    run_id: &str,
-    resume: Option<Resume>,
-    pacing: Pacing,
-    now: OffsetDateTime,
+    plan: Plan<'_>,
 ) -> Result<Step, Failure>
 where
     S: ConnectionStore + CredentialStore + RunStore + CheckpointStore,
@@ -182,15 +259,13 @@ where
     B: Budget,
 {
     if connection.mode == ConnectionMode::AdminApiKey {
-        return sync_admin(deps, connection, object_type, run_id, resume, pacing, now).await;
+        return sync_admin(deps, connection, plan).await;
     }
-    let token =
-        refresh::access_token(deps.store, deps.atlassian, deps.keys, deps.refresh, &connection.connection_id, run_id)
-            .await
-            .map_err(|error| match error {
-                RefreshError::NeedsReauth { reason } => Failure::NeedsReauth(reason),
-                other => Failure::Failed(other.to_string()),
-            })?;
+    let Plan { object_type, run_id, resume, pacing, guard, now } = plan;
+    // The lease owner names this invocation: two deliveries of one run must not both refresh.
+    let owner = format!("{run_id}/{}", nonce());
+    let tokens = Refreshing::new(deps.store, deps.atlassian, deps.keys, deps.refresh, &connection.connection_id, owner);
+    let token = tokens.token(pacing.token_horizon()).await.map_err(failure)?;
     let connection = &refresh_sites(deps, connection, &token).await?;
     let sites = engine::sites_for(connection, object_type);
     if resume.is_none() {
@@ -201,23 +276,16 @@ where
         mirror: deps.mirror,
         budget: deps.budget,
         checkpoints: deps.store,
-        credential: Credential::Oauth(&token),
+        credential: Credential::Oauth(&tokens),
         connection_id: &connection.connection_id,
         run_id,
         sites,
         object_type,
         now,
         pacing,
+        guard,
     };
-    run.run(resume).await.map_err(|error| match error {
-        SyncError::Superseded => Failure::Superseded,
-        SyncError::NotAvailable => Failure::NotAvailable("no site for this object type".into()),
-        // A token refused mid-run: the grant was revoked since the refresh.
-        SyncError::Atlassian(atlassian::ApiError::Unauthorized { .. }) => {
-            Failure::Failed("Atlassian refused the access token or a scope; the next run refreshes it".into())
-        }
-        other => Failure::Failed(format!("{other}: {}", source_chain(&other))),
-    })
+    run.run(resume).await.map_err(failure)
 }
 
 /// A run of an admin-key connection: no token to refresh; users and groups come from the Admin API, projects and
@@ -226,11 +294,7 @@ where
 async fn sync_admin<S, M, A, B, Q>(
     deps: &Deps<'_, S, M, A, B, Q>,
     connection: &store::Connection,
-    object_type: ObjectType,
-    run_id: &str,
-    resume: Option<Resume>,
-    pacing: Pacing,
-    now: OffsetDateTime,
+    plan: Plan<'_>,
 ) -> Result<Step, Failure>
 where
     S: ConnectionStore + CredentialStore + RunStore + CheckpointStore,
@@ -238,6 +302,7 @@ where
     A: DirectoryApi + AdminApi,
     B: Budget,
 {
+    let Plan { object_type, run_id, resume, pacing, guard, now } = plan;
     let id = &connection.connection_id;
     let secrets = credentials::open_admin(deps.keys, id, &connection.credentials)
         .map_err(|e| Failure::Failed(format!("the connection's credentials could not be opened: {e}")))?;
@@ -263,10 +328,10 @@ where
         object_type,
         now,
         pacing,
+        guard,
     };
     match run.run(resume).await {
         Ok(step) => Ok(step),
-        Err(SyncError::Superseded) => Err(Failure::Superseded),
         Err(SyncError::NotAvailable) => Err(Failure::NotAvailable("no site token for this object type".into())),
         // The key itself is refused (expired, revoked) or lost its rights: no later run can do better, so the
         // connection waits for a new key.
@@ -294,7 +359,7 @@ where
         Err(SyncError::Atlassian(ApiError::Unauthorized { .. })) => Err(Failure::NeedsReauth(
             "The site's email and API token no longer sign in; PATCH the connection with a new site_api_token.".into(),
         )),
-        Err(other) => Err(Failure::Failed(format!("{other}: {}", source_chain(&other)))),
+        Err(other) => Err(failure(other)),
     }
 }
 
@@ -309,11 +374,10 @@ where
     S: ConnectionStore,
     A: AtlassianApi,
 {
-    let resources = deps
-        .atlassian
-        .accessible_resources(token)
-        .await
-        .map_err(|e| Failure::Failed(format!("accessible-resources: {e}")))?;
+    let resources = deps.atlassian.accessible_resources(token).await.map_err(|e| match e.is_transient() {
+        true => Failure::Transient(format!("accessible-resources: {e}")),
+        false => Failure::Failed(format!("accessible-resources: {e}")),
+    })?;
     let resources = tokens::connect::merge_sites(resources);
     let now = OffsetDateTime::now_utc();
     let mut sites: Vec<store::Site> = connection
@@ -343,8 +407,16 @@ where
     deps.store
         .update_sites(&connection.connection_id, &sites, now)
         .await
-        .map_err(|e| Failure::Failed(e.to_string()))?;
+        .map_err(|e| Failure::Transient(e.to_string()))?;
     Ok(store::Connection { sites, ..connection.clone() })
+}
+
+/// A short random suffix for lease owners.
+fn nonce() -> String {
+    let mut bytes = [0u8; 6];
+    // A failing system RNG leaves zeros: the owner is then just the run id, as before.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn source_chain(error: &dyn std::error::Error) -> String {

@@ -1,9 +1,12 @@
 //! Sync jobs on AWS's own engine: the scheduler and the management API put one message per
 //! (connection, object type) on an SQS queue; the worker function consumes them. A job message is JSON
-//! `{"connection_id": "…", "object_type": "users"}`; a paused run's continuation also names its `run_id`.
+//! `{"connection_id": "…", "object_type": "users"}`; a paused run's continuation also names its `run_id` (and,
+//! while it retries a transient failure, the `attempt`). A continuation can be delayed (SQS `DelaySeconds`, at most
+//! 15 minutes): a run waiting for the points quota or backing off is a queued message, not a sleeping Lambda.
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+use std::time::Duration;
 use store::mirror::ObjectType;
 use thiserror::Error;
 
@@ -14,14 +17,29 @@ pub struct Job {
     /// Set on a continuation: the run it resumes. A new run takes its message's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// How many times in a row the run has failed transiently (0 on a fresh start or after progress).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Job {
     /// A new run of `object_type` for a connection.
     pub fn new(connection_id: &str, object_type: ObjectType) -> Self {
-        Self { connection_id: connection_id.to_owned(), object_type, run_id: None }
+        Self { connection_id: connection_id.to_owned(), object_type, run_id: None, attempt: 0 }
+    }
+
+    /// The continuation of run `run_id` of this job's (connection, type), at `attempt`.
+    pub fn continuation(&self, run_id: &str, attempt: u32) -> Self {
+        Self { run_id: Some(run_id.to_owned()), attempt, ..self.clone() }
     }
 }
+
+/// The longest delay SQS puts on a message; longer waits chain continuations.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
 #[derive(Debug, Error)]
 pub enum QueueError {
@@ -33,6 +51,9 @@ pub enum QueueError {
 
 pub trait JobQueue: Send + Sync {
     fn enqueue(&self, jobs: &[Job]) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Queues `job` to be delivered after `delay` (capped at [`MAX_DELAY`]).
+    fn enqueue_after(&self, job: &Job, delay: Duration) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// The SQS queue, sent to in batches of ten (SendMessageBatch's limit).
@@ -77,17 +98,55 @@ impl JobQueue for SqsQueue {
         }
         Ok(())
     }
+
+    async fn enqueue_after(&self, job: &Job, delay: Duration) -> Result<(), QueueError> {
+        let body = serde_json::to_string(job).map_err(|e| QueueError::Sqs(Box::new(e)))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            // Whole seconds, rounded up: a continuation must not arrive before the wait is over.
+            .delay_seconds(delay.min(MAX_DELAY).as_secs_f64().ceil() as i32)
+            .send()
+            .await
+            .map_err(|e| QueueError::Sqs(Box::new(e)))?;
+        Ok(())
+    }
 }
 
-/// An in-memory queue for tests.
+/// An in-memory queue for tests: what was queued, in order, with each job's delay (zero for `enqueue`).
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     pub jobs: std::sync::Mutex<Vec<Job>>,
+    pub delays: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl MemoryQueue {
+    /// Takes every queued job with its delay.
+    pub fn take(&self) -> Vec<(Job, Duration)> {
+        let jobs = std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut delays = std::mem::take(&mut *self.delays.lock().unwrap_or_else(|p| p.into_inner()));
+        delays.resize(jobs.len(), Duration::ZERO);
+        jobs.into_iter().zip(delays).collect()
+    }
 }
 
 impl JobQueue for MemoryQueue {
     async fn enqueue(&self, jobs: &[Job]) -> Result<(), QueueError> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(jobs);
+        let mut queued = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut delays = self.delays.lock().unwrap_or_else(|p| p.into_inner());
+        delays.resize(queued.len(), Duration::ZERO);
+        queued.extend_from_slice(jobs);
+        delays.resize(queued.len(), Duration::ZERO);
+        Ok(())
+    }
+
+    async fn enqueue_after(&self, job: &Job, delay: Duration) -> Result<(), QueueError> {
+        let mut queued = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut delays = self.delays.lock().unwrap_or_else(|p| p.into_inner());
+        delays.resize(queued.len(), Duration::ZERO);
+        queued.push(job.clone());
+        delays.push(delay.min(MAX_DELAY));
         Ok(())
     }
 }

@@ -46,6 +46,7 @@ async fn runs_are_recorded_and_never_overlap() {
         refresh: &RefreshPolicy::default(),
         queue: &sync::queue::MemoryQueue::default(),
         pacing: sync::engine::Pacing::default(),
+        guard: sync::engine::DeletionGuard::default(),
     };
 
     let outcome = job::run(&deps, &Job::new(&id, ObjectType::Users), "run-1", None).await.unwrap();
@@ -60,16 +61,8 @@ async fn runs_are_recorded_and_never_overlap() {
 
     // While a run holds the lease, another is turned away.
     let now = OffsetDateTime::now_utc();
-    let holder = RunRecord {
-        object_type: ObjectType::Groups,
-        run_id: "holder".into(),
-        status: RunStatus::Running,
-        started_at: now,
-        finished_at: None,
-        counts: RunCounts::default(),
-        error: None,
-        lease_until_ms: store::budget::epoch_ms(now + Duration::minutes(5)),
-    };
+    let holder =
+        RunRecord::running(ObjectType::Groups, "holder", now, store::budget::epoch_ms(now + Duration::minutes(5)));
     assert!(store.try_start_run(&id, &holder, now).await.unwrap());
     assert_eq!(
         job::run(&deps, &Job::new(&id, ObjectType::Groups), "run-3", None).await.unwrap(),

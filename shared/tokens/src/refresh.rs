@@ -10,7 +10,14 @@
 //!    refreshes, and writes the new pair — keeping the old refresh token if the answer has none — with a write
 //!    conditional on `token_version`, **before** anyone uses the new access token;
 //! 4. `invalid_grant` / `unauthorized_client` turn the connection `needs_reauth` with the reason; a rejected client
-//!    secret is a configuration error and leaves the connection alone.
+//!    secret is a configuration error and leaves the connection alone;
+//! 5. a refresh whose answer was lost (a timeout, a dropped connection, a 5xx) may have rotated the token at
+//!    Atlassian already: the same refresh token is sent again within seconds, still holding the lease, well inside
+//!    Atlassian's 10-minute reuse leeway. Left to a later run, the stored token could be past the leeway and its
+//!    reuse would kill the whole grant.
+//!
+//! A caller that will use the token for a while (a sync run) asks for one valid for at least that long
+//! ([`access_token_for`]), so a run never outlives its token.
 
 use crate::credentials::{self, Credentials};
 use crate::crypto::{CryptoError, KeyRing};
@@ -29,6 +36,9 @@ pub struct RefreshPolicy {
     pub wait: Duration,
     /// How often a waiting caller re-reads the connection.
     pub poll: Duration,
+    /// How many times a refresh whose answer was lost is sent again, and the first pause (doubling).
+    pub lost_reply_retries: u32,
+    pub lost_reply_backoff: Duration,
 }
 
 impl Default for RefreshPolicy {
@@ -38,6 +48,8 @@ impl Default for RefreshPolicy {
             lease: Duration::seconds(30),
             wait: Duration::seconds(40),
             poll: Duration::milliseconds(100),
+            lost_reply_retries: 3,
+            lost_reply_backoff: Duration::seconds(1),
         }
     }
 }
@@ -82,21 +94,47 @@ where
     S: ConnectionStore + CredentialStore,
     A: AtlassianApi,
 {
+    Ok(access_token_for(store, atlassian, keys, policy, connection_id, owner, Duration::ZERO).await?.token)
+}
+
+/// An access token and until when it is valid.
+#[derive(Debug, Clone)]
+pub struct Fresh {
+    pub token: AccessToken,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A token valid for at least `valid_for` (or the policy's margin, whichever is longer), refreshing it first if
+/// needed. Atlassian's tokens live an hour, so asking for more than half of that is capped there.
+pub async fn access_token_for<S, A>(
+    store: &S,
+    atlassian: &A,
+    keys: &KeyRing,
+    policy: &RefreshPolicy,
+    connection_id: &str,
+    owner: &str,
+    valid_for: Duration,
+) -> Result<Fresh, RefreshError>
+where
+    S: ConnectionStore + CredentialStore,
+    A: AtlassianApi,
+{
+    let policy = &RefreshPolicy { margin: policy.margin.max(valid_for.min(Duration::minutes(30))), ..policy.clone() };
     let deadline = OffsetDateTime::now_utc() + policy.wait;
     loop {
         let (connection, credentials) = read(store, keys, connection_id).await?;
         let now = OffsetDateTime::now_utc();
         if fresh(&credentials, policy, now) {
-            return Ok(credentials.access_token);
+            return Ok(Fresh { token: credentials.access_token, expires_at: credentials.expires_at });
         }
         if store.try_lease(connection_id, owner, now, now + policy.lease).await? {
-            let result = refresh_holding_lease(store, atlassian, keys, policy, connection_id).await;
+            let result = refresh_holding_lease(store, atlassian, keys, policy, connection_id, owner).await;
             if !matches!(result, Ok(Leased::Saved(_))) {
                 // Saving drops the lease; no other ending may leave the others waiting for it.
                 store.release_lease(connection_id, owner).await?;
             }
             match result? {
-                Leased::Saved(token) | Leased::AlreadyFresh(token) => return Ok(token),
+                Leased::Saved(fresh) | Leased::AlreadyFresh(fresh) => return Ok(fresh),
                 Leased::Moved => continue, // the stored version moved on under us: start from what is stored now
             }
         }
@@ -111,9 +149,9 @@ where
 /// How a refresh under the lease ended.
 enum Leased {
     /// New tokens were written (which dropped the lease).
-    Saved(AccessToken),
+    Saved(Fresh),
     /// Someone refreshed just before we took the lease.
-    AlreadyFresh(AccessToken),
+    AlreadyFresh(Fresh),
     /// The stored version moved on meanwhile (a reconnect, or a refresh through a lapsed lease).
     Moved,
 }
@@ -125,6 +163,7 @@ async fn refresh_holding_lease<S, A>(
     keys: &KeyRing,
     policy: &RefreshPolicy,
     connection_id: &str,
+    owner: &str,
 ) -> Result<Leased, RefreshError>
 where
     S: ConnectionStore + CredentialStore,
@@ -133,12 +172,29 @@ where
     let (connection, credentials) = read(store, keys, connection_id).await?;
     let now = OffsetDateTime::now_utc();
     if fresh(&credentials, policy, now) {
-        return Ok(Leased::AlreadyFresh(credentials.access_token));
+        return Ok(Leased::AlreadyFresh(Fresh { token: credentials.access_token, expires_at: credentials.expires_at }));
     }
     let Some(refresh_token) = credentials.refresh_token.clone() else {
         return reauth(store, &connection, "Atlassian gave no refresh token (offline_access missing)", now).await;
     };
-    match atlassian.refresh_token(&refresh_token).await {
+    let mut answer = atlassian.refresh_token(&refresh_token).await;
+    let mut pause = policy.lost_reply_backoff;
+    for retry in 1..=policy.lost_reply_retries {
+        if !matches!(answer, Err(OAuthError::Transport(_) | OAuthError::Protocol)) {
+            break;
+        }
+        // The answer was lost, but Atlassian may have rotated the token: send the same one again now, inside the
+        // reuse leeway, keeping the lease so nobody else refreshes meanwhile.
+        tracing::warn!(connection_id, retry, "a refresh answer was lost; sending the same refresh token again");
+        tokio_sleep(pause).await;
+        pause *= 2;
+        let now = OffsetDateTime::now_utc();
+        if !store.try_lease(connection_id, owner, now, now + policy.lease).await? {
+            return Ok(Leased::Moved);
+        }
+        answer = atlassian.refresh_token(&refresh_token).await;
+    }
+    match answer {
         Ok(grant) => {
             let expires_in = Duration::try_from(grant.expires_in).unwrap_or(Duration::HOUR);
             let renewed = Credentials {
@@ -150,7 +206,7 @@ where
             let sealed = credentials::seal(keys, connection_id, &renewed).map_err(RefreshError::Crypto)?;
             if store.save_credentials(connection_id, connection.token_version, &sealed, now).await? {
                 tracing::info!(connection_id, "access token refreshed");
-                Ok(Leased::Saved(renewed.access_token))
+                Ok(Leased::Saved(Fresh { token: renewed.access_token, expires_at: renewed.expires_at }))
             } else {
                 // Someone reconnected (or refreshed through a lapsed lease) meanwhile: their tokens win.
                 tracing::warn!(connection_id, "credentials changed during a refresh; keeping the stored ones");

@@ -38,7 +38,11 @@ impl Harness {
     }
 
     async fn token(&self, atlassian: &FakeAtlassian, owner: &str) -> Result<String, RefreshError> {
-        let policy = RefreshPolicy { poll: Duration::milliseconds(5), ..RefreshPolicy::default() };
+        let policy = RefreshPolicy {
+            poll: Duration::milliseconds(5),
+            lost_reply_backoff: Duration::milliseconds(1),
+            ..RefreshPolicy::default()
+        };
         refresh::access_token(&*self.store, atlassian, &self.keys, &policy, &self.id, owner)
             .await
             .map(|t| t.secret().clone())
@@ -109,12 +113,17 @@ async fn a_refused_refresh_token_turns_the_connection_needs_reauth() {
 #[tokio::test]
 async fn other_failures_leave_the_connection_alone_and_free_the_lease() {
     let h = Harness::new(Duration::minutes(-5)).await;
-    let atlassian = atlassian().then_refresh(Err(OAuthError::ClientRejected)).then_refresh(Err(OAuthError::Protocol));
+    let mut atlassian = atlassian().then_refresh(Err(OAuthError::ClientRejected));
+    for _ in 0..4 {
+        // The first answer and the three quick retries of a lost one.
+        atlassian = atlassian.then_refresh(Err(OAuthError::Protocol));
+    }
     assert!(matches!(h.token(&atlassian, "w").await, Err(RefreshError::ClientRejected)));
     let transient = h.token(&atlassian, "w").await.unwrap_err();
     assert!(matches!(transient, RefreshError::Transient(_)) && transient.retryable());
+    assert_eq!(atlassian.refresh_count(), 5);
     // The lease was released each time: a third caller refreshes straight away.
-    assert_eq!(h.token(&atlassian, "w3").await.unwrap(), "access-refreshed-3");
+    assert_eq!(h.token(&atlassian, "w3").await.unwrap(), "access-refreshed-6");
     let (connection, _) = h.stored().await;
     assert_eq!(connection.status, ConnectionStatus::Active);
 }
@@ -144,4 +153,33 @@ async fn an_inactive_or_missing_connection_is_not_refreshed() {
     let missing = refresh::access_token(&*h.store, &atlassian, &h.keys, &RefreshPolicy::default(), "con_x", "w").await;
     assert!(matches!(missing, Err(RefreshError::NotFound)));
     assert_eq!(atlassian.refresh_count(), 0);
+}
+
+#[tokio::test]
+async fn a_lost_refresh_answer_is_sent_again_within_seconds() {
+    let h = Harness::new(Duration::minutes(-5)).await;
+    // The first answer never arrives (Atlassian may have rotated the token already); the second does.
+    let atlassian = atlassian().then_refresh(Err(OAuthError::Transport("connection reset".into())));
+    let started = std::time::Instant::now();
+    assert_eq!(h.token(&atlassian, "w").await.unwrap(), "access-refreshed-2");
+    assert_eq!(atlassian.refresh_count(), 2, "sent again by the same caller, not left to a later run");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let (connection, credentials) = h.stored().await;
+    assert_eq!(connection.status, ConnectionStatus::Active);
+    assert_eq!(credentials.access_token.secret(), "access-refreshed-2");
+}
+
+#[tokio::test]
+async fn a_long_run_gets_a_token_that_outlives_it() {
+    // 20 minutes left is fresh by the default 10-minute margin, but not for a run that needs 25 more.
+    let h = Harness::new(Duration::minutes(20)).await;
+    let atlassian = atlassian();
+    let policy = RefreshPolicy::default();
+    let short = refresh::access_token_for(&*h.store, &atlassian, &h.keys, &policy, &h.id, "w", Duration::minutes(5));
+    assert_eq!(short.await.unwrap().token.secret(), "access-old");
+    let long = refresh::access_token_for(&*h.store, &atlassian, &h.keys, &policy, &h.id, "w", Duration::minutes(25))
+        .await
+        .unwrap();
+    assert_eq!(long.token.secret(), "access-refreshed-1");
+    assert!(long.expires_at - OffsetDateTime::now_utc() > Duration::minutes(25));
 }

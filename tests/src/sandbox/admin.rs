@@ -13,6 +13,9 @@
 //!   `wiki/rest/api/user/current`),
 //!   `rest/api/3/project/search` and `wiki/api/v2/spaces` (Confluence only where the site has it), and answer
 //!   `_edge/tenant_info` with their cloud id. A site of another org (`globex`) accepts the same tokens.
+//! - the sites' `project/search` and `spaces` are API-token traffic, which Atlassian keeps on burst limits only:
+//!   their points are counted but not charged to the quota (`quota.rs`), and they carry no quota headers. The
+//!   Admin API has no points.
 //!
 //! Control endpoints: `POST /__sandbox/admin/keys` (`{"org_id"?, "can_read_users"?, "expired"?}` → `{"key"}`),
 //! `POST /__sandbox/admin/keys/{key}/expire`, `POST /__sandbox/admin/keys/{key}/restrict` (no more reading users), `POST /__sandbox/api-tokens` (`{"account_id"}` → `{"email",
@@ -39,6 +42,11 @@ pub const ORG_ID: &str = "4f1e2d3c-0a0b-4c5d-8e9f-0123456789ab";
 pub const ORG_NAME: &str = "Acme Corp";
 /// A site of another org: tokens sign in to it, but it is not the seeded org's.
 pub const FOREIGN_SITE: &str = "globex";
+
+/// The cloud id the foreign site answers with (none of the seeded org's).
+pub(super) fn foreign_cloud_id() -> String {
+    super::site_id(900)
+}
 
 #[derive(Debug, Clone)]
 pub(super) struct AdminKey {
@@ -171,7 +179,7 @@ impl Sandbox {
     }
 
     /// The cloud id of a site by name; `Ok(None)` for the foreign site.
-    fn site_by_name(&self, name: &str) -> Result<Option<String>, Response> {
+    pub(super) fn site_by_name(&self, name: &str) -> Result<Option<String>, Response> {
         if name == FOREIGN_SITE {
             return Ok(None);
         }
@@ -396,7 +404,7 @@ async fn workspaces(State(sandbox): State<Sandbox>, Path(org_id): Path<String>, 
 async fn tenant_info(State(sandbox): State<Sandbox>, Path(site): Path<String>) -> Response {
     match sandbox.site_by_name(&site) {
         Ok(Some(cloud_id)) => axum::Json(json!({"cloudId": cloud_id})).into_response(),
-        Ok(None) => axum::Json(json!({"cloudId": super::site_id(900)})).into_response(),
+        Ok(None) => axum::Json(json!({"cloudId": foreign_cloud_id()})).into_response(),
         Err(r) => r,
     }
 }
@@ -421,11 +429,12 @@ async fn site_projects(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    match sandbox.site_gate(&headers, &site, "site/project/search", "jira").await {
-        Ok((Some(cloud_id), _)) => super::rest::projects_page(&sandbox, &cloud_id, &q),
-        Ok((None, _)) => super::rest::projects_page(&sandbox, "", &q),
-        Err(r) => r,
-    }
+    let cloud_id = match sandbox.site_gate(&headers, &site, "site/project/search", "jira").await {
+        Ok((cloud_id, _)) => cloud_id.unwrap_or_else(foreign_cloud_id),
+        Err(r) => return r,
+    };
+    // API-token traffic: burst limits only, no points quota.
+    super::rest::projects_page(&sandbox, &cloud_id, &q, false)
 }
 
 async fn site_spaces(
@@ -435,14 +444,14 @@ async fn site_spaces(
     Query(q): Params,
 ) -> Response {
     let cloud_id = match sandbox.site_gate(&headers, &site, "site/spaces", "confluence").await {
-        Ok((cloud_id, _)) => cloud_id.unwrap_or_default(),
+        Ok((cloud_id, _)) => cloud_id.unwrap_or_else(foreign_cloud_id),
         Err(r) => return r,
     };
     let has_confluence = sandbox.read_org().sites.iter().any(|s| s.id == cloud_id && s.confluence);
     if !has_confluence {
         return error(StatusCode::NOT_FOUND, "Confluence is not available on this site");
     }
-    super::rest::spaces_page(&sandbox, &cloud_id, &q)
+    super::rest::spaces_page(&sandbox, &cloud_id, &q, false)
 }
 
 #[derive(Deserialize)]

@@ -8,11 +8,18 @@
 //!   bound to their `redirect_uri`, and **rotating refresh tokens**: each refresh returns a new pair and disables
 //!   the old refresh token; reusing it after the reuse leeway kills every token of the grant; a wrong client secret
 //!   answers `401 {"error":"access_denied"}`; dead refresh tokens answer `403 {"error":"invalid_grant"}`;
-//! - `GET /oauth/token/accessible-resources` and `GET /me` with Bearer tokens.
+//! - `GET /oauth/token/accessible-resources` and `GET /me` with Bearer tokens;
+//! - the Jira and Confluence REST APIs through the gateway (`rest.rs`), with users pages capped below `maxResults`,
+//!   project and space ids that repeat across sites (`org.rs`), and Atlassian's points quota with its headers
+//!   (`quota.rs`); the Organization Admin API and Basic-auth sites (`admin.rs`).
 //!
 //! The consent page has a "sandbox options" section (test-only) to pick the account, the sites, the scopes granted
 //! and a fault for the issued code, so tests in parallel each shape their own grant. `/__sandbox/*` exposes what
-//! was issued (for the test that greps logs for secrets) and lets tests revoke grants.
+//! was issued (for the test that greps logs for secrets) and lets tests revoke grants, inject faults
+//! (`POST /__sandbox/faults`, [`Faults`], including `lose_refresh_replies`: a refresh that rotates the tokens and
+//! then loses its answer) and set the quota (`POST /__sandbox/quota`). `GET /__sandbox/stats` counts token
+//! requests, refreshes, REST requests by route, points, burst and quota 429s, points by quota window, and lost
+//! refresh replies.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -21,7 +28,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -29,10 +36,12 @@ use url::Url;
 
 mod admin;
 mod org;
+mod quota;
 mod rest;
 
 pub use admin::{FOREIGN_SITE, ORG_ID, ORG_NAME};
 pub use org::{Group, Org, OrgSize, Project, SiteDef, Space, User, site_id};
+pub use quota::Quota;
 pub use rest::Faults;
 
 #[derive(Debug, Clone)]
@@ -46,6 +55,12 @@ pub struct SandboxConfig {
     pub reuse_leeway: Duration,
     /// Faults injected into the REST API from the start (also settable at `POST /__sandbox/faults`).
     pub faults: Faults,
+    /// The most users a `users/search` page serves, whatever `maxResults` asks (Jira: 100, JRASERVER-78660).
+    pub users_page_cap: usize,
+    /// Every Nth users page is served shorter still (half), mid-list: only an empty page ends the list (0: never).
+    pub short_pages_every: u64,
+    /// The points quota of the Jira and Confluence REST APIs (also settable at `POST /__sandbox/quota`).
+    pub quota: Quota,
 }
 
 impl Default for SandboxConfig {
@@ -57,6 +72,9 @@ impl Default for SandboxConfig {
             access_token_ttl: Duration::from_secs(3600),
             reuse_leeway: Duration::from_secs(600),
             faults: Faults::default(),
+            users_page_cap: 100,
+            short_pages_every: 0,
+            quota: Quota::default(),
         }
     }
 }
@@ -101,6 +119,12 @@ struct Inner {
     rest_requests: std::collections::BTreeMap<&'static str, u64>,
     points: u64,
     rest_counter: u64,
+    /// Users pages served, for `short_pages_every`.
+    users_pages: u64,
+    /// 429s from `Faults::rate_limit_every` (burst limits), apart from the quota's.
+    burst_429s: u64,
+    lost_refresh_replies: u64,
+    quota: quota::QuotaState,
     admin: admin::AdminState,
 }
 
@@ -114,7 +138,11 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Self {
         let org = Org::seeded(config.org);
-        let inner = Inner { faults: config.faults.clone(), ..Inner::default() };
+        let inner = Inner {
+            faults: config.faults.clone(),
+            quota: quota::QuotaState::new(config.quota.clone()),
+            ..Inner::default()
+        };
         Self { config: Arc::new(config), org: Arc::new(RwLock::new(org)), inner: Arc::new(Mutex::new(inner)) }
     }
 
@@ -141,11 +169,14 @@ impl Sandbox {
             .route("/__sandbox/stats", get(stats))
             .route("/__sandbox/org", get(org))
             .route("/__sandbox/org/mutate", post(mutate))
+            .route("/__sandbox/org/keep-users", post(keep_users))
             .route("/__sandbox/faults", post(set_faults))
+            .route("/__sandbox/quota", post(quota::set))
             .route("/__sandbox/grants/{account_id}/revoke", post(revoke))
             .route("/__sandbox/grants/{account_id}/sites/{cloud_id}/remove", post(remove_site))
             .merge(rest::routes())
             .merge(admin::routes())
+            .layer(axum::middleware::from_fn_with_state(self.clone(), quota::headers))
             .with_state(self)
     }
 
@@ -366,6 +397,7 @@ async fn token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) 
         fields.entry("client_secret".into()).or_insert_with(|| secret.to_owned());
     }
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    let refreshing = field("grant_type") == "refresh_token";
     let mut inner = sandbox.lock();
     inner.token_requests += 1;
     if field("client_id") != sandbox.config.client_id || field("client_secret") != sandbox.config.client_secret {
@@ -446,6 +478,13 @@ async fn token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) 
     if let Some(refresh_token) = refresh_token {
         body["refresh_token"] = json!(refresh_token);
     }
+    if refreshing && inner.faults.lose_refresh_replies > 0 {
+        // The tokens have rotated; the client just never hears of it. Its old refresh token is now a rotated one,
+        // usable within the reuse leeway.
+        inner.faults.lose_refresh_replies -= 1;
+        inner.lost_refresh_replies += 1;
+        return rest::dropped_connection();
+    }
     axum::Json(body).into_response()
 }
 
@@ -494,13 +533,18 @@ async fn issued(State(sandbox): State<Sandbox>) -> Response {
 
 async fn stats(State(sandbox): State<Sandbox>) -> Response {
     let inner = sandbox.lock();
-    axum::Json(json!({
+    let mut stats = json!({
         "token_requests": inner.token_requests,
         "refreshes": inner.refreshes,
         "rest_requests": inner.rest_requests,
         "points": inner.points,
-    }))
-    .into_response()
+        "burst_429s": inner.burst_429s,
+        "lost_refresh_replies": inner.lost_refresh_replies,
+    });
+    if let (Some(stats), Value::Object(quota)) = (stats.as_object_mut(), inner.quota.stats()) {
+        stats.extend(quota);
+    }
+    axum::Json(stats).into_response()
 }
 
 async fn org(State(sandbox): State<Sandbox>) -> Response {
@@ -511,6 +555,17 @@ async fn org(State(sandbox): State<Sandbox>) -> Response {
 async fn mutate(State(sandbox): State<Sandbox>) -> Response {
     let mut org = sandbox.org.write().unwrap_or_else(|p| p.into_inner());
     org.mutate();
+    axum::Json(org.clone()).into_response()
+}
+
+/// The org loses every user but the first `keep` (a mass departure, or what a truncated listing looks like):
+/// `{"keep": N}`; answers the org as it is now.
+async fn keep_users(State(sandbox): State<Sandbox>, axum::Json(body): axum::Json<serde_json::Value>) -> Response {
+    let Some(keep) = body["keep"].as_u64() else {
+        return (StatusCode::BAD_REQUEST, "keep must be a number of users").into_response();
+    };
+    let mut org = sandbox.org.write().unwrap_or_else(|p| p.into_inner());
+    org.keep_users(keep as usize);
     axum::Json(org.clone()).into_response()
 }
 

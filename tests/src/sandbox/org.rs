@@ -1,6 +1,11 @@
 //! The sandbox's seeded org: users, groups with members, Jira projects and Confluence spaces over several sites,
 //! all derived from the sizes so the same flags always give the same ids; and [`Org::mutate`], which changes it the
 //! way a real org changes between two syncs (adds, renames, removals, membership changes).
+//!
+//! Project and space ids are numbered **per site**, as Jira and Confluence number them: every site's first project
+//! is `10000` and its first space `65536`, so two sites of one org share ids and only `(cloud id, id)` names an
+//! object. Keys stay unique on a site. New objects from [`Org::mutate`] take the next id of their site and never
+//! reuse the id of one removed before.
 
 use serde::Serialize;
 
@@ -83,6 +88,12 @@ pub struct Org {
     /// Users by account id, so member lookups stay O(1) in a 100,000-user org.
     #[serde(skip)]
     index: std::collections::HashMap<String, usize>,
+    /// The highest project and space id each site has ever given (cloud id → id), so a new one never takes the id
+    /// of one removed: Jira and Confluence do not reuse ids.
+    #[serde(skip)]
+    last_project_id: std::collections::BTreeMap<String, u64>,
+    #[serde(skip)]
+    last_space_id: std::collections::BTreeMap<String, u64>,
 }
 
 const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"];
@@ -121,20 +132,26 @@ fn group(i: usize, users: &[User]) -> Group {
     }
 }
 
+/// The first project id and space id of every site.
+const FIRST_PROJECT_ID: usize = 10000;
+const FIRST_SPACE_ID: usize = 65536;
+
+/// The `i`th project of the org: sites take turns, and each site numbers its own from [`FIRST_PROJECT_ID`].
 fn project(i: usize, sites: &[SiteDef], users: &[User]) -> Project {
     Project {
         site: sites[i % sites.len()].id.clone(),
-        id: (10000 + i).to_string(),
+        id: (FIRST_PROJECT_ID + i / sites.len()).to_string(),
         key: format!("P{i}"),
         name: format!("Project {} {i}", TEAMS[i % TEAMS.len()]),
         lead: users[(i * 31) % users.len()].account_id.clone(),
     }
 }
 
+/// The `i`th space of the org, numbered per site like projects.
 fn space(i: usize, sites: &[SiteDef]) -> Space {
     Space {
         site: sites[i % sites.len()].id.clone(),
-        id: (65536 + i).to_string(),
+        id: (FIRST_SPACE_ID + i / sites.len()).to_string(),
         key: format!("SP{i}"),
         name: format!("{} space {i}", TEAMS[i % TEAMS.len()]),
         r#type: if i % 4 == 3 { "personal".into() } else { "global".into() },
@@ -160,7 +177,23 @@ impl Org {
                 (0..size.spaces).map(|i| space(i, &sites)).collect(),
             )
         };
-        let mut org = Self { users, groups, projects, spaces, sites, generation: 0, index: Default::default() };
+        let mut org = Self {
+            users,
+            groups,
+            projects,
+            spaces,
+            sites,
+            generation: 0,
+            index: Default::default(),
+            last_project_id: Default::default(),
+            last_space_id: Default::default(),
+        };
+        for project in &org.projects {
+            note_id(&mut org.last_project_id, &project.site, &project.id);
+        }
+        for space in &org.spaces {
+            note_id(&mut org.last_space_id, &space.site, &space.id);
+        }
         org.reindex();
         org
     }
@@ -171,6 +204,22 @@ impl Org {
 
     pub fn user(&self, account_id: &str) -> Option<&User> {
         self.index.get(account_id).and_then(|&i| self.users.get(i))
+    }
+
+    /// Every user but the first `keep` leaves the org (and its groups; projects they led go to the first user).
+    pub fn keep_users(&mut self, keep: usize) {
+        self.users.truncate(keep.max(1));
+        self.reindex();
+        let index = &self.index;
+        for group in &mut self.groups {
+            group.members.retain(|m| index.contains_key(m));
+        }
+        let first = self.users[0].account_id.clone();
+        for project in &mut self.projects {
+            if !self.index.contains_key(&project.lead) {
+                project.lead = first.clone();
+            }
+        }
     }
 
     /// One round of change: every kind of object gets an addition, a rename and a removal; a user is deactivated;
@@ -232,9 +281,11 @@ impl Org {
             let users = self.users.clone();
             let mut added = project(fresh, &self.sites, &users);
             added.key = format!("NEW{g}");
+            added.id = next_id(&mut self.last_project_id, &added.site, FIRST_PROJECT_ID).to_string();
             self.projects.push(added);
             let mut added = space(fresh, &self.sites);
             added.key = format!("NEWSP{g}");
+            added.id = next_id(&mut self.last_space_id, &added.site, FIRST_SPACE_ID).to_string();
             self.spaces.push(added);
             if self.projects.len() > 2 {
                 let len = self.projects.len() - 1;
@@ -249,6 +300,21 @@ impl Org {
             }
         }
     }
+}
+
+/// Remembers `id` as given on `site`, if it is the highest yet.
+fn note_id(last: &mut std::collections::BTreeMap<String, u64>, site: &str, id: &str) {
+    if let Ok(id) = id.parse::<u64>() {
+        let highest = last.entry(site.to_owned()).or_insert(id);
+        *highest = (*highest).max(id);
+    }
+}
+
+/// The next id of `site`: one past the highest it ever gave (`first` on a site that never gave one).
+fn next_id(last: &mut std::collections::BTreeMap<String, u64>, site: &str, first: usize) -> u64 {
+    let id = last.get(site).map_or(first as u64, |highest| highest + 1);
+    last.insert(site.to_owned(), id);
+    id
 }
 
 #[cfg(test)]
@@ -286,15 +352,30 @@ mod tests {
                 org.groups.iter().filter(|g| !before.groups.iter().any(|b| b.id == g.id)).count(),
                 before.groups.iter().filter(|g| !org.groups.iter().any(|b| b.id == g.id)).count(),
             ),
+            // Project and space ids repeat across sites: only (site, id) names one.
             (
                 "projects",
-                org.projects.iter().filter(|p| !before.projects.iter().any(|b| b.id == p.id)).count(),
-                before.projects.iter().filter(|p| !org.projects.iter().any(|b| b.id == p.id)).count(),
+                org.projects
+                    .iter()
+                    .filter(|p| !before.projects.iter().any(|b| (&b.site, &b.id) == (&p.site, &p.id)))
+                    .count(),
+                before
+                    .projects
+                    .iter()
+                    .filter(|p| !org.projects.iter().any(|b| (&b.site, &b.id) == (&p.site, &p.id)))
+                    .count(),
             ),
             (
                 "spaces",
-                org.spaces.iter().filter(|s| !before.spaces.iter().any(|b| b.id == s.id)).count(),
-                before.spaces.iter().filter(|s| !org.spaces.iter().any(|b| b.id == s.id)).count(),
+                org.spaces
+                    .iter()
+                    .filter(|s| !before.spaces.iter().any(|b| (&b.site, &b.id) == (&s.site, &s.id)))
+                    .count(),
+                before
+                    .spaces
+                    .iter()
+                    .filter(|s| !org.spaces.iter().any(|b| (&b.site, &b.id) == (&s.site, &s.id)))
+                    .count(),
             ),
         ] {
             assert!(added >= 1 && removed >= 1, "{kind}: added {added}, removed {removed}");
@@ -304,5 +385,37 @@ mod tests {
         let mut again = before.clone();
         again.mutate();
         assert_eq!(again, org, "mutation is deterministic");
+    }
+
+    #[test]
+    fn project_and_space_ids_are_numbered_per_site() {
+        let mut org = Org::seeded(OrgSize { users: 40, groups: 5, projects: 9, spaces: 7, sites: 3 });
+        for site in 0..3 {
+            let on = |id: &str| org.projects.iter().any(|p| p.site == site_id(site) && p.id == id);
+            assert!(on("10000") && on("10001") && on("10002"), "site {site} numbers its own projects");
+            assert!(org.spaces.iter().any(|s| s.site == site_id(site) && s.id == "65536"));
+        }
+        let mut ever = std::collections::HashSet::new();
+        for round in 0..40 {
+            let mut projects = std::collections::HashSet::new();
+            let mut spaces = std::collections::HashSet::new();
+            let mut keys = std::collections::HashSet::new();
+            for p in &org.projects {
+                assert!(projects.insert((p.site.clone(), p.id.clone())), "round {round}: project {} twice", p.id);
+                assert!(keys.insert((p.site.clone(), p.key.clone())), "round {round}: key {} twice", p.key);
+                ever.insert(("project", p.site.clone(), p.id.clone(), p.key.clone()));
+            }
+            for s in &org.spaces {
+                assert!(spaces.insert((s.site.clone(), s.id.clone())), "round {round}: space {} twice", s.id);
+                assert!(keys.insert((s.site.clone(), s.key.clone())), "round {round}: key {} twice", s.key);
+                ever.insert(("space", s.site.clone(), s.id.clone(), s.key.clone()));
+            }
+            org.mutate();
+        }
+        // An id once given on a site always names the same object there: removed ones are not reused.
+        let mut named = std::collections::HashMap::new();
+        for (kind, site, id, key) in ever {
+            assert_eq!(named.entry((kind, site, id.clone())).or_insert(key.clone()), &key, "{kind} {id} reused");
+        }
     }
 }

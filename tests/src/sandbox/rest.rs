@@ -1,17 +1,23 @@
 //! The sandbox's Jira and Confluence REST endpoints, reached like 3LO apps reach them: through the gateway
 //! (`/ex/jira/{cloudId}/…`, `/ex/confluence/{cloudId}/…`) with a Bearer access token whose grant covers the site
-//! and the endpoint's scopes. Page sizes and pagination styles are Atlassian's (see the reference):
+//! and the endpoint's scopes. Page sizes and pagination styles are Atlassian's (see the reference), taking the
+//! harder reading where it leaves room:
 //!
 //! | endpoint | pagination | page size |
 //! |---|---|---|
-//! | `rest/api/3/users/search` (alias `users`) | `startAt`/`maxResults`, **bare array**, stop on a short page | default 50, max 1000 |
+//! | `rest/api/3/users/search` (alias `users`) | `startAt`/`maxResults`, **bare array**, only an empty page ends it | default 50, max 1000, then capped at `users_page_cap` (100) |
 //! | `rest/api/3/group/bulk` | `startAt`/`maxResults`, PageBean `isLast` | default 50, max 50 |
 //! | `rest/api/3/group/member?groupId=` | `startAt`/`maxResults`, PageBean | default 50, max 50 |
 //! | `rest/api/3/project/search?expand=lead` | `startAt`/`maxResults`, PageBean | default 50, max 100 |
 //! | `wiki/api/v2/spaces` | opaque `cursor`, `_links.next` site-relative + `Link` header | default 25, max 250 |
 //!
-//! Faults ([`Faults`]) add latency, `429` with `Retry-After` and `RateLimit-Reason`, and `500`s. Every answer is
-//! counted with the quota points Atlassian would charge (1 per request, +2 per user or group, +1 per project or
+//! Users pages are capped below `maxResults` as Jira caps them (JRASERVER-78660: 100 a page whatever is asked), and
+//! with `short_pages_every` every Nth users page is shorter still, mid-list: a client must advance by what came back
+//! and stop only on an empty page.
+//!
+//! Faults ([`Faults`]) add latency, burst `429`s with `Retry-After` and `RateLimit-Reason`, `500`s and dropped
+//! connections (and, at the token endpoint, lost refresh replies). The points quota is in `quota.rs`. Every answer
+//! is counted with the quota points Atlassian would charge (1 per request, +2 per user or group, +1 per project or
 //! space), readable at `/__sandbox/stats`.
 
 use super::{Org, Sandbox, User};
@@ -32,7 +38,9 @@ use std::collections::HashMap;
 pub struct Faults {
     /// Added to every REST answer.
     pub latency_ms: u64,
-    /// Every Nth REST request answers `429` (0: never).
+    /// Every Nth REST request answers `429` (0: never), counted as `burst_429s`: Jira's says
+    /// `RateLimit-Reason: jira-burst-based`; Confluence's says `confluence-quota-global-based` (Atlassian documents no
+    /// Confluence burst reason), so it stands for an exhausted quota; the Admin API's has `X-RateLimit-Reset` only.
     pub rate_limit_every: u64,
     /// The `Retry-After` of those answers, in seconds (0 is sent as 0: clients must clamp it).
     pub retry_after_secs: u64,
@@ -40,6 +48,9 @@ pub struct Faults {
     pub error_every: u64,
     /// Every Nth REST request drops its connection mid-answer: no complete response arrives (0: never).
     pub drop_every: u64,
+    /// The next N successful refreshes (`grant_type=refresh_token`) rotate the grant's tokens as usual, then lose
+    /// the answer: the connection drops mid-answer, so the client never sees the new refresh token.
+    pub lose_refresh_replies: u64,
 }
 
 pub fn routes() -> Router<Sandbox> {
@@ -58,8 +69,17 @@ fn unauthorized(message: &str) -> Response {
     (StatusCode::UNAUTHORIZED, axum::Json(json!({"code": 401, "message": message}))).into_response()
 }
 
+/// An answer whose body fails mid-way: the client sees its connection drop, with no complete response.
+pub(super) fn dropped_connection() -> Response {
+    let cut = futures_util::stream::once(async {
+        Err::<axum::body::Bytes, _>(std::io::Error::other("the sandbox drops this connection"))
+    });
+    let headers = [(header::CONTENT_TYPE, "application/json")];
+    (headers, axum::body::Body::from_stream(cut)).into_response()
+}
+
 impl Sandbox {
-    /// What every REST request goes through: faults, the Bearer token, the site and the scopes.
+    /// What every REST request goes through: faults, the Bearer token, the site and the scopes, then the quota.
     async fn gate(
         &self,
         headers: &HeaderMap,
@@ -76,10 +96,11 @@ impl Sandbox {
         if !any_scope.iter().any(|wanted| scopes.iter().any(|s| s == wanted)) {
             return Err(unauthorized("Unauthorized; scope does not match"));
         }
+        self.admit(product, cloud_id)?;
         Ok(account_id)
     }
 
-    /// Counts the request and injects the configured faults: latency, then a 429 (Jira and Confluence send
+    /// Counts the request and injects the configured faults: latency, then a burst 429 (Jira and Confluence send
     /// `Retry-After` and `RateLimit-Reason`; the Admin API only `X-RateLimit-Reset`), a 500, or a dropped connection.
     pub(super) async fn faults(&self, route: &'static str, product: &str) -> Result<(), Response> {
         let (faults, n) = {
@@ -92,6 +113,7 @@ impl Sandbox {
             tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
         }
         if faults.rate_limit_every > 0 && n % faults.rate_limit_every == 0 {
+            self.lock().burst_429s += 1;
             let body = axum::Json(json!({"code": 429, "message": "Rate limit exceeded."}));
             if product == "admin" {
                 let reset = time::OffsetDateTime::now_utc() + time::Duration::seconds(faults.retry_after_secs as i64);
@@ -107,17 +129,19 @@ impl Sandbox {
             return Err((StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response());
         }
         if faults.drop_every > 0 && n % faults.drop_every == 0 {
-            let cut = futures_util::stream::once(async {
-                Err::<axum::body::Bytes, _>(std::io::Error::other("the sandbox drops this connection"))
-            });
-            let headers = [(axum::http::header::CONTENT_TYPE, "application/json")];
-            return Err((headers, axum::body::Body::from_stream(cut)).into_response());
+            return Err(dropped_connection());
         }
         Ok(())
     }
 
-    fn charge(&self, points: u64) {
-        self.lock().points += points;
+    /// How many users a page serves: `maxResults` (already clamped) under the cap, and, every
+    /// `short_pages_every`th page, half of that.
+    fn users_page_size(&self, asked: usize) -> usize {
+        let size = asked.min(self.config.users_page_cap.max(1));
+        let every = self.config.short_pages_every;
+        let mut inner = self.lock();
+        inner.users_pages += 1;
+        if every > 0 && inner.users_pages.is_multiple_of(every) { (size / 2).max(1) } else { size }
     }
 
     fn site_url(&self, cloud_id: &str) -> String {
@@ -169,11 +193,12 @@ async fn users(
     if let Err(r) = sandbox.gate(&headers, &cloud_id, "users", "jira", &["read:jira-user", "read:user:jira"]).await {
         return r;
     }
-    let (start, size) = offset(&q, 50, 1000);
+    let (start, asked) = offset(&q, 50, 1000);
+    let size = sandbox.users_page_size(asked);
     let site = sandbox.site_url(&cloud_id);
     let values: Vec<Value> =
         sandbox.read_org().users.iter().skip(start).take(size).map(|u| user_json(&site, u)).collect();
-    sandbox.charge(1 + 2 * values.len() as u64);
+    sandbox.charge(Some(&cloud_id), 1 + 2 * values.len() as u64);
     axum::Json(values).into_response()
 }
 
@@ -192,7 +217,7 @@ async fn groups(
     let org = sandbox.read_org();
     let values: Vec<Value> =
         org.groups.iter().skip(start).take(size).map(|g| json!({"groupId": g.id, "name": g.name})).collect();
-    sandbox.charge(1 + 2 * values.len() as u64);
+    sandbox.charge(Some(&cloud_id), 1 + 2 * values.len() as u64);
     let url = format!("{}/rest/api/3/group/bulk", sandbox.site_url(&cloud_id));
     axum::Json(page_bean(&url, start, size, org.groups.len(), values)).into_response()
 }
@@ -223,7 +248,7 @@ async fn group_members(
     let members: Vec<&User> =
         group.members.iter().filter_map(|m| org.user(m)).filter(|u| include_inactive || u.active).collect();
     let values: Vec<Value> = members.iter().skip(start).take(size).map(|u| user_json(&site, u)).collect();
-    sandbox.charge(1 + 2 * values.len() as u64);
+    sandbox.charge(Some(&cloud_id), 1 + 2 * values.len() as u64);
     let url = format!("{site}/rest/api/3/group/member");
     axum::Json(page_bean(&url, start, size, members.len(), values)).into_response()
 }
@@ -239,11 +264,12 @@ async fn projects(
     {
         return r;
     }
-    projects_page(&sandbox, &cloud_id, &q)
+    projects_page(&sandbox, &cloud_id, &q, true)
 }
 
-/// A page of `project/search` on a site, however the caller got in.
-pub(super) fn projects_page(sandbox: &Sandbox, cloud_id: &str, q: &HashMap<String, String>) -> Response {
+/// A page of `project/search` on a site, however the caller got in (`metered`: through the gateway, so its points
+/// are charged to the quota).
+pub(super) fn projects_page(sandbox: &Sandbox, cloud_id: &str, q: &HashMap<String, String>, metered: bool) -> Response {
     let (start, size) = offset(q, 50, 100);
     let expand_lead = q.get("expand").is_some_and(|e| e.split(',').any(|x| x == "lead"));
     let site = sandbox.site_url(cloud_id);
@@ -268,7 +294,7 @@ pub(super) fn projects_page(sandbox: &Sandbox, cloud_id: &str, q: &HashMap<Strin
             value
         })
         .collect();
-    sandbox.charge(1 + values.len() as u64);
+    sandbox.charge(metered.then_some(cloud_id), 1 + values.len() as u64);
     let url = format!("{site}/rest/api/3/project/search");
     axum::Json(page_bean(&url, start, size, on_site.len(), values)).into_response()
 }
@@ -282,11 +308,11 @@ async fn spaces(
     if let Err(r) = sandbox.gate(&headers, &cloud_id, "spaces", "confluence", &["read:space:confluence"]).await {
         return r;
     }
-    spaces_page(&sandbox, &cloud_id, &q)
+    spaces_page(&sandbox, &cloud_id, &q, true)
 }
 
-/// A page of v2 `spaces` on a site, however the caller got in.
-pub(super) fn spaces_page(sandbox: &Sandbox, cloud_id: &str, q: &HashMap<String, String>) -> Response {
+/// A page of v2 `spaces` on a site, however the caller got in (`metered`: through the gateway).
+pub(super) fn spaces_page(sandbox: &Sandbox, cloud_id: &str, q: &HashMap<String, String>, metered: bool) -> Response {
     let start = match q.get("cursor") {
         None => 0,
         Some(cursor) => match URL_SAFE_NO_PAD
@@ -319,7 +345,7 @@ pub(super) fn spaces_page(sandbox: &Sandbox, cloud_id: &str, q: &HashMap<String,
             })
         })
         .collect();
-    sandbox.charge(1 + results.len() as u64);
+    sandbox.charge(metered.then_some(cloud_id), 1 + results.len() as u64);
     let mut links = json!({"base": format!("{site}/wiki")});
     let mut response_headers = HeaderMap::new();
     if start + results.len() < on_site.len() {

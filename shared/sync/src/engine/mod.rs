@@ -3,8 +3,8 @@
 //! For each site whose products cover the type, the run reads Atlassian page by page; each page is compared
 //! with the stored hashes and only new or changed objects are written. Group members are fetched a few groups at a
 //! time. When every site is read, one pass over the stored partition decides what is gone upstream (marked
-//! `deleted`, never before a run is complete) and corrects users' `sites`. An unchanged org is read and nothing is
-//! written.
+//! `deleted`, never before a run is complete, and held back when it is too much at once: see [`close`]) and
+//! corrects users' `sites`. An unchanged org is read and nothing is written.
 //!
 //! A run that outgrows its invocation pauses: after a page it saves a checkpoint (which site, the offset or cursor
 //! there, the counts, and the fingerprints seen so far, appended as a delta) and answers [`Step::Paused`]; the job
@@ -12,7 +12,18 @@
 //! Resuming re-reads at most the pages after the last checkpoint, and since writes are compare-then-write and
 //! deletions wait for a complete read, a crash anywhere ends with the same mirror. A run that fits one
 //! invocation never writes a checkpoint.
+//!
+//! The points quota is a wait, never a failure: when the shared budget is dry, or Atlassian answers a quota 429
+//! (or a rate limit asking for a longer wait than the client sleeps), the run saves its checkpoint and answers
+//! [`Step::Waiting`] with when to resume; the job queues its continuation with that delay. Any other failure
+//! saves what was read first, so the retry resumes after it.
 
+mod apply;
+mod close;
+
+pub use close::DeletionGuard;
+
+use crate::access::TokenSource;
 use crate::budget::{Budget, BudgetError};
 use crate::records::{self, Record};
 use crate::seen::SeenSet;
@@ -25,13 +36,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope, content_hash};
+use store::HeldDeletions;
+use store::mirror::{MirrorStore, ObjectType, Scope};
 use store::{Checkpoint, CheckpointStore, Connection, ConnectionMode, Product, StoreError};
 use thiserror::Error;
 use time::OffsetDateTime;
 
 /// How many groups' members are fetched at once.
 pub const MEMBER_CONCURRENCY: usize = 4;
+
+/// What a users page is budgeted for before the run has seen one: Jira serves 100 a page whatever it is asked.
+const USERS_SERVED_GUESS: u64 = 100;
 
 #[derive(Debug, Error)]
 pub enum SyncError {
@@ -43,6 +58,9 @@ pub enum SyncError {
     Budget(#[from] BudgetError),
     #[error("the mirror store failed")]
     Store(#[from] StoreError),
+    /// No access token: the grant is gone, or a refresh did not go through.
+    #[error("no valid access token")]
+    Token(#[from] tokens::refresh::RefreshError),
     /// Another invocation of the same run saved a checkpoint first (a duplicate delivery): this one stops.
     #[error("another invocation of this run moved it on")]
     Superseded,
@@ -87,10 +105,10 @@ pub fn availability(connection: &Connection, object_type: ObjectType) -> Result<
 }
 
 /// What a run reads Atlassian with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub enum Credential<'a> {
-    /// OAuth: every type through the API gateway, per cloud id, with this access token.
-    Oauth(&'a AccessToken),
+    /// OAuth: every type through the API gateway, per cloud id, with a token from here (refreshed as needed).
+    Oauth(&'a dyn TokenSource),
     /// An admin key: users and groups from the Admin API (the org's directory); projects and spaces from the
     /// site the site token signs in to.
     Admin { key: &'a AdminKey, org_id: &'a str, site: Option<&'a SiteLogin> },
@@ -105,6 +123,9 @@ pub struct Pacing {
     pub margin: Duration,
     /// Pause after this many pages in one invocation (0: no limit). Tests use it to force continuations.
     pub max_pages: u64,
+    /// Pause once an invocation has spent this many quota points (0: no limit): the run's continuation goes to the
+    /// back of the queue, so runs waiting behind a big org get their turn with the quota.
+    pub points_per_turn: u64,
     /// While reading, save a checkpoint at least this often.
     pub checkpoint_every: Duration,
 }
@@ -115,33 +136,69 @@ impl Default for Pacing {
             deadline: None,
             margin: Duration::from_secs(90),
             max_pages: 0,
+            points_per_turn: 5_000,
             checkpoint_every: Duration::from_secs(60),
         }
     }
 }
 
 impl Pacing {
-    fn must_pause(&self, pages: u64) -> bool {
+    /// How long a token must stay valid for what this invocation may still read: the rest of it, and a minute to
+    /// spare (15 minutes, Lambda's longest run, without a deadline).
+    pub fn token_horizon(&self) -> Duration {
+        let left = self.deadline.map_or(Duration::from_secs(900), |d| d.saturating_duration_since(Instant::now()));
+        left + Duration::from_secs(60)
+    }
+
+    fn must_pause(&self, pages: u64, points: u64) -> bool {
         (self.max_pages > 0 && pages >= self.max_pages)
+            || (self.points_per_turn > 0 && points >= self.points_per_turn)
             || self.deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) < self.margin)
     }
 }
 
 /// How an invocation of a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Every site was read and the mirror is in line.
-    Done(Counts),
+    /// Every site was read and the mirror is in line, but for the deletions held back, if any.
+    Done(Counts, Option<HeldDeletions>),
     /// A checkpoint was saved; a continuation must resume the run.
     Paused(Counts),
+    /// Atlassian's quota (or the app's budget of it) is spent: the run's checkpoint is saved and it resumes `until`.
+    Waiting { counts: Counts, until: OffsetDateTime, why: Wait },
+}
+
+/// Why a run waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// The app's shared points budget is dry until it refills.
+    Budget,
+    /// Atlassian answered 429 with this `RateLimit-Reason` (`jira-quota-global-based`, …), or none.
+    RateLimited(Option<String>),
 }
 
 impl Step {
-    /// The counts of a complete run; `None` if it paused.
+    /// The counts of a complete run; `None` if it paused or waits.
     pub fn done(self) -> Option<Counts> {
         match self {
-            Self::Done(counts) => Some(counts),
-            Self::Paused(_) => None,
+            Self::Done(counts, _) => Some(counts),
+            Self::Paused(_) | Self::Waiting { .. } => None,
+        }
+    }
+}
+
+/// How long to wait for a rate limit that says nothing.
+const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+impl SyncError {
+    /// When a run that met this error may go on, if it is a wait rather than a failure.
+    fn wait(&self) -> Option<(Duration, Wait)> {
+        match self {
+            Self::Budget(BudgetError::Exhausted(wait)) => Some((*wait, Wait::Budget)),
+            Self::Atlassian(ApiError::RateLimited { retry_after, reason }) => {
+                Some((retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT), Wait::RateLimited(reason.clone())))
+            }
+            _ => None,
         }
     }
 }
@@ -200,6 +257,8 @@ struct State {
     pages: u64,
     unsaved: u64,
     saved_at: Instant,
+    /// The run's points when this invocation started, for its turn's share of the quota.
+    points_before: u64,
 }
 
 pub struct Run<'a, D, M, B, C> {
@@ -216,6 +275,8 @@ pub struct Run<'a, D, M, B, C> {
     pub object_type: ObjectType,
     pub now: OffsetDateTime,
     pub pacing: Pacing,
+    /// When the closing pass holds deletions back.
+    pub guard: DeletionGuard,
 }
 
 enum Flow {
@@ -235,7 +296,8 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
     pub async fn run(&self, resume: Option<Resume>) -> Result<Step, SyncError> {
         let mut state = match resume {
             Some(Resume { checkpoint, progress, seen }) => {
-                State { checkpoint, progress, seen, pages: 0, unsaved: 0, saved_at: Instant::now() }
+                let points_before = progress.counts.points;
+                State { checkpoint, progress, seen, pages: 0, unsaved: 0, saved_at: Instant::now(), points_before }
             }
             None => State {
                 checkpoint: Checkpoint::fresh(self.run_id),
@@ -251,6 +313,7 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
                 pages: 0,
                 unsaved: 0,
                 saved_at: Instant::now(),
+                points_before: 0,
             },
         };
         if state.progress.sites.is_empty() {
@@ -267,16 +330,20 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
             match read {
                 Ok(Flow::SiteDone) => {}
                 Ok(Flow::Paused) => return Ok(Step::Paused(state.progress.counts)),
-                Err(error @ (SyncError::Atlassian(_) | SyncError::Budget(_))) => {
-                    // Keep what was read: the retry resumes after it rather than from the start.
-                    if state.unsaved > 0
-                        && let Err(save) = self.save(&mut state).await
-                    {
-                        tracing::warn!(error = %save, "could not checkpoint a failing run");
+                Err(SyncError::Superseded) => return Err(SyncError::Superseded),
+                Err(error) => {
+                    // Keep what was read: the continuation or the retry resumes after it rather than from the start.
+                    if state.unsaved > 0 {
+                        match self.save(&mut state).await {
+                            Err(SyncError::Superseded) => return Err(SyncError::Superseded),
+                            Err(save) => tracing::warn!(error = %save, "could not checkpoint a stopping run"),
+                            Ok(()) => {}
+                        }
                     }
-                    return Err(error);
+                    let Some((wait, why)) = error.wait() else { return Err(error) };
+                    let until = OffsetDateTime::now_utc() + wait;
+                    return Ok(Step::Waiting { counts: state.progress.counts, until, why });
                 }
-                Err(error) => return Err(error),
             }
         }
         if state.checkpoint.version > 0 {
@@ -285,11 +352,11 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         }
         state.seen.seal();
         let mut counts = state.progress.counts;
-        self.close(&scope, &state.progress.sites, &state.seen, &mut counts).await?;
+        let held = self.close(&scope, &state.progress.sites, &state.seen, &mut counts).await?;
         if state.checkpoint.version > 0 {
             self.checkpoints.clear_checkpoint(self.connection_id, self.object_type).await?;
         }
-        Ok(Step::Done(counts))
+        Ok(Step::Done(counts, held))
     }
 
     /// After a page is applied: pauses (saving a checkpoint) when the invocation is spent, and checkpoints a long
@@ -297,7 +364,7 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
     async fn after_page(&self, state: &mut State) -> Result<Option<Flow>, SyncError> {
         state.pages += 1;
         state.unsaved += 1;
-        if self.pacing.must_pause(state.pages) {
+        if self.pacing.must_pause(state.pages, state.progress.counts.points - state.points_before) {
             self.save(state).await?;
             return Ok(Some(Flow::Paused));
         }
@@ -327,16 +394,25 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
     }
 
     async fn users(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
-        let token = match self.credential {
-            Credential::Oauth(token) => token,
+        let tokens = match self.credential {
+            Credential::Oauth(tokens) => tokens,
             Credential::Admin { key, org_id, .. } => return self.admin_users(scope, state, key, org_id).await,
         };
         let cloud_id = state.progress.sites[state.progress.site].clone();
-        let fetch =
-            |start, _| self.metered(self.directory.users_page(token, &cloud_id, start), |p| 1 + 2 * p.len() as u64);
+        let cloud = cloud_id.as_str();
+        // The page size Jira actually serves, learned as pages come, so a page's budget is what it will cost.
+        let served = &AtomicU64::new(USERS_SERVED_GUESS);
+        let fetch = |start, _| async move {
+            let token = self.token(tokens).await?;
+            let estimate = 1 + 2 * served.load(Ordering::Relaxed);
+            let call = self.directory.users_page(&token, cloud, start);
+            self.metered(Some(cloud), estimate, call, |p| 1 + 2 * p.len() as u64).await
+        };
+        // A bare array: only an empty page ends it, and the next page starts after what came back (Jira serves
+        // 100 users a page whatever `maxResults` asks, and may serve fewer mid-list).
         self.pages(scope, state, fetch, |page: Vec<JiraUser>, start| {
-            let next =
-                if page.len() < atlassian::rest::USERS_PAGE { Next::Last } else { Next::Offset(start + page.len()) };
+            served.fetch_max(page.len() as u64, Ordering::Relaxed);
+            let next = if page.is_empty() { Next::Last } else { Next::Offset(start + page.len()) };
             (page.iter().map(records::user).collect(), next)
         })
         .await
@@ -388,8 +464,8 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
     /// boundaries (the next page of groups is read while the last members of the previous one are), and the
     /// results are applied in page-sized chunks.
     async fn groups(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
-        let token = match self.credential {
-            Credential::Oauth(token) => token,
+        let tokens = match self.credential {
+            Credential::Oauth(tokens) => tokens,
             Credential::Admin { key, org_id, .. } => return self.admin_groups(scope, state, key, org_id).await,
         };
         let cloud_id = state.progress.sites[state.progress.site].clone();
@@ -400,9 +476,11 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
             let (group_pages, group_points) = (&group_pages, &group_points);
             async move {
                 let Some(start) = start else { return Ok::<_, SyncError>(None) };
-                let (page, points) = self
-                    .metered(self.directory.groups_page(token, cloud_id, start), |p| 1 + 2 * p.values.len() as u64)
-                    .await?;
+                let token = self.token(tokens).await?;
+                let call = self.directory.groups_page(&token, cloud_id, start);
+                let estimate = 1 + 2 * atlassian::rest::GROUPS_PAGE as u64;
+                let (page, points) =
+                    self.metered(Some(cloud_id), estimate, call, |p| 1 + 2 * p.values.len() as u64).await?;
                 group_pages.fetch_add(1, Ordering::Relaxed);
                 group_points.fetch_add(points, Ordering::Relaxed);
                 let next = (!page.is_last()).then_some(start + page.values.len());
@@ -413,27 +491,50 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         let mut with_members = std::pin::pin!(
             groups
                 .map_ok(
-                    |group| async move { self.members(token, cloud_id, &group).await.map(|members| (group, members)) }
+                    |group| async move { self.members(tokens, cloud_id, &group).await.map(|members| (group, members)) }
                 )
                 .try_buffered(MEMBER_CONCURRENCY)
-                .try_chunks(atlassian::rest::GROUPS_PAGE)
         );
-        while let Some(chunk) = with_members.next().await {
-            let chunk = chunk.map_err(|e| e.1)?;
-            let mut records = Vec::with_capacity(chunk.len());
-            let (mut pages, mut points) = (0, 0);
-            for (group, (members, member_pages, member_points)) in chunk {
-                pages += member_pages;
-                points += member_points;
-                records.push(records::group(&group, &members));
+        // Groups are applied in order, a page's worth at a time, and whatever is complete when a fetch fails (the
+        // quota ran dry, say) is applied before the error goes up: the run resumes after the last whole group
+        // instead of fetching the page's members again, which could otherwise never fit one window's points.
+        let mut done = Vec::with_capacity(atlassian::rest::GROUPS_PAGE);
+        loop {
+            let next = with_members.next().await;
+            let (error, finished) = match next {
+                Some(Ok(group)) => {
+                    done.push(group);
+                    if done.len() < atlassian::rest::GROUPS_PAGE {
+                        continue;
+                    }
+                    (None, false)
+                }
+                Some(Err(error)) => (Some(error), false),
+                None => (None, true),
+            };
+            if !done.is_empty() {
+                let mut records = Vec::with_capacity(done.len());
+                let (mut pages, mut points) = (0, 0);
+                for (group, (members, member_pages, member_points)) in done.drain(..) {
+                    pages += member_pages;
+                    points += member_points;
+                    records.push(records::group(&group, &members));
+                }
+                // The group pages read so far are charged with the groups that follow them.
+                pages += group_pages.swap(0, Ordering::Relaxed);
+                points += group_points.swap(0, Ordering::Relaxed);
+                let applied = records.len();
+                self.apply(scope, state, records, (pages, points)).await?;
+                state.progress.offset += applied;
+                if let Some(paused) = self.after_page(state).await? {
+                    return Ok(paused);
+                }
             }
-            // The group pages read so far are charged with the chunk that follows them.
-            pages += group_pages.swap(0, Ordering::Relaxed);
-            points += group_points.swap(0, Ordering::Relaxed);
-            state.progress.offset += records.len();
-            self.apply(scope, state, records, (pages, points)).await?;
-            if let Some(paused) = self.after_page(state).await? {
-                return Ok(paused);
+            if let Some(error) = error {
+                return Err(error);
+            }
+            if finished {
+                break;
             }
         }
         state.progress.counts.pages += group_pages.load(Ordering::Relaxed);
@@ -445,14 +546,16 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
     /// Every member of a group, with the pages and points it took.
     async fn members(
         &self,
-        token: &AccessToken,
+        tokens: &dyn TokenSource,
         cloud_id: &str,
         group: &JiraGroup,
     ) -> Result<(Vec<JiraUser>, u64, u64), SyncError> {
         let (mut members, mut pages, mut points) = (Vec::new(), 0, 0);
         loop {
-            let call = self.directory.group_members_page(token, cloud_id, &group.group_id, members.len());
-            let (page, cost) = self.metered(call, |p| 1 + 2 * p.values.len() as u64).await?;
+            let token = self.token(tokens).await?;
+            let call = self.directory.group_members_page(&token, cloud_id, &group.group_id, members.len());
+            let estimate = 1 + 2 * atlassian::rest::MEMBERS_PAGE as u64;
+            let (page, cost) = self.metered(Some(cloud_id), estimate, call, |p| 1 + 2 * p.values.len() as u64).await?;
             pages += 1;
             points += cost;
             let last = page.is_last();
@@ -469,9 +572,13 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         let fetch = |start, _| async move {
             let cost = |p: &Page<JiraProject>| 1 + p.values.len() as u64;
             match self.credential {
-                Credential::Oauth(token) => self.metered(self.directory.projects_page(token, cloud, start), cost).await,
+                Credential::Oauth(tokens) => {
+                    let token = self.token(tokens).await?;
+                    let estimate = 1 + atlassian::rest::PROJECTS_PAGE as u64;
+                    self.metered(Some(cloud), estimate, self.directory.projects_page(&token, cloud, start), cost).await
+                }
                 Credential::Admin { site: Some(login), .. } => {
-                    self.metered(self.directory.site_projects_page(login, start), cost).await
+                    self.metered(None, 0, self.directory.site_projects_page(login, start), cost).await
                 }
                 Credential::Admin { site: None, .. } => Err(SyncError::NotAvailable),
             }
@@ -489,11 +596,14 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         let fetch = |_, cursor: Option<String>| async move {
             let cost = |p: &SpacesPage| 1 + p.results.len() as u64;
             match self.credential {
-                Credential::Oauth(token) => {
-                    self.metered(self.directory.spaces_page(token, cloud, cursor.as_deref()), cost).await
+                Credential::Oauth(tokens) => {
+                    let token = self.token(tokens).await?;
+                    let estimate = 1 + atlassian::rest::SPACES_PAGE as u64;
+                    let call = self.directory.spaces_page(&token, cloud, cursor.as_deref());
+                    self.metered(Some(cloud), estimate, call, cost).await
                 }
                 Credential::Admin { site: Some(login), .. } => {
-                    self.metered(self.directory.site_spaces_page(login, cursor.as_deref()), cost).await
+                    self.metered(None, 0, self.directory.site_spaces_page(login, cursor.as_deref()), cost).await
                 }
                 Credential::Admin { site: None, .. } => Err(SyncError::NotAvailable),
             }
@@ -596,105 +706,42 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         }
     }
 
-    /// One request under the points budget: waits for a balance, makes the call, charges what it cost (1 a request,
-    /// +2 a user or group, +1 a project or space, as Atlassian counts); answers the page and its points.
+    /// An access token that lasts what this invocation may still read.
+    async fn token(&self, tokens: &dyn TokenSource) -> Result<AccessToken, SyncError> {
+        tokens.token(self.pacing.token_horizon()).await
+    }
+
+    /// One request under the points quota: waits for a balance in `site`'s pool that covers `estimate`, makes the
+    /// call, charges what it cost (1 a request, +2 a user or group, +1 a project or space, as Atlassian counts);
+    /// answers the page and its points. A quota 429 blocks the pool it names for every worker. Requests made with a
+    /// site's API token (`site: None`) are outside the app's quota (Atlassian keeps API-token traffic on burst
+    /// limits): their points are counted, not drawn.
     async fn metered<T>(
         &self,
+        site: Option<&str>,
+        estimate: u64,
         call: impl Future<Output = Result<T, ApiError>>,
         points: impl FnOnce(&T) -> u64,
     ) -> Result<(T, u64), SyncError> {
-        self.budget.before().await?;
-        let answer = call.await?;
+        if let Some(site) = site {
+            self.budget.before(site, estimate).await?;
+        }
+        let answer = match call.await {
+            Ok(answer) => answer,
+            Err(error) => {
+                if let (Some(site), ApiError::RateLimited { retry_after, reason: Some(reason) }) = (site, &error)
+                    && error.is_quota_exhausted()
+                {
+                    let until = OffsetDateTime::now_utc() + retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT);
+                    self.budget.blocked(site, reason, until).await;
+                }
+                return Err(error.into());
+            }
+        };
         let cost = points(&answer);
-        self.budget.spent(cost);
+        if let Some(site) = site {
+            self.budget.spent(site, cost);
+        }
         Ok((answer, cost))
-    }
-
-    /// Compares a page with the mirror, writes what is new or changed, and counts the page and its points.
-    async fn apply(
-        &self,
-        scope: &Scope,
-        state: &mut State,
-        records: Vec<Record>,
-        (pages, points): (u64, u64),
-    ) -> Result<(), SyncError> {
-        let (site, counts) = (state.progress.site, &mut state.progress.counts);
-        counts.pages += pages;
-        counts.points += points;
-        let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-        let stored = self.mirror.stored(scope, &keys).await?;
-        let mut writes = Vec::new();
-        for record in records {
-            state.seen.insert(site, &record.key);
-            let hash = content_hash(&record.fields);
-            match stored.get(&record.key) {
-                Some(s) if s.hash == hash && !s.deleted => counts.unchanged += 1,
-                previous => {
-                    if matches!(previous, Some(s) if !s.deleted) {
-                        counts.updated += 1;
-                    } else {
-                        counts.created += 1;
-                    }
-                    let mut fields = record.fields;
-                    if self.object_type == ObjectType::Users {
-                        // Provisional: the closing pass sets the sites every site saw it on.
-                        fields.insert("sites".into(), self.user_sites(vec![state.progress.sites[site].clone()]));
-                    }
-                    writes.push(MirrorObject {
-                        key: record.key,
-                        record: fields,
-                        hash,
-                        deleted: false,
-                        synced_at: self.now,
-                    });
-                }
-            }
-        }
-        if !writes.is_empty() {
-            self.mirror.write(scope, &writes).await?;
-        }
-        Ok(())
-    }
-
-    /// After a complete read: marks what no site saw as deleted and corrects users' `sites`.
-    async fn close(
-        &self,
-        scope: &Scope,
-        sites: &[String],
-        seen: &SeenSet,
-        counts: &mut Counts,
-    ) -> Result<(), SyncError> {
-        let mut cursor: Option<String> = None;
-        loop {
-            let (page, next) = self.mirror.list(scope, cursor.as_deref(), 1000).await?;
-            let mut writes = Vec::new();
-            for mut object in page {
-                let on: Vec<usize> = seen.sites_of(&object.key);
-                if on.is_empty() {
-                    if !object.deleted {
-                        object.deleted = true;
-                        object.synced_at = self.now;
-                        counts.deleted += 1;
-                        writes.push(object);
-                    }
-                    continue;
-                }
-                if self.object_type == ObjectType::Users {
-                    let sites = self.user_sites(on.iter().map(|&i| sites[i].clone()).collect());
-                    if object.record.get("sites") != Some(&sites) {
-                        object.record.insert("sites".into(), sites);
-                        object.synced_at = self.now;
-                        writes.push(object);
-                    }
-                }
-            }
-            if !writes.is_empty() {
-                self.mirror.write(scope, &writes).await?;
-            }
-            match next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(()),
-            }
-        }
     }
 }
