@@ -150,8 +150,48 @@ impl MirrorStore for HashMirror {
     async fn clear(&self, _: &Scope) -> Result<usize, StoreError> {
         Ok(0)
     }
-    async fn objects(&self, _: &Scope, _: &[String]) -> Result<HashMap<String, MirrorObject>, StoreError> {
-        unreachable!("the sync engine reads hashes only; whole objects are for the management API")
+    async fn objects(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, MirrorObject>, StoreError> {
+        // The engine reads whole objects only to mark deletions and to diff a changed group's member chunks: what
+        // this stand-in keeps (hash, deletion, sites) is enough for both.
+        let objects = self.objects.lock().unwrap();
+        let s = scope_key(scope);
+        Ok(keys
+            .iter()
+            .filter_map(|k| {
+                let (hash, deleted, sites) = objects.get(&(s.clone(), k.clone()))?;
+                let mut record = Map::new();
+                if let Some(sites) = sites {
+                    record.insert("sites".into(), sites.clone());
+                }
+                let object = MirrorObject {
+                    key: k.clone(),
+                    record,
+                    hash: hash.clone(),
+                    deleted: *deleted,
+                    synced_at: OffsetDateTime::UNIX_EPOCH,
+                };
+                Some((k.clone(), object))
+            })
+            .collect())
+    }
+    async fn write_members(
+        &self,
+        _: &Scope,
+        _: &str,
+        chunks: &[store::mirror::MemberChunk],
+        _: &[u32],
+    ) -> Result<(), StoreError> {
+        self.written.fetch_add(chunks.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+    async fn members(
+        &self,
+        _: &Scope,
+        _: &str,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        Ok((Vec::new(), None))
     }
 }
 

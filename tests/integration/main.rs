@@ -394,6 +394,7 @@ async fn dynamo_mirror_keeps_the_contract() {
     let stack = Stack::from_env();
     let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
     contract::the_mirror_round_trips_compares_and_clears(&mirror).await;
+    contract::big_groups_keep_their_members_in_chunks(&mirror).await;
 }
 
 #[tokio::test]
@@ -542,10 +543,20 @@ mod sync_runs {
     use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope, Stored};
     use tests::sandbox::OrgSize;
 
-    /// The real DynamoDB mirror, counting the objects written through it.
-    struct Counting {
-        inner: store::DynamoMirror,
-        written: AtomicU64,
+    /// The real DynamoDB mirror, counting the objects written through it, and the member chunks with the most ids
+    /// any one of them held.
+    pub(crate) struct Counting {
+        pub(crate) inner: store::DynamoMirror,
+        pub(crate) written: AtomicU64,
+        pub(crate) chunks_written: AtomicU64,
+        pub(crate) largest_chunk: AtomicU64,
+    }
+
+    impl Counting {
+        pub(crate) fn new(inner: store::DynamoMirror) -> Self {
+            let zero = || AtomicU64::new(0);
+            Self { inner, written: zero(), chunks_written: zero(), largest_chunk: zero() }
+        }
     }
 
     impl MirrorStore for Counting {
@@ -573,6 +584,27 @@ mod sync_runs {
             keys: &[String],
         ) -> Result<HashMap<String, MirrorObject>, store::StoreError> {
             self.inner.objects(scope, keys).await
+        }
+        async fn write_members(
+            &self,
+            scope: &Scope,
+            key: &str,
+            chunks: &[store::mirror::MemberChunk],
+            removed: &[u32],
+        ) -> Result<(), store::StoreError> {
+            self.chunks_written.fetch_add(chunks.len() as u64, Ordering::SeqCst);
+            let largest = chunks.iter().map(|c| c.ids.len() as u64).max().unwrap_or(0);
+            self.largest_chunk.fetch_max(largest, Ordering::SeqCst);
+            self.inner.write_members(scope, key, chunks, removed).await
+        }
+        async fn members(
+            &self,
+            scope: &Scope,
+            key: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<(Vec<String>, Option<String>), store::StoreError> {
+            self.inner.members(scope, key, after, limit).await
         }
     }
 
@@ -606,10 +638,7 @@ mod sync_runs {
         let base = harness::spawn_sandbox(SandboxConfig { org: size, ..SandboxConfig::default() }).await.unwrap();
         let token = AccessToken::new(harness::sandbox_token(&base, None).await.unwrap());
         let stack = Stack::from_env();
-        let mirror = Counting {
-            inner: store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table),
-            written: AtomicU64::new(0),
-        };
+        let mirror = Counting::new(store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table));
         let directory = AtlassianClient::new(
             atlassian::http_client().unwrap(),
             Endpoints { auth_base: base.clone(), api_base: base.clone() },
@@ -1457,5 +1486,100 @@ mod real_orgs {
         assert_eq!(connection.status, store::ConnectionStatus::Active);
         flow.expire_access_token(&id).await;
         assert!(flow.access_token(&id, "later").await.is_ok(), "the stored refresh token still works");
+    }
+}
+
+mod big_groups {
+    use super::sync_runs::Counting;
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use store::RunStatus;
+    use store::mirror::{MirrorStore, ObjectType, Scope};
+    use sync::job::{self, Outcome};
+    use sync::queue::Job;
+    use tests::sandbox::OrgSize;
+
+    #[tokio::test]
+    async fn a_16000_member_group_syncs_exactly_and_one_member_more_rewrites_one_small_chunk() {
+        // Every real org has a group that holds nearly everyone: 16,000 members are 540 KB of ids, past an item.
+        let org = OrgSize { users: 20_000, groups: 3, projects: 2, spaces: 2, sites: 2 };
+        let flow = Flow::with_sandbox(SandboxConfig { org, big_group: 16_000, ..SandboxConfig::default() }).await;
+        let id = connected(&flow, &unique("tenant")).await;
+        let stack = Stack::from_env();
+        let mirror = Counting::new(store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table));
+        let env = JobEnv::new();
+        let deps = job::Deps {
+            store: &flow.store,
+            mirror: &mirror,
+            atlassian: &flow.callback.atlassian,
+            budget: &sync::budget::Unlimited,
+            keys: &flow.callback.keys,
+            refresh: &env.policy,
+            queue: &env.queue,
+            pacing: sync::engine::Pacing::default(),
+            guard: sync::engine::DeletionGuard::default(),
+        };
+        let sync = || async {
+            let outcome = job::run(&deps, &Job::new(&id, ObjectType::Groups), &unique("run"), None).await.unwrap();
+            let Outcome::Finished(RunStatus::Succeeded, counts) = outcome else { panic!("{outcome:?}") };
+            counts
+        };
+        let scope = Scope::new(&id, ObjectType::Groups);
+        let all_members = |group: String| {
+            let (mirror, scope) = (&mirror, &scope);
+            async move {
+                let (mut ids, mut cursor) = (Vec::new(), None::<String>);
+                loop {
+                    let (page, next) = mirror.members(scope, &group, cursor.as_deref(), 1000).await.unwrap();
+                    ids.extend(page);
+                    match next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                ids.sort();
+                ids
+            }
+        };
+
+        let counts = sync().await;
+        assert_eq!(counts.created, 3);
+        let sandbox_org = harness::sandbox_org(&flow.sandbox).await.unwrap();
+        let big = &sandbox_org["groups"][0];
+        let big_id = big["id"].as_str().unwrap().to_owned();
+        let expected: Vec<String> =
+            big["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect();
+        assert_eq!(expected.len(), 16_000);
+        let record = mirror.objects(&scope, std::slice::from_ref(&big_id)).await.unwrap().remove(&big_id).unwrap();
+        assert_eq!(record.record["member_count"], 16_000);
+        assert!(record.record.get("member_account_ids").is_none(), "the members are not in the record");
+        assert_eq!(all_members(big_id.clone()).await, expected, "every member, exactly");
+        assert!(mirror.largest_chunk.load(Ordering::SeqCst) < 250, "chunks stay small");
+        // The small groups keep their members in their records, as the expected mirror says.
+        let (listed, _) = mirror.list(&scope, None, 10).await.unwrap();
+        let small = harness::expected_mirror(&sandbox_org, "groups", &[]);
+        for object in listed.iter().filter(|o| o.key != big_id) {
+            assert_eq!(serde_json::Value::Object(object.record.clone()), small[&object.key]);
+        }
+
+        // An unchanged re-sync writes nothing; one member more rewrites the group's record and one small chunk.
+        let (records, chunks) = (mirror.written.load(Ordering::SeqCst), mirror.chunks_written.load(Ordering::SeqCst));
+        let counts = sync().await;
+        // (Groups are org-wide: each of the two sites lists the same three.)
+        assert_eq!((counts.created, counts.updated, counts.unchanged), (0, 0, 6));
+        assert_eq!(mirror.written.load(Ordering::SeqCst), records);
+        assert_eq!(mirror.chunks_written.load(Ordering::SeqCst), chunks);
+        let newcomer = sandbox_org["users"][19_999]["account_id"].as_str().unwrap().to_owned();
+        let url = flow.sandbox.join(&format!("/__sandbox/org/groups/{big_id}/members")).unwrap();
+        let added = harness::client().post(url).json(&serde_json::json!({"account_id": newcomer})).send().await;
+        assert_eq!(added.unwrap().status(), 204);
+        let counts = sync().await;
+        assert_eq!((counts.updated, counts.unchanged), (1, 5));
+        assert_eq!(mirror.written.load(Ordering::SeqCst), records + 1, "the group's record");
+        assert_eq!(mirror.chunks_written.load(Ordering::SeqCst), chunks + 1, "one chunk of ~125 ids, not 16,001");
+        let mut expected = expected;
+        expected.push(newcomer);
+        expected.sort();
+        assert_eq!(all_members(big_id).await, expected);
     }
 }

@@ -219,7 +219,8 @@ pub async fn sandbox_org(base: &Url) -> Result<serde_json::Value> {
 }
 
 /// The org as the mirror must show it, for one object type (`users`, `groups`, `projects`, `spaces`): key → record,
-/// with exactly the fields the objects API shows besides `deleted` and `synced_at`. Users are on every site given.
+/// with exactly the fields the objects API shows besides `deleted` and `synced_at`. Users are on every site given;
+/// groups are the sandbox's small ones (members in the record).
 pub fn expected_mirror(org: &Value, object_type: &str, sites: &[String]) -> HashMap<String, Value> {
     let list = |kind: &str| org[kind].as_array().unwrap().clone();
     match object_type {
@@ -241,7 +242,9 @@ pub fn expected_mirror(org: &Value, object_type: &str, sites: &[String]) -> Hash
                 let mut members: Vec<&str> =
                     g["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
                 members.sort_unstable();
-                let record = serde_json::json!({"group_id": g["id"], "name": g["name"], "member_account_ids": members});
+                let record = serde_json::json!({
+                    "group_id": g["id"], "name": g["name"], "member_count": members.len(), "member_account_ids": members,
+                });
                 (g["id"].as_str().unwrap().to_owned(), record)
             })
             .collect(),
@@ -333,7 +336,9 @@ pub fn expected_admin_mirror(org: &Value, object_type: &str, site: Option<&str>)
             .iter()
             .map(|g| {
                 let members = people(g["members"].as_array().unwrap());
-                let record = serde_json::json!({"group_id": g["id"], "name": g["name"], "member_account_ids": members});
+                let record = serde_json::json!({
+                    "group_id": g["id"], "name": g["name"], "member_count": members.len(), "member_account_ids": members,
+                });
                 (g["id"].as_str().unwrap().to_owned(), record)
             })
             .collect(),

@@ -10,6 +10,8 @@
 //! - `GET /connections/{id}` → the connection (status, sites, scopes, times, latest sync run per type; never
 //!   tokens)
 //! - `GET /connections/{id}/objects/{users|groups|projects|spaces}?limit=&cursor=` → `{"items", "next_cursor"}`
+//! - `GET /connections/{id}/objects/groups/{group_id}/members?limit=&cursor=` → `{"items": [account ids],
+//!   "next_cursor", "member_count"}`: every member of a group of any size
 //! - `POST /connections/{id}/sync` `{"object_types": [...]}` (default: all) → `202`, one job per type queued
 //! - `DELETE /connections/{id}` → disconnects: tokens destroyed at once, mirrored data removed, status `revoked`
 //!
@@ -25,6 +27,7 @@ use std::collections::BTreeMap;
 use store::mirror::{MirrorStore, ObjectType, Scope};
 use store::{Connection, ConnectionStore, RunRecord, RunStatus, RunStore, SessionStore};
 use sync::queue::{Job, JobQueue};
+use sync::records::MEMBER_CHUNKS;
 use time::OffsetDateTime;
 use tokens::connect::{self, ReturnUrlAllowList, SessionSettings};
 use tokens::ids;
@@ -106,12 +109,16 @@ where
         (["connections", id], &Method::DELETE) => disconnect(deps, id).await,
         (["connections", id], &Method::PATCH) => update_connection(deps, id, &request).await,
         (["connections", id, "objects", object_type], &Method::GET) => objects(deps, id, object_type, &request).await,
+        (["connections", id, "objects", "groups", group_id, "members"], &Method::GET) => {
+            members(deps, id, group_id, &request).await
+        }
         (["connections", id, "sync"], &Method::POST) => request_sync(deps, id, &request).await,
         (
             ["connect-sessions"]
             | ["connections"]
             | ["connections", _]
             | ["connections", _, "objects", _]
+            | ["connections", _, "objects", "groups", _, "members"]
             | ["connections", _, "sync"],
             _,
         ) => http::json_error(405, "method_not_allowed", "This method is not allowed here."),
@@ -507,6 +514,8 @@ async fn objects<S: ConnectionStore, M: MirrorStore, Q, A>(
                 .into_iter()
                 .map(|object| {
                     let mut item = object.record;
+                    // A big group's chunk hashes are the mirror's bookkeeping; its members are behind `/members`.
+                    item.remove(MEMBER_CHUNKS);
                     item.insert("deleted".into(), object.deleted.into());
                     let synced_at =
                         object.synced_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
@@ -516,6 +525,64 @@ async fn objects<S: ConnectionStore, M: MirrorStore, Q, A>(
                 .collect();
             http::json(200, &serde_json::json!({"items": items, "next_cursor": next}))
         }
+        Err(store::StoreError::InvalidCursor) => {
+            http::json_error(400, "invalid_cursor", "The cursor is not one this API gave out.")
+        }
+        Err(error) => internal(&error),
+    }
+}
+
+/// A page of a group's member account ids, however the mirror keeps them: in the group's record (up to 1,000) or in
+/// chunks beside it. The cursor is the mirror's own (`<bucket>.<index>`; a small group is one bucket).
+async fn members<S: ConnectionStore, M: MirrorStore, Q, A>(
+    deps: &Deps<S, M, Q, A>,
+    id: &str,
+    group_id: &str,
+    request: &Request,
+) -> Response<Body> {
+    match deps.store.get_connection(id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(),
+        Err(error) => return internal(&error),
+    }
+    let query = request.query_string_parameters();
+    let limit = match query.first("limit").map(str::parse::<usize>) {
+        None => 1000,
+        Some(Ok(limit)) if (1..=1000).contains(&limit) => limit,
+        Some(_) => return http::json_error(400, "invalid_limit", "limit must be between 1 and 1000."),
+    };
+    let scope = Scope::new(id, ObjectType::Groups);
+    let group = match deps.mirror.objects(&scope, &[group_id.to_owned()]).await {
+        Ok(mut found) => match found.remove(group_id) {
+            Some(group) => group,
+            None => return http::json_error(404, "group_not_found", "The mirror has no group with this id."),
+        },
+        Err(error) => return internal(&error),
+    };
+    let cursor = query.first("cursor");
+    let page = match group.record.get("member_account_ids").and_then(|ids| ids.as_array()) {
+        Some(ids) => {
+            let ids = ids.iter().filter_map(|id| id.as_str().map(str::to_owned)).collect();
+            let inline = [store::mirror::MemberChunk { bucket: 0, ids }];
+            match cursor.map(store::mirror::parse_members_cursor) {
+                None => Ok(store::mirror::members_page(&inline, (0, 0), limit, false)),
+                Some(Some(from)) if from.0 == 0 => Ok(store::mirror::members_page(&inline, from, limit, false)),
+                Some(_) => Err(store::StoreError::InvalidCursor),
+            }
+        }
+        None => deps.mirror.members(&scope, group_id, cursor, limit).await,
+    };
+    match page {
+        Ok((items, next)) => http::json(
+            200,
+            &serde_json::json!({
+                "group_id": group_id,
+                "member_count": group.record.get("member_count"),
+                "deleted": group.deleted,
+                "items": items,
+                "next_cursor": next,
+            }),
+        ),
         Err(store::StoreError::InvalidCursor) => {
             http::json_error(400, "invalid_cursor", "The cursor is not one this API gave out.")
         }

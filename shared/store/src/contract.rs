@@ -396,6 +396,47 @@ pub async fn checkpoints_append_and_refuse_a_stale_base(store: &impl CheckpointS
     assert_eq!(store.load_checkpoint(&connection_id, ObjectType::Users).await.expect("load"), None);
 }
 
+pub async fn big_groups_keep_their_members_in_chunks(store: &impl MirrorStore) {
+    use crate::mirror::{MirrorObject, ObjectType, Scope, member_chunks};
+    let scope = Scope::new(&unique("con"), ObjectType::Groups);
+    let mut ids: Vec<String> = (0..3000).map(|i| format!("acc-{i:05}")).collect();
+    ids.sort();
+    let chunks = member_chunks(&ids);
+    assert_eq!(chunks.len(), 32, "about 128 ids a bucket, a power of two of buckets");
+    assert!(chunks.iter().all(|c| c.ids.windows(2).all(|w| w[0] < w[1])), "each chunk sorted");
+    store.write_members(&scope, "g-1", &chunks, &[]).await.expect("write members");
+    let record = serde_json::json!({"group_id": "g-1", "name": "everyone", "member_count": 3000});
+    let group = MirrorObject::new("g-1".into(), record.as_object().cloned().expect("object"), now());
+    store.write(&scope, std::slice::from_ref(&group)).await.expect("write");
+
+    // Paging through every member, bucket by bucket, gives each id once.
+    let (mut seen, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let (page, next) = store.members(&scope, "g-1", cursor.as_deref(), 250).await.expect("members");
+        assert!(page.len() <= 250);
+        seen.extend(page);
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ids);
+    assert!(matches!(store.members(&scope, "g-1", Some("nonsense"), 10).await, Err(StoreError::InvalidCursor)));
+
+    // One chunk replaced and one removed; the rest stay as they were.
+    let mut changed = chunks[3].clone();
+    changed.ids.push("acc-new".into());
+    store.write_members(&scope, "g-1", std::slice::from_ref(&changed), &[5]).await.expect("write members");
+    let (all, _) = store.members(&scope, "g-1", None, 10_000).await.expect("members");
+    assert_eq!(all.len(), 3000 + 1 - chunks[5].ids.len());
+    assert!(all.contains(&"acc-new".to_owned()) && !all.contains(&chunks[5].ids[0]));
+
+    // A disconnect clears the chunks with the groups.
+    store.clear(&scope).await.expect("clear");
+    assert!(store.members(&scope, "g-1", None, 10).await.expect("members").0.is_empty());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +451,7 @@ mod tests {
         credentials_are_saved_only_on_the_expected_version(&store).await;
         the_points_budget_is_shared(std::sync::Arc::new(MemoryStore::new())).await;
         the_mirror_round_trips_compares_and_clears(&store).await;
+        big_groups_keep_their_members_in_chunks(&store).await;
         one_run_per_type_at_a_time(&store).await;
         checkpoints_append_and_refuse_a_stale_base(&store).await;
     }

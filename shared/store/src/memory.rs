@@ -24,6 +24,8 @@ struct Inner {
     leases: HashMap<String, (String, OffsetDateTime)>,
     buckets: HashMap<String, crate::budget::BucketState>,
     mirror: HashMap<crate::Scope, std::collections::BTreeMap<String, crate::MirrorObject>>,
+    /// Big groups' member chunks, by (scope, group key) and bucket.
+    members: HashMap<(crate::Scope, String), std::collections::BTreeMap<u32, Vec<String>>>,
     runs: HashMap<(String, crate::ObjectType), crate::RunRecord>,
     /// Per (connection, type): the header, and every chunk written under it (listed or not).
     checkpoints: HashMap<(String, crate::ObjectType), CheckpointSlot>,
@@ -302,7 +304,52 @@ impl crate::MirrorStore for MemoryStore {
     }
 
     async fn clear(&self, scope: &crate::Scope) -> Result<usize, StoreError> {
-        Ok(self.lock().mirror.remove(scope).map(|p| p.len()).unwrap_or(0))
+        let mut inner = self.lock();
+        inner.members.retain(|(s, _), _| s != scope);
+        Ok(inner.mirror.remove(scope).map(|p| p.len()).unwrap_or(0))
+    }
+
+    async fn write_members(
+        &self,
+        scope: &crate::Scope,
+        key: &str,
+        chunks: &[crate::mirror::MemberChunk],
+        removed: &[u32],
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let group = inner.members.entry((scope.clone(), key.to_owned())).or_default();
+        for bucket in removed {
+            group.remove(bucket);
+        }
+        for chunk in chunks {
+            group.insert(chunk.bucket, chunk.ids.clone());
+        }
+        Ok(())
+    }
+
+    async fn members(
+        &self,
+        scope: &crate::Scope,
+        key: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<crate::mirror::Cursor>), StoreError> {
+        let from = match after {
+            None => (0, 0),
+            Some(cursor) => crate::mirror::parse_members_cursor(cursor).ok_or(StoreError::InvalidCursor)?,
+        };
+        let inner = self.lock();
+        let chunks: Vec<crate::mirror::MemberChunk> = inner
+            .members
+            .get(&(scope.clone(), key.to_owned()))
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|(bucket, ids)| crate::mirror::MemberChunk { bucket: *bucket, ids: ids.clone() })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(crate::mirror::members_page(&chunks, from, limit, false))
     }
 }
 

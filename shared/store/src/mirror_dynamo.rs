@@ -1,7 +1,8 @@
-//! [`MirrorStore`] on DynamoDB: `pk = <connection id>#<type>`, `sk = <bucket>#<key>`.
+//! [`MirrorStore`] on DynamoDB: `pk = <connection id>#<type>`, `sk = <bucket>#<key>`; a big group's member chunks
+//! under `pk = <connection id>#groups#members#<group id>`, `sk = <bucket, 8 hex digits>`, attribute `ids`.
 
 use crate::StoreError;
-use crate::mirror::{Cursor, MirrorObject, MirrorStore, Scope, Stored, bucket};
+use crate::mirror::{Cursor, MemberChunk, MirrorObject, MirrorStore, Scope, Stored, bucket};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, WriteRequest};
 use base64::Engine;
@@ -34,6 +35,21 @@ struct MirrorItem {
 
 fn pk(scope: &Scope) -> String {
     format!("{}#{}", scope.connection_id, scope.object_type.as_str())
+}
+
+fn members_pk(scope: &Scope, key: &str) -> String {
+    format!("{}#members#{key}", pk(scope))
+}
+
+fn members_sk(bucket: u32) -> String {
+    format!("{bucket:08x}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChunkItem {
+    pk: String,
+    sk: String,
+    ids: Vec<String>,
 }
 
 fn sk(key: &str) -> String {
@@ -197,6 +213,69 @@ impl MirrorStore for DynamoMirror {
         Ok((objects, next))
     }
 
+    async fn write_members(
+        &self,
+        scope: &Scope,
+        key: &str,
+        chunks: &[MemberChunk],
+        removed: &[u32],
+    ) -> Result<(), StoreError> {
+        let pk = members_pk(scope, key);
+        let mut requests = Vec::with_capacity(chunks.len() + removed.len());
+        for chunk in chunks {
+            let item = ChunkItem { pk: pk.clone(), sk: members_sk(chunk.bucket), ids: chunk.ids.clone() };
+            let item: Item = serde_dynamo::to_item(item).map_err(StoreError::Corrupt)?;
+            let put = PutRequest::builder().set_item(Some(item)).build().map_err(StoreError::dynamo)?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        for bucket in removed {
+            let key = HashMap::from([
+                ("pk".to_owned(), AttributeValue::S(pk.clone())),
+                ("sk".to_owned(), AttributeValue::S(members_sk(*bucket))),
+            ]);
+            let delete = DeleteRequest::builder().set_key(Some(key)).build().map_err(StoreError::dynamo)?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.batch_write(requests).await
+    }
+
+    async fn members(
+        &self,
+        scope: &Scope,
+        key: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<Cursor>), StoreError> {
+        let from = match after {
+            None => (0, 0),
+            Some(cursor) => crate::mirror::parse_members_cursor(cursor).ok_or(StoreError::InvalidCursor)?,
+        };
+        // Chunks hold about CHUNK_MEMBERS ids: read a few more than the page needs.
+        let wanted = (limit / crate::mirror::CHUNK_MEMBERS + 2) as i32;
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk >= :sk")
+            .expression_attribute_values(":pk", AttributeValue::S(members_pk(scope, key)))
+            .expression_attribute_values(":sk", AttributeValue::S(members_sk(from.0)))
+            .limit(wanted)
+            .send()
+            .await
+            .map_err(StoreError::dynamo)?;
+        let chunks = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let item: ChunkItem = serde_dynamo::from_item(item).map_err(StoreError::Corrupt)?;
+                let bucket = u32::from_str_radix(&item.sk, 16).map_err(|e| StoreError::Dynamo(Box::new(e)))?;
+                Ok(MemberChunk { bucket, ids: item.ids })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(crate::mirror::members_page(&chunks, from, limit, output.last_evaluated_key.is_some()))
+    }
+
     async fn clear(&self, scope: &Scope) -> Result<usize, StoreError> {
         let mut pages = self
             .client
@@ -209,12 +288,36 @@ impl MirrorStore for DynamoMirror {
             .items()
             .send();
         let mut deletes = Vec::new();
+        let mut groups = Vec::new();
         while let Some(item) = pages.next().await {
             let key = item.map_err(StoreError::dynamo)?;
+            if scope.object_type == crate::ObjectType::Groups
+                && let Some(sk) = key.get("sk").and_then(|v| v.as_s().ok())
+            {
+                groups.push(sk.get(3..).unwrap_or_default().to_owned());
+            }
             let delete = DeleteRequest::builder().set_key(Some(key)).build().map_err(StoreError::dynamo)?;
             deletes.push(WriteRequest::builder().delete_request(delete).build());
         }
         let count = deletes.len();
+        for group in groups {
+            // A big group's member chunks go with it.
+            let mut chunks = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(members_pk(scope, &group)))
+                .projection_expression("pk, sk")
+                .into_paginator()
+                .items()
+                .send();
+            while let Some(item) = chunks.next().await {
+                let key = item.map_err(StoreError::dynamo)?;
+                let delete = DeleteRequest::builder().set_key(Some(key)).build().map_err(StoreError::dynamo)?;
+                deletes.push(WriteRequest::builder().delete_request(delete).build());
+            }
+        }
         self.batch_write(deletes).await?;
         Ok(count)
     }

@@ -3,7 +3,7 @@
 //! | type | key | fields |
 //! |---|---|---|
 //! | users | `account_id` | `account_id`, `email` (null when hidden), `display_name`, `status`, `account_type` (+ `sites`) |
-//! | groups | `group_id` | `group_id`, `name`, `member_account_ids` (sorted) |
+//! | groups | `group_id` | `group_id`, `name`, `member_count`, `member_account_ids` (sorted; up to 1,000 members, else in chunks of their own) |
 //! | projects | `<cloud_id>#<project_id>` | `cloud_id`, `project_id`, `key`, `name`, `lead_account_id`, `lead_display_name` |
 //! | spaces | `<cloud_id>#<space_id>` | `cloud_id`, `space_id`, `key`, `name`, `type`, `status` |
 //!
@@ -14,20 +14,26 @@
 use atlassian::admin::{AdminGroup, AdminUser};
 use atlassian::rest::{ConfluenceSpace, JiraGroup, JiraProject, JiraUser};
 use serde_json::{Map, Value, json};
+use store::mirror::{INLINE_MEMBERS, MemberChunk, member_chunks};
 
 /// A record and the key it is stored under.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub key: String,
     pub fields: Map<String, Value>,
+    /// A big group's members, in chunks stored beside its record (which keeps their hashes in `member_chunks`).
+    pub chunks: Option<Vec<MemberChunk>>,
 }
+
+/// The field of a big group's record that keeps its chunks' hashes (bucket → hash); internal, not shown by the API.
+pub const MEMBER_CHUNKS: &str = "member_chunks";
 
 fn record(key: String, value: Value) -> Record {
     let fields = match value {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    Record { key, fields }
+    Record { key, fields, chunks: None }
 }
 
 pub fn user(user: &JiraUser) -> Record {
@@ -72,7 +78,17 @@ fn group_of<'a>(id: &str, name: &str, members: impl Iterator<Item = &'a str>) ->
     let mut member_ids: Vec<&str> = members.collect();
     member_ids.sort_unstable();
     member_ids.dedup();
-    record(id.to_owned(), json!({"group_id": id, "name": name, "member_account_ids": member_ids}))
+    let count = member_ids.len();
+    if count <= INLINE_MEMBERS {
+        let fields = json!({"group_id": id, "name": name, "member_count": count, "member_account_ids": member_ids});
+        return record(id.to_owned(), fields);
+    }
+    let ids: Vec<String> = member_ids.into_iter().map(str::to_owned).collect();
+    let chunks: Vec<MemberChunk> = member_chunks(&ids).into_iter().filter(|c| !c.ids.is_empty()).collect();
+    let hashes: Map<String, Value> = chunks.iter().map(|c| (c.bucket.to_string(), Value::from(c.hash()))).collect();
+    let mut big = record(id.to_owned(), json!({"group_id": id, "name": name, "member_count": count}));
+    big.fields.insert(MEMBER_CHUNKS.into(), Value::Object(hashes));
+    Record { chunks: Some(chunks), ..big }
 }
 
 pub fn project(cloud_id: &str, project: &JiraProject) -> Record {
@@ -134,6 +150,31 @@ mod tests {
         let g = JiraGroup { group_id: "g-1".into(), name: "eng".into() };
         let members = [jira_user("b", None, true), jira_user("a", None, true), jira_user("b", None, true)];
         assert_eq!(group(&g, &members).fields["member_account_ids"], json!(["a", "b"]));
+    }
+
+    #[test]
+    fn big_groups_keep_their_members_in_chunks() {
+        let g = JiraGroup { group_id: "g-big".into(), name: "everyone".into() };
+        let members: Vec<JiraUser> = (0..2500).map(|i| jira_user(&format!("acc-{i:05}"), None, true)).collect();
+        let big = group(&g, &members);
+        assert_eq!(big.fields["member_count"], 2500);
+        assert!(big.fields.get("member_account_ids").is_none(), "not in the record");
+        let chunks = big.chunks.expect("chunks");
+        assert_eq!(chunks.iter().map(|c| c.ids.len()).sum::<usize>(), 2500);
+        assert_eq!(big.fields[MEMBER_CHUNKS].as_object().unwrap().len(), chunks.len());
+        // One member more changes one chunk's hash.
+        let mut more = members.clone();
+        more.push(jira_user("acc-extra", None, true));
+        let bigger = group(&g, &more);
+        let changed: Vec<_> = bigger.fields[MEMBER_CHUNKS]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(bucket, hash)| big.fields[MEMBER_CHUNKS].get(bucket.as_str()) != Some(hash))
+            .collect();
+        assert_eq!(changed.len(), 1);
+        let small = group(&g, &members[..1000]);
+        assert_eq!((small.chunks, small.fields["member_account_ids"].as_array().map(Vec::len)), (None, Some(1000)));
     }
 
     #[test]

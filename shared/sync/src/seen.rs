@@ -32,6 +32,11 @@ impl SeenSet {
         }
     }
 
+    /// The fingerprints the sites before `site` saw (in any order).
+    pub fn before(&self, site: usize) -> std::collections::HashSet<u64> {
+        self.sites.iter().take(site).flatten().copied().collect()
+    }
+
     /// Sorts and dedupes, for lookups (idempotent).
     pub fn seal(&mut self) {
         for seen in &mut self.sites {

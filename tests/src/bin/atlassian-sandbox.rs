@@ -1,6 +1,6 @@
 //! `atlassian-sandbox [--port N] [--users N] [--groups N] [--projects N] [--spaces N] [--sites N] [--latency-ms MS]
 //!  [--rate-limit-every N [--retry-after SECONDS]] [--error-every N] [--drop-every N] [--lose-refresh-replies N]
-//!  [--users-page-cap N] [--short-pages-every N]
+//!  [--users-page-cap N] [--short-pages-every N] [--big-group N]
 //!  [--quota-points N] [--tenant-quota-points N] [--quota-window-secs SECONDS] [--beta-headers]
 //!  [--client-id ID] [--client-secret SECRET] [--access-token-ttl SECONDS] [--reuse-leeway SECONDS]`: serves the
 //! sandbox on 127.0.0.1. Faults and the quota can also be changed while it runs: `POST /__sandbox/faults`,
@@ -18,6 +18,7 @@ atlassian-sandbox: Atlassian's OAuth 2.0 (3LO), Jira, Confluence and Admin APIs 
                             the seeded org's size (25, 6, 5, 4, 2); project and space ids repeat across sites
   --users-page-cap N        most users a users/search page serves, whatever maxResults asks (100)
   --short-pages-every N     every Nth users page is half as long, mid-list; only an empty page ends it (0: off)
+  --big-group N             the first group holds the first N users (0: as small as the others)
   --latency-ms MS           added to every REST answer
   --rate-limit-every N      every Nth REST request answers a burst 429 (RateLimit-Reason: jira-burst-based)
   --retry-after S           the Retry-After of those 429s (0 is sent as 0)
@@ -34,7 +35,8 @@ atlassian-sandbox: Atlassian's OAuth 2.0 (3LO), Jira, Confluence and Admin APIs 
   --reuse-leeway S          how long a rotated refresh token still works (600)
 
 While it runs: POST /__sandbox/faults (JSON Faults), POST /__sandbox/quota
-({\"global_points\", \"tenant_points\", \"window_secs\", \"beta_headers\"}), GET /__sandbox/stats, POST /__sandbox/org/mutate.";
+({\"global_points\", \"tenant_points\", \"window_secs\", \"beta_headers\"}), GET /__sandbox/stats, POST /__sandbox/org/mutate,
+POST /__sandbox/org/keep-users ({\"keep\": N}), POST /__sandbox/org/groups/{id}/members ({\"account_id\"}).";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -59,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
                 config.faults.lose_refresh_replies = value()?.parse().context("--lose-refresh-replies")?
             }
             "--users-page-cap" => config.users_page_cap = value()?.parse().context("--users-page-cap")?,
+            "--big-group" => config.big_group = value()?.parse().context("--big-group")?,
             "--short-pages-every" => config.short_pages_every = value()?.parse().context("--short-pages-every")?,
             "--quota-points" => config.quota.global_points = Some(value()?.parse().context("--quota-points")?),
             "--tenant-quota-points" => {

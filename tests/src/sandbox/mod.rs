@@ -40,7 +40,7 @@ mod quota;
 mod rest;
 
 pub use admin::{FOREIGN_SITE, ORG_ID, ORG_NAME};
-pub use org::{Group, Org, OrgSize, Project, SiteDef, Space, User, site_id};
+pub use org::{Group, Org, OrgSize, Project, SiteDef, Space, TenantSize, User, site_id};
 pub use quota::Quota;
 pub use rest::Faults;
 
@@ -61,6 +61,11 @@ pub struct SandboxConfig {
     pub short_pages_every: u64,
     /// The points quota of the Jira and Confluence REST APIs (also settable at `POST /__sandbox/quota`).
     pub quota: Quota,
+    /// The first group has this many members (0: it is as small as the others): every real org has a group that
+    /// holds nearly everyone (`jira-software-users`).
+    pub big_group: usize,
+    /// Many tenants instead of one org (see [`Org::tenants`]); empty: the one org of `org`.
+    pub tenants: Vec<TenantSize>,
 }
 
 impl Default for SandboxConfig {
@@ -75,6 +80,8 @@ impl Default for SandboxConfig {
             users_page_cap: 100,
             short_pages_every: 0,
             quota: Quota::default(),
+            big_group: 0,
+            tenants: Vec::new(),
         }
     }
 }
@@ -137,7 +144,8 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Self {
-        let org = Org::seeded(config.org);
+        let mut org = if config.tenants.is_empty() { Org::seeded(config.org) } else { Org::tenants(&config.tenants) };
+        org.grow_first_group(config.big_group);
         let inner = Inner {
             faults: config.faults.clone(),
             quota: quota::QuotaState::new(config.quota.clone()),
@@ -170,8 +178,10 @@ impl Sandbox {
             .route("/__sandbox/org", get(org))
             .route("/__sandbox/org/mutate", post(mutate))
             .route("/__sandbox/org/keep-users", post(keep_users))
+            .route("/__sandbox/org/groups/{group_id}/members", post(add_member))
             .route("/__sandbox/faults", post(set_faults))
             .route("/__sandbox/quota", post(quota::set))
+            .route("/__sandbox/grants", post(mint_grant))
             .route("/__sandbox/grants/{account_id}/revoke", post(revoke))
             .route("/__sandbox/grants/{account_id}/sites/{cloud_id}/remove", post(remove_site))
             .merge(rest::routes())
@@ -191,6 +201,35 @@ impl Sandbox {
         let value = format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
         inner.issued.push(value.clone());
         value
+    }
+
+    /// A new access token (and, with `offline_access`, a new refresh token, rotating the old one away) for a grant,
+    /// as the token endpoint answers it.
+    fn issue_tokens(&self, inner: &mut Inner, grant_key: &str) -> serde_json::Value {
+        let access_token = self.issue(inner, "sbx-at-");
+        let expires_at = Instant::now() + self.config.access_token_ttl;
+        inner.access.insert(access_token.clone(), (grant_key.to_owned(), expires_at));
+        let (scopes, offline) = {
+            let grant = &inner.grants[grant_key];
+            (grant.scopes.join(" "), grant.scopes.iter().any(|s| s == "offline_access"))
+        };
+        let refresh_token = offline.then(|| self.issue(inner, "sbx-rt-"));
+        if let Some(grant) = inner.grants.get_mut(grant_key) {
+            if let Some(old) = grant.refresh_current.take() {
+                grant.refresh_previous.push((old, Instant::now()));
+            }
+            grant.refresh_current = refresh_token.clone();
+        }
+        let mut body = json!({
+            "access_token": access_token,
+            "expires_in": self.config.access_token_ttl.as_secs(),
+            "scope": scopes,
+            "token_type": "Bearer",
+        });
+        if let Some(refresh_token) = refresh_token {
+            body["refresh_token"] = json!(refresh_token);
+        }
+        body
     }
 
     #[allow(clippy::result_large_err)] // a test server: the rejection is the response itself
@@ -455,29 +494,7 @@ async fn token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) 
             return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Unsupported grant type");
         }
     };
-    let access_token = sandbox.issue(&mut inner, "sbx-at-");
-    let expires_at = Instant::now() + sandbox.config.access_token_ttl;
-    inner.access.insert(access_token.clone(), (grant_key.clone(), expires_at));
-    let (scopes, offline) = {
-        let grant = &inner.grants[&grant_key];
-        (grant.scopes.join(" "), grant.scopes.iter().any(|s| s == "offline_access"))
-    };
-    let refresh_token = offline.then(|| sandbox.issue(&mut inner, "sbx-rt-"));
-    if let Some(grant) = inner.grants.get_mut(&grant_key) {
-        if let Some(old) = grant.refresh_current.take() {
-            grant.refresh_previous.push((old, Instant::now()));
-        }
-        grant.refresh_current = refresh_token.clone();
-    }
-    let mut body = json!({
-        "access_token": access_token,
-        "expires_in": sandbox.config.access_token_ttl.as_secs(),
-        "scope": scopes,
-        "token_type": "Bearer",
-    });
-    if let Some(refresh_token) = refresh_token {
-        body["refresh_token"] = json!(refresh_token);
-    }
+    let body = sandbox.issue_tokens(&mut inner, &grant_key);
     if refreshing && inner.faults.lose_refresh_replies > 0 {
         // The tokens have rotated; the client just never hears of it. Its old refresh token is now a rotated one,
         // usable within the reuse leeway.
@@ -569,9 +586,49 @@ async fn keep_users(State(sandbox): State<Sandbox>, axum::Json(body): axum::Json
     axum::Json(org.clone()).into_response()
 }
 
+/// One more member for a group: `{"account_id"}` of a user of the org.
+async fn add_member(
+    State(sandbox): State<Sandbox>,
+    Path(group_id): Path<String>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    let mut org = sandbox.org.write().unwrap_or_else(|p| p.into_inner());
+    let account_id = body["account_id"].as_str().unwrap_or_default().to_owned();
+    if org.user(&account_id).is_none() {
+        return (StatusCode::BAD_REQUEST, "no such user").into_response();
+    }
+    let Some(group) = org.groups.iter_mut().find(|g| g.id == group_id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !group.members.contains(&account_id) {
+        group.members.push(account_id);
+        group.members.sort();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn set_faults(State(sandbox): State<Sandbox>, axum::Json(faults): axum::Json<Faults>) -> Response {
     sandbox.lock().faults = faults;
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// A grant made without the consent page (load tests connect a thousand tenants): `{"account_id", "sites": [cloud
+/// ids], "scopes": "…"}` of an org admin; answers like the token endpoint does for a code.
+async fn mint_grant(State(sandbox): State<Sandbox>, axum::Json(body): axum::Json<serde_json::Value>) -> Response {
+    let account_id = body["account_id"].as_str().unwrap_or_default().to_owned();
+    if !sandbox.read_org().user(&account_id).is_some_and(|u| u.org_admin) {
+        return (StatusCode::BAD_REQUEST, "account_id must be an org admin").into_response();
+    }
+    let sites: Vec<String> =
+        body["sites"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect();
+    let scopes: Vec<String> =
+        body["scopes"].as_str().unwrap_or_default().split_whitespace().map(String::from).collect();
+    let mut inner = sandbox.lock();
+    let grant_key = format!("{}:{account_id}", sandbox.config.client_id);
+    let grant =
+        Grant { account_id, sites, scopes, refresh_current: None, refresh_previous: Vec::new(), revoked: false };
+    inner.grants.insert(grant_key.clone(), grant);
+    axum::Json(sandbox.issue_tokens(&mut inner, &grant_key)).into_response()
 }
 
 async fn revoke(State(sandbox): State<Sandbox>, Path(account_id): Path<String>) -> Response {

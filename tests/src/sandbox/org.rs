@@ -94,6 +94,18 @@ pub struct Org {
     last_project_id: std::collections::BTreeMap<String, u64>,
     #[serde(skip)]
     last_space_id: std::collections::BTreeMap<String, u64>,
+    /// In an org of many tenants ([`Org::tenants`]): what each site (cloud id) lists of the users and groups.
+    #[serde(skip)]
+    scopes: std::collections::HashMap<String, (std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+/// One tenant of a sandbox that serves many ([`Org::tenants`]): an org of its own on one site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantSize {
+    pub users: usize,
+    pub groups: usize,
+    pub projects: usize,
+    pub spaces: usize,
 }
 
 const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"];
@@ -187,6 +199,7 @@ impl Org {
             index: Default::default(),
             last_project_id: Default::default(),
             last_space_id: Default::default(),
+            scopes: Default::default(),
         };
         for project in &org.projects {
             note_id(&mut org.last_project_id, &project.site, &project.id);
@@ -198,12 +211,70 @@ impl Org {
         org
     }
 
+    /// Many tenants in one sandbox, for load tests: tenant `t` is an org of its own on site `site_id(t)`, with its
+    /// own users (the first of them its admin, who consents), groups, projects and spaces; its site lists only
+    /// those. (Mutation is for single orgs.)
+    pub fn tenants(sizes: &[TenantSize]) -> Self {
+        let mut org = Self::seeded(OrgSize { users: 0, groups: 0, projects: 0, spaces: 0, sites: 0 });
+        org.users.clear();
+        for (t, size) in sizes.iter().enumerate() {
+            let name = format!("tenant-{t}");
+            let site = SiteDef { id: site_id(t), url: format!("https://{name}.atlassian.net"), name, confluence: true };
+            let first_user = org.users.len();
+            org.users.extend((first_user..first_user + size.users.max(1)).map(|i| User {
+                org_admin: i == first_user,
+                account_type: if i == first_user { "atlassian".into() } else { user(i).account_type },
+                ..user(i)
+            }));
+            let first_group = org.groups.len();
+            let members = &org.users[first_user..];
+            let groups: Vec<Group> = (first_group..first_group + size.groups).map(|i| group(i, members)).collect();
+            org.groups.extend(groups);
+            let sites = std::slice::from_ref(&site);
+            org.projects.extend(
+                (0..size.projects)
+                    .map(|i| Project { key: format!("T{t}P{i}"), ..project(i, sites, &org.users[first_user..]) }),
+            );
+            org.spaces.extend((0..size.spaces).map(|i| Space { key: format!("T{t}S{i}"), ..space(i, sites) }));
+            org.scopes.insert(site.id.clone(), (first_user..org.users.len(), first_group..org.groups.len()));
+            org.sites.push(site);
+        }
+        org.reindex();
+        org
+    }
+
+    /// The users `users/search` lists on a site: its tenant's in an org of many, else everyone.
+    pub fn users_on(&self, site: &str) -> &[User] {
+        match self.scopes.get(site) {
+            Some((users, _)) => &self.users[users.clone()],
+            None => &self.users,
+        }
+    }
+
+    /// The groups `group/bulk` lists on a site: its tenant's in an org of many, else all.
+    pub fn groups_on(&self, site: &str) -> &[Group] {
+        match self.scopes.get(site) {
+            Some((_, groups)) => &self.groups[groups.clone()],
+            None => &self.groups,
+        }
+    }
+
     fn reindex(&mut self) {
         self.index = self.users.iter().enumerate().map(|(i, u)| (u.account_id.clone(), i)).collect();
     }
 
     pub fn user(&self, account_id: &str) -> Option<&User> {
         self.index.get(account_id).and_then(|&i| self.users.get(i))
+    }
+
+    /// Makes the first group hold the first `members` users (0: leaves it as it is).
+    pub fn grow_first_group(&mut self, members: usize) {
+        if members == 0 || self.groups.is_empty() {
+            return;
+        }
+        let mut ids: Vec<String> = self.users.iter().take(members).map(|u| u.account_id.clone()).collect();
+        ids.sort();
+        self.groups[0].members = ids;
     }
 
     /// Every user but the first `keep` leaves the org (and its groups; projects they led go to the first user).

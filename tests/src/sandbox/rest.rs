@@ -197,7 +197,7 @@ async fn users(
     let size = sandbox.users_page_size(asked);
     let site = sandbox.site_url(&cloud_id);
     let values: Vec<Value> =
-        sandbox.read_org().users.iter().skip(start).take(size).map(|u| user_json(&site, u)).collect();
+        sandbox.read_org().users_on(&cloud_id).iter().skip(start).take(size).map(|u| user_json(&site, u)).collect();
     sandbox.charge(Some(&cloud_id), 1 + 2 * values.len() as u64);
     axum::Json(values).into_response()
 }
@@ -215,11 +215,12 @@ async fn groups(
     }
     let (start, size) = offset(&q, 50, 50);
     let org = sandbox.read_org();
+    let on_site = org.groups_on(&cloud_id);
     let values: Vec<Value> =
-        org.groups.iter().skip(start).take(size).map(|g| json!({"groupId": g.id, "name": g.name})).collect();
+        on_site.iter().skip(start).take(size).map(|g| json!({"groupId": g.id, "name": g.name})).collect();
     sandbox.charge(Some(&cloud_id), 1 + 2 * values.len() as u64);
     let url = format!("{}/rest/api/3/group/bulk", sandbox.site_url(&cloud_id));
-    axum::Json(page_bean(&url, start, size, org.groups.len(), values)).into_response()
+    axum::Json(page_bean(&url, start, size, on_site.len(), values)).into_response()
 }
 
 async fn group_members(

@@ -37,7 +37,7 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use store::HeldDeletions;
-use store::mirror::{MirrorStore, ObjectType, Scope};
+use store::mirror::{MirrorStore, ObjectType, Scope, fingerprint};
 use store::{Checkpoint, CheckpointStore, Connection, ConnectionMode, Product, StoreError};
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -123,8 +123,8 @@ pub struct Pacing {
     pub margin: Duration,
     /// Pause after this many pages in one invocation (0: no limit). Tests use it to force continuations.
     pub max_pages: u64,
-    /// Pause once an invocation has spent this many quota points (0: no limit): the run's continuation goes to the
-    /// back of the queue, so runs waiting behind a big org get their turn with the quota.
+    /// Pause once an invocation has spent this many quota points (0: no limit; the worker's default is 5,000): the
+    /// run's continuation goes to the back of the queue, so runs waiting behind a big org get their turn.
     pub points_per_turn: u64,
     /// While reading, save a checkpoint at least this often.
     pub checkpoint_every: Duration,
@@ -136,7 +136,7 @@ impl Default for Pacing {
             deadline: None,
             margin: Duration::from_secs(90),
             max_pages: 0,
-            points_per_turn: 5_000,
+            points_per_turn: 0,
             checkpoint_every: Duration::from_secs(60),
         }
     }
@@ -472,6 +472,9 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         let cloud_id = cloud_id.as_str();
         let group_pages = AtomicU64::new(0);
         let group_points = AtomicU64::new(0);
+        // Groups are org-wide: one an earlier site listed already has its members in the mirror, and reading
+        // them again would cost every one of its points again.
+        let known = &state.seen.before(state.progress.site);
         let groups = stream::try_unfold(Some(state.progress.offset), |start| {
             let (group_pages, group_points) = (&group_pages, &group_points);
             async move {
@@ -488,19 +491,42 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
             }
         })
         .try_flatten();
+        // Members are fetched `MEMBER_CONCURRENCY` groups at a time, finishing in any order, so a group whose
+        // fetch waits (a burst 429's Retry-After) does not hold the others up; they are applied in order.
         let mut with_members = std::pin::pin!(
             groups
-                .map_ok(
-                    |group| async move { self.members(tokens, cloud_id, &group).await.map(|members| (group, members)) }
-                )
-                .try_buffered(MEMBER_CONCURRENCY)
+                .enumerate()
+                .map(|(index, group)| async move {
+                    let group = match group {
+                        Ok(group) => group,
+                        Err(error) => return (index, Err(error)),
+                    };
+                    if known.contains(&fingerprint(&group.group_id)) {
+                        return (index, Ok((group, None)));
+                    }
+                    (index, self.members(tokens, cloud_id, &group).await.map(|members| (group, Some(members))))
+                })
+                .buffer_unordered(MEMBER_CONCURRENCY)
         );
+        let (mut arrived, mut next_index) = (std::collections::BTreeMap::new(), 0);
         // Groups are applied in order, a page's worth at a time, and whatever is complete when a fetch fails (the
         // quota ran dry, say) is applied before the error goes up: the run resumes after the last whole group
         // instead of fetching the page's members again, which could otherwise never fit one window's points.
         let mut done = Vec::with_capacity(atlassian::rest::GROUPS_PAGE);
         loop {
-            let next = with_members.next().await;
+            let next = match arrived.remove(&next_index) {
+                Some(result) => {
+                    next_index += 1;
+                    Some(result)
+                }
+                None => match with_members.next().await {
+                    Some((index, result)) => {
+                        arrived.insert(index, result);
+                        continue;
+                    }
+                    None => None,
+                },
+            };
             let (error, finished) = match next {
                 Some(Ok(group)) => {
                     done.push(group);
@@ -513,18 +539,27 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
                 None => (None, true),
             };
             if !done.is_empty() {
-                let mut records = Vec::with_capacity(done.len());
+                let (mut records, mut again) = (Vec::with_capacity(done.len()), Vec::new());
                 let (mut pages, mut points) = (0, 0);
-                for (group, (members, member_pages, member_points)) in done.drain(..) {
-                    pages += member_pages;
-                    points += member_points;
-                    records.push(records::group(&group, &members));
+                for (group, read) in done.drain(..) {
+                    match read {
+                        Some((members, member_pages, member_points)) => {
+                            pages += member_pages;
+                            points += member_points;
+                            records.push(records::group(&group, &members));
+                        }
+                        None => again.push(group.group_id),
+                    }
                 }
                 // The group pages read so far are charged with the groups that follow them.
                 pages += group_pages.swap(0, Ordering::Relaxed);
                 points += group_points.swap(0, Ordering::Relaxed);
-                let applied = records.len();
+                let applied = records.len() + again.len();
                 self.apply(scope, state, records, (pages, points)).await?;
+                for key in &again {
+                    state.seen.insert(state.progress.site, key);
+                }
+                state.progress.counts.unchanged += again.len() as u64;
                 state.progress.offset += applied;
                 if let Some(paused) = self.after_page(state).await? {
                     return Ok(paused);
@@ -550,20 +585,54 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         cloud_id: &str,
         group: &JiraGroup,
     ) -> Result<(Vec<JiraUser>, u64, u64), SyncError> {
-        let (mut members, mut pages, mut points) = (Vec::new(), 0, 0);
-        loop {
-            let token = self.token(tokens).await?;
-            let call = self.directory.group_members_page(&token, cloud_id, &group.group_id, members.len());
-            let estimate = 1 + 2 * atlassian::rest::MEMBERS_PAGE as u64;
-            let (page, cost) = self.metered(Some(cloud_id), estimate, call, |p| 1 + 2 * p.values.len() as u64).await?;
-            pages += 1;
-            points += cost;
-            let last = page.is_last();
-            members.extend(page.values);
-            if last {
+        let (first, mut points) = self.member_page(tokens, cloud_id, group, 0).await?;
+        let (served, total, mut pages) = (first.values.len(), first.total, 1);
+        let mut last = first.is_last();
+        let mut members = first.values;
+        // A big group (every user is in one): Jira says how many members there are, so the rest of its pages are
+        // read a few at a time, at the page size it served. Any surprise (a short page, a list that changed under
+        // us) falls back to reading on in order from the first page.
+        if let Some(total) = total.filter(|_| !last && served > 0) {
+            let mut rest = std::pin::pin!(
+                stream::iter((served..total).step_by(served))
+                    .map(|at| async move { self.member_page(tokens, cloud_id, group, at).await.map(|p| (at, p)) })
+                    .buffer_unordered(MEMBER_CONCURRENCY)
+            );
+            let mut read = Vec::new();
+            while let Some(page) = rest.next().await {
+                let (at, (page, cost)) = page?;
+                (pages, points) = (pages + 1, points + cost);
+                read.push((at, page));
+            }
+            read.sort_by_key(|(at, _)| *at);
+            let whole = read.iter().enumerate().all(|(i, (_, page))| {
+                if i + 1 == read.len() { page.is_last() } else { page.values.len() == served && !page.is_last() }
+            });
+            if whole {
+                members.extend(read.into_iter().flat_map(|(_, page)| page.values));
                 return Ok((members, pages, points));
             }
         }
+        while !last {
+            let (page, cost) = self.member_page(tokens, cloud_id, group, members.len()).await?;
+            (pages, points, last) = (pages + 1, points + cost, page.is_last());
+            members.extend(page.values);
+        }
+        Ok((members, pages, points))
+    }
+
+    /// One page of a group's members, and its points.
+    async fn member_page(
+        &self,
+        tokens: &dyn TokenSource,
+        cloud_id: &str,
+        group: &JiraGroup,
+        start: usize,
+    ) -> Result<(Page<JiraUser>, u64), SyncError> {
+        let token = self.token(tokens).await?;
+        let call = self.directory.group_members_page(&token, cloud_id, &group.group_id, start);
+        let estimate = 1 + 2 * atlassian::rest::MEMBERS_PAGE as u64;
+        self.metered(Some(cloud_id), estimate, call, |p| 1 + 2 * p.values.len() as u64).await
     }
 
     async fn projects(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
