@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
 
-.PHONY: dev test tools unit lint clippy build-arm64 clean
+.PHONY: dev test tools unit lint clippy build-arm64 load-test clean
 
 tools: $(VENV)/.installed
 
@@ -48,6 +48,18 @@ test: tools node_modules/.installed /usr/bin/chromium
 	  STACK_SANDBOX_FLAGS="$(E2E_ORG) $(E2E_QUOTA_SANDBOX)" $(E2E_QUOTA_CONNECTOR) \
 	  $(PY) scripts/stack.py run -- \
 	  bash -c 'cargo test -p tests --features stack -- --test-threads 4 && node tests/browser/connect.mjs'
+	STACK_FUNCTIONS=0 LOAD_TEST=1 $(LOAD_SMALL) $(PY) scripts/stack.py run -- cargo test -p tests --features stack --test load
+
+## The load test's small version (in `make test`): 30 tenants, 2 of them big, under a quota that binds.
+LOAD_SMALL := LOAD_TENANTS=30 LOAD_BIG=2 LOAD_BIG_USERS=1500 LOAD_QUOTA_POINTS=1200 LOAD_WINDOW_SECS=4 \
+  LOAD_TURN_POINTS=1000 LOAD_TIMEOUT_SECS=600
+
+## The load test: 1,000 tenants (20–200 users each, 5 of 5,000) synced through the scheduler, SQS and workers
+## against one sandbox under a compressed points quota; prints the figures BENCHMARKS.md keeps. Override any
+## LOAD_* setting (see tests/load/main.rs), e.g. `make load-test LOAD_TENANTS=200`.
+load-test: tools
+	cargo build -p tests --features stack --tests
+	STACK_FUNCTIONS=0 LOAD_TEST=1 $(PY) scripts/stack.py run -- cargo test -p tests --features stack --test load
 
 unit:
 	cargo test --workspace

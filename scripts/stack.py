@@ -268,9 +268,18 @@ def up():
     env_file = STATE / "functions.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in function_env.items()))
 
+    # STACK_FUNCTIONS=0: only moto, the tables, queues and secrets (the load test runs the functions' handlers
+    # in-process, with an Atlassian sandbox of its own).
+    functions = os.environ.get("STACK_FUNCTIONS", "1") != "0"
     watch_env = os.environ.copy()
     watch_env.pop("ATLASSIAN_CLIENT_SECRET", None)
     watch_env.pop("MANAGEMENT_API_KEY", None)
+    if functions:
+        start_functions(watch_env, env_file, fn_port, functions_url, aws_endpoint, tables)
+    return export(aws_endpoint, functions_url, auth_base, tables, management_key, secret_ids, client_id, client_secret)
+
+
+def start_functions(watch_env, env_file, fn_port, functions_url, aws_endpoint, tables):
     start("cargo lambda watch",
           [str(VENV_BIN / "cargo-lambda"), "lambda", "watch", "--invoke-address", "127.0.0.1",
            "--invoke-port", str(fn_port), "--env-file", str(env_file),
@@ -287,6 +296,8 @@ def up():
         threading.Thread(target=deliver, args=(aws_endpoint, tables["SyncQueue"], functions_url, stop_delivery),
                          daemon=True).start()
 
+
+def export(aws_endpoint, functions_url, auth_base, tables, management_key, secret_ids, client_id, client_secret):
     stack_env = {
         "STACK_AWS_ENDPOINT": aws_endpoint,
         "STACK_FUNCTIONS_URL": functions_url,

@@ -43,6 +43,44 @@ pub struct Config {
     pub public_base_url: Url,
     pub return_urls: ReturnUrlAllowList,
     pub session_ttl: time::Duration,
+    /// How often each type is scheduled (`SYNC_SCHEDULES`), for each run's `next_due_at`.
+    pub cadences: Cadences,
+}
+
+/// How often each object type is synced, from the schedules' `rate(…)` expressions (a `cron(…)` has no fixed
+/// interval: its type shows no `next_due_at`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cadences(pub BTreeMap<ObjectType, time::Duration>);
+
+impl Cadences {
+    /// `users=rate(6 hours),groups=rate(6 hours),projects=rate(1 day),spaces=rate(1 day)`: the template's defaults.
+    pub const DEFAULT: &str = "users=rate(6 hours),groups=rate(6 hours),projects=rate(1 day),spaces=rate(1 day)";
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut cadences = BTreeMap::new();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, expression) = pair.split_once('=').ok_or_else(|| format!("`{pair}` is not type=expression"))?;
+            let object_type = ObjectType::parse(name.trim()).ok_or_else(|| format!("no object type `{name}`"))?;
+            let expression = expression.trim();
+            if expression.starts_with("cron(") {
+                continue;
+            }
+            let inner = expression
+                .strip_prefix("rate(")
+                .and_then(|e| e.strip_suffix(')'))
+                .ok_or_else(|| format!("`{expression}` is neither rate(…) nor cron(…)"))?;
+            let (count, unit) = inner.trim().split_once(' ').ok_or_else(|| format!("`{expression}` has no unit"))?;
+            let count: i64 = count.parse().map_err(|_| format!("`{expression}` has no number"))?;
+            let unit = match unit.trim().trim_end_matches('s') {
+                "minute" => time::Duration::MINUTE,
+                "hour" => time::Duration::HOUR,
+                "day" => time::Duration::DAY,
+                _ => return Err(format!("`{expression}`: the unit is minutes, hours or days")),
+            };
+            cadences.insert(object_type, unit * count as i32);
+        }
+        Ok(Self(cadences))
+    }
 }
 
 impl Config {
@@ -62,6 +100,8 @@ impl Config {
             return_urls: ReturnUrlAllowList::parse(&allow_list)
                 .map_err(|reason| ConfigError::Invalid { name: "RETURN_URL_ALLOWLIST", reason })?,
             session_ttl: env.seconds_or("SESSION_TTL_SECONDS", 900)?.try_into().unwrap_or(time::Duration::MINUTE * 15),
+            cadences: Cadences::parse(&env.optional("SYNC_SCHEDULES").unwrap_or_else(|| Cadences::DEFAULT.into()))
+                .map_err(|reason| ConfigError::Invalid { name: "SYNC_SCHEDULES", reason })?,
         })
     }
 
@@ -83,6 +123,8 @@ pub struct Deps<S, M, Q, A> {
     /// Seals the credentials of admin-key connections.
     pub keys: tokens::KeyRing,
     pub management_key: SecretString,
+    /// How often each type is scheduled, for the status API's `next_due_at`.
+    pub cadences: Cadences,
     pub sessions: SessionSettings,
 }
 
@@ -291,7 +333,7 @@ async fn create_connection<S: ConnectionStore + RunStore, M, Q, A: atlassian::Ad
         Ok(connection) => {
             tracing::info!(connection_id = %connection.connection_id, tenant_id = %connection.tenant_id, "admin-key connection stored");
             match deps.store.list_runs(&connection.connection_id).await {
-                Ok(runs) => http::json(201, &ConnectionView::new(&connection, &runs)),
+                Ok(runs) => http::json(201, &ConnectionView::new(&connection, &runs, &deps.cadences)),
                 Err(error) => internal(&error),
             }
         }
@@ -350,7 +392,7 @@ async fn update_connection<S: ConnectionStore + RunStore, M, Q, A: atlassian::Ad
         Ok(updated) => {
             tracing::info!(connection_id = %updated.connection_id, "admin-key connection credentials replaced");
             match deps.store.list_runs(id).await {
-                Ok(runs) => http::json(200, &ConnectionView::new(&updated, &runs)),
+                Ok(runs) => http::json(200, &ConnectionView::new(&updated, &runs, &deps.cadences)),
                 Err(error) => internal(&error),
             }
         }
@@ -383,7 +425,8 @@ async fn list_connections<S: ConnectionStore + RunStore, M, Q, A>(
     let mut items = Vec::with_capacity(connections.len());
     for connection in &connections {
         match deps.store.list_runs(&connection.connection_id).await {
-            Ok(runs) => items.push(serde_json::to_value(ConnectionView::new(connection, &runs)).unwrap_or_default()),
+            Ok(runs) => items
+                .push(serde_json::to_value(ConnectionView::new(connection, &runs, &deps.cadences)).unwrap_or_default()),
             Err(error) => return internal(&error),
         }
     }
@@ -393,7 +436,7 @@ async fn list_connections<S: ConnectionStore + RunStore, M, Q, A>(
 async fn get_connection<S: ConnectionStore + RunStore, M, Q, A>(deps: &Deps<S, M, Q, A>, id: &str) -> Response<Body> {
     match deps.store.get_connection(id).await {
         Ok(Some(connection)) => match deps.store.list_runs(id).await {
-            Ok(runs) => http::json(200, &ConnectionView::new(&connection, &runs)),
+            Ok(runs) => http::json(200, &ConnectionView::new(&connection, &runs, &deps.cadences)),
             Err(error) => internal(&error),
         },
         Ok(None) => not_found(),
@@ -646,6 +689,10 @@ pub struct RunView<'a> {
     /// When a run of this type last succeeded.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_succeeded_at: Option<OffsetDateTime>,
+    /// When the type is next due: a cadence after it last succeeded. In the past, the sync is behind its cadence
+    /// (the quota cannot keep up, or runs fail).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_due_at: Option<OffsetDateTime>,
     /// Deletions held back until a later run confirms them (too many at once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_deletions: Option<&'a store::HeldDeletions>,
@@ -676,7 +723,7 @@ pub struct ConnectionView<'a> {
 }
 
 impl<'a> ConnectionView<'a> {
-    pub fn new(c: &'a Connection, runs: &'a [RunRecord]) -> Self {
+    pub fn new(c: &'a Connection, runs: &'a [RunRecord], cadences: &Cadences) -> Self {
         let sync = ObjectType::ALL
             .into_iter()
             .map(|object_type| {
@@ -689,6 +736,10 @@ impl<'a> ConnectionView<'a> {
                         error: run.error.as_deref().map(std::borrow::Cow::Borrowed),
                         waiting_until: run.waiting_until.filter(|_| run.status == RunStatus::Waiting),
                         last_succeeded_at: run.last_succeeded_at,
+                        next_due_at: run
+                            .last_succeeded_at
+                            .zip(cadences.0.get(&object_type))
+                            .map(|(succeeded, cadence)| succeeded + *cadence),
                         held_deletions: run.held_deletions.as_ref(),
                     }),
                     // Known before any run: the connection cannot sync this type, and why.
@@ -700,6 +751,7 @@ impl<'a> ConnectionView<'a> {
                         error: Some(std::borrow::Cow::Owned(reason)),
                         waiting_until: None,
                         last_succeeded_at: None,
+                        next_due_at: None,
                         held_deletions: None,
                     }),
                 };

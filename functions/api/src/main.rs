@@ -29,6 +29,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         keys,
         management_key,
         sessions: config.session_settings(),
+        cadences: config.cadences.clone(),
     };
     run(service_fn(|request| handle(&deps, request))).await
 }

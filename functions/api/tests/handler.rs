@@ -21,6 +21,7 @@ fn deps() -> Deps<MemoryStore, MemoryStore, MemoryQueue, FakeAtlassian> {
         atlassian: FakeAtlassian::granting(&[]),
         keys: tokens::KeyRing::from_json(&tokens::KeyRing::generate_json("v1")).unwrap(),
         management_key: SecretString::from(KEY),
+        cadences: api::Cadences::parse(api::Cadences::DEFAULT).unwrap(),
         sessions: SessionSettings {
             public_base_url: url::Url::parse("https://connector.example").unwrap(),
             ttl: time::Duration::minutes(15),
@@ -178,6 +179,38 @@ async fn the_connection_shows_its_latest_runs() {
     );
     assert!(users["started_at"].is_string() && users["finished_at"].is_string());
     assert_eq!(users["error"], Value::Null);
+    assert_eq!((users["last_succeeded_at"].clone(), users["next_due_at"].clone()), (Value::Null, Value::Null));
+
+    // A run waiting for the quota says until when; the last success and the next due time follow the cadence.
+    let waiting = RunRecord {
+        status: RunStatus::Waiting,
+        waiting_until: Some(now + time::Duration::minutes(3)),
+        last_succeeded_at: Some(now - time::Duration::hours(7)),
+        error: Some("waiting for the app's Atlassian points budget to refill".into()),
+        ..RunRecord::running(ObjectType::Users, "r1", now, 0)
+    };
+    deps.store.save_run("con_1", &waiting).await.unwrap();
+    let (_, after) = call(&deps, request(Method::GET, "/connections/con_1", Some(KEY), None)).await;
+    let users = &after["sync"]["users"];
+    assert_eq!(users["status"], "waiting");
+    let at = |field: &str| {
+        time::OffsetDateTime::parse(users[field].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    assert!((at("waiting_until") - now - time::Duration::minutes(3)).abs() < time::Duration::seconds(1));
+    // Six hours after a success seven hours ago: an hour overdue, visibly.
+    assert!((at("next_due_at") - (now - time::Duration::hours(1))).abs() < time::Duration::seconds(1));
+}
+
+#[test]
+fn cadences_come_from_the_schedules() {
+    let cadences =
+        api::Cadences::parse("users=rate(30 minutes), groups=rate(1 hour),projects=cron(0 3 * * ? *)").unwrap();
+    assert_eq!(cadences.0.get(&store::mirror::ObjectType::Users), Some(&time::Duration::minutes(30)));
+    assert_eq!(cadences.0.get(&store::mirror::ObjectType::Groups), Some(&time::Duration::HOUR));
+    assert_eq!(cadences.0.get(&store::mirror::ObjectType::Projects), None, "a cron has no fixed interval");
+    assert!(api::Cadences::parse("users=rate(2 weeks)").is_err());
+    assert!(api::Cadences::parse("widgets=rate(1 day)").is_err());
 }
 
 #[tokio::test]

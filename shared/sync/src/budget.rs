@@ -15,7 +15,7 @@ use atlassian::QuotaWatch;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use store::budget::{BudgetLimits, Draw};
 use store::{BudgetStore, StoreError};
 use thiserror::Error;
@@ -30,8 +30,14 @@ pub enum BudgetError {
 }
 
 pub trait Budget: Send + Sync {
-    /// Waits (briefly) until the worker may make a request to `site` (a cloud id) that will likely cost `estimate`.
-    fn before(&self, site: &str, estimate: u64) -> impl Future<Output = Result<(), BudgetError>> + Send;
+    /// Waits (briefly, and never past `latest`: the invocation's own deadline) until the worker may make a request
+    /// to `site` (a cloud id) that will likely cost `estimate`.
+    fn before(
+        &self,
+        site: &str,
+        estimate: u64,
+        latest: Option<Instant>,
+    ) -> impl Future<Output = Result<(), BudgetError>> + Send;
 
     /// Charges what a request to `site` cost.
     fn spent(&self, site: &str, points: u64);
@@ -48,7 +54,7 @@ pub trait Budget: Send + Sync {
 pub struct Unlimited;
 
 impl Budget for Unlimited {
-    async fn before(&self, _: &str, _: u64) -> Result<(), BudgetError> {
+    async fn before(&self, _: &str, _: u64, _: Option<Instant>) -> Result<(), BudgetError> {
         Ok(())
     }
     fn spent(&self, _: &str, _: u64) {}
@@ -177,7 +183,7 @@ impl<'a, S: BudgetStore> SharedBudget<'a, S> {
 }
 
 impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
-    async fn before(&self, site: &str, estimate: u64) -> Result<(), BudgetError> {
+    async fn before(&self, site: &str, estimate: u64, latest: Option<Instant>) -> Result<(), BudgetError> {
         let (pool, quota) = self.config.pool(&self.prefix, site);
         let limits = self.config.limits(quota);
         // A request never needs more than the pool could ever grant.
@@ -202,6 +208,9 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
                 if left >= self.guard(limits) {
                     return Ok(());
                 }
+                if latest.is_some_and(|latest| Instant::now() + left > latest) {
+                    return Err(BudgetError::Exhausted(left));
+                }
                 tokio::time::sleep(left).await;
                 continue;
             }
@@ -220,7 +229,9 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
                 continue;
             }
             let wait = take.wait.unwrap_or(Duration::from_secs(1));
-            if wait > self.max_wait {
+            // A sleep past the invocation's deadline would be cut short by Lambda, and the run redelivered and read
+            // again: a longer wait is a delayed continuation.
+            if wait > self.max_wait || latest.is_some_and(|latest| Instant::now() + wait > latest) {
                 return Err(BudgetError::Exhausted(wait));
             }
             tokio::time::sleep(wait).await;
@@ -289,10 +300,10 @@ mod tests {
         let budget = SharedBudget::new(&store, "app", config(1000));
         // Two chunks of 500 cover ten requests of 100.
         for _ in 0..10 {
-            budget.before("site", 100).await.unwrap();
+            budget.before("site", 100, None).await.unwrap();
             budget.spent("site", 100);
         }
-        let Err(BudgetError::Exhausted(wait)) = budget.before("site", 100).await else { panic!("dry") };
+        let Err(BudgetError::Exhausted(wait)) = budget.before("site", 100, None).await else { panic!("dry") };
         assert!(wait > Duration::from_secs(5) && wait <= Duration::from_secs(3600), "{wait:?}");
     }
 
@@ -300,12 +311,12 @@ mod tests {
     async fn a_request_waits_for_its_whole_estimate_and_unspent_points_go_back() {
         let store = MemoryStore::new();
         let budget = SharedBudget::new(&store, "app", config(1000));
-        budget.before("site", 700).await.unwrap(); // draws 700 at once, not a 500 chunk
+        budget.before("site", 700, None).await.unwrap(); // draws 700 at once, not a 500 chunk
         budget.spent("site", 201);
         budget.release().await;
         let other = SharedBudget::new(&store, "app", config(1000));
-        other.before("site", 799).await.unwrap();
-        assert!(matches!(other.before("site", 900).await, Err(BudgetError::Exhausted(_))));
+        other.before("site", 799, None).await.unwrap();
+        assert!(matches!(other.before("site", 900, None).await, Err(BudgetError::Exhausted(_))));
     }
 
     #[tokio::test]
@@ -316,17 +327,17 @@ mod tests {
         // Someone else spent 900 of the window's 1,000: only 100 are left for this deployment.
         let h = reqwest_headers("\"global-app-quota\";q=1000;w=3600", "\"global-app-quota\";r=100;t=60");
         watch.record(atlassian::QuotaReport::from_headers(&h, Some("site".into())).unwrap());
-        budget.before("site", 50).await.unwrap();
+        budget.before("site", 50, None).await.unwrap();
         budget.spent("site", 50);
-        budget.before("site", 50).await.unwrap();
+        budget.before("site", 50, None).await.unwrap();
         budget.spent("site", 50);
-        assert!(matches!(budget.before("site", 50).await, Err(BudgetError::Exhausted(_))));
+        assert!(matches!(budget.before("site", 50, None).await, Err(BudgetError::Exhausted(_))));
 
         // A quota 429 blocks the pool for every worker until its Retry-After.
         let fresh = MemoryStore::new();
         let (a, b) = (SharedBudget::new(&fresh, "app", config(1000)), SharedBudget::new(&fresh, "app", config(1000)));
         a.blocked("site", "jira-quota-global-based", OffsetDateTime::now_utc() + time::Duration::minutes(2)).await;
-        let Err(BudgetError::Exhausted(wait)) = b.before("site", 10).await else { panic!("blocked") };
+        let Err(BudgetError::Exhausted(wait)) = b.before("site", 10, None).await else { panic!("blocked") };
         assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
     }
 
@@ -337,11 +348,11 @@ mod tests {
         config.mode = QuotaMode::Tenant;
         config.tenant_points.insert("big".into(), 10_000);
         let budget = SharedBudget::new(&store, "app", config);
-        budget.before("small", 300).await.unwrap();
+        budget.before("small", 300, None).await.unwrap();
         budget.spent("small", 300);
-        assert!(matches!(budget.before("small", 10).await, Err(BudgetError::Exhausted(_))));
-        budget.before("big", 5000).await.unwrap();
-        budget.before("other", 200).await.unwrap();
+        assert!(matches!(budget.before("small", 10, None).await, Err(BudgetError::Exhausted(_))));
+        budget.before("big", 5000, None).await.unwrap();
+        budget.before("other", 200, None).await.unwrap();
     }
 
     fn reqwest_headers(policy: &'static str, limit: &'static str) -> reqwest::header::HeaderMap {

@@ -408,6 +408,25 @@ mod tests {
     }
 
     #[test]
+    fn many_tenants_each_see_only_their_own_users_and_groups() {
+        let sizes = [
+            TenantSize { users: 30, groups: 3, projects: 2, spaces: 1 },
+            TenantSize { users: 200, groups: 5, projects: 4, spaces: 3 },
+        ];
+        let org = Org::tenants(&sizes);
+        let (a, b) = (site_id(0), site_id(1));
+        assert_eq!((org.users_on(&a).len(), org.users_on(&b).len(), org.users.len()), (30, 200, 230));
+        assert_eq!((org.groups_on(&a).len(), org.groups_on(&b).len()), (3, 5));
+        let b_users: std::collections::HashSet<&str> = org.users_on(&b).iter().map(|u| u.account_id.as_str()).collect();
+        assert!(org.groups_on(&b).iter().all(|g| g.members.iter().all(|m| b_users.contains(m.as_str()))));
+        assert!(org.users_on(&a)[0].org_admin && org.users_on(&b)[0].org_admin, "each tenant's admin consents");
+        assert_eq!(org.users.iter().filter(|u| u.org_admin).count(), 2);
+        assert_eq!(org.projects.iter().filter(|p| p.site == b).count(), 4);
+        assert!(org.projects.iter().filter(|p| p.site == b).all(|p| b_users.contains(p.lead.as_str())));
+        assert_eq!(Org::seeded(OrgSize::default()).users_on(&a).len(), 25, "a single org lists everyone everywhere");
+    }
+
+    #[test]
     fn mutation_adds_changes_and_removes_everything() {
         let mut org = Org::seeded(OrgSize::default());
         let before = org.clone();

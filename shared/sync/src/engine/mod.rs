@@ -34,7 +34,7 @@ use futures_util::future::join;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use store::HeldDeletions;
 use store::mirror::{MirrorStore, ObjectType, Scope, fingerprint};
@@ -284,6 +284,16 @@ enum Flow {
     Paused,
 }
 
+/// What a group's member fetch came back with.
+enum Read {
+    /// Its members, and the pages and points they took.
+    Members(Vec<JiraUser>, u64, u64),
+    /// An earlier site listed it: its members are in the mirror already.
+    Known,
+    /// Not fetched: the invocation was pausing.
+    Dropped,
+}
+
 /// Where a site's next page is.
 enum Next {
     Offset(usize),
@@ -436,11 +446,19 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         loop {
             let (page, points) = fetched;
             let (records, next) = split(page, state.progress.offset);
+            // A page this invocation would read only to drop it when it pauses is not read ahead: it would cost its
+            // points twice.
+            let pausing =
+                self.pacing.must_pause(state.pages + 1, state.progress.counts.points + points - state.points_before);
+            let ahead = match &next {
+                Next::Offset(start) => Some((*start, None)),
+                Next::Cursor(cursor) => Some((0, Some(cursor.clone()))),
+                Next::Last => None,
+            };
             let prefetch = async {
-                match &next {
-                    Next::Offset(start) => Some(fetch(*start, None).await),
-                    Next::Cursor(cursor) => Some(fetch(0, Some(cursor.clone())).await),
-                    Next::Last => None,
+                match &ahead {
+                    Some((start, cursor)) if !pausing => Some(fetch(*start, cursor.clone()).await),
+                    _ => None,
                 }
             };
             let (applied, prefetched) = join(self.apply(scope, state, records, (1, points)), prefetch).await;
@@ -453,10 +471,11 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
             if let Some(paused) = self.after_page(state).await? {
                 return Ok(paused);
             }
-            match prefetched {
-                Some(result) => fetched = result?,
-                None => return Ok(Flow::SiteDone),
-            }
+            fetched = match (prefetched, ahead) {
+                (Some(result), _) => result?,
+                (None, Some((start, cursor))) => fetch(start, cursor).await?,
+                (None, None) => return Ok(Flow::SiteDone),
+            };
         }
     }
 
@@ -472,13 +491,18 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         let cloud_id = cloud_id.as_str();
         let group_pages = AtomicU64::new(0);
         let group_points = AtomicU64::new(0);
+        // Set when this invocation is about to pause: no new group page or member fetch starts, and the fetches
+        // already under way finish and are applied, rather than being paid for and read again after the pause.
+        let stopping = &AtomicBool::new(false);
         // Groups are org-wide: one an earlier site listed already has its members in the mirror, and reading
         // them again would cost every one of its points again.
         let known = &state.seen.before(state.progress.site);
         let groups = stream::try_unfold(Some(state.progress.offset), |start| {
             let (group_pages, group_points) = (&group_pages, &group_points);
             async move {
-                let Some(start) = start else { return Ok::<_, SyncError>(None) };
+                let Some(start) = start.filter(|_| !stopping.load(Ordering::Relaxed)) else {
+                    return Ok::<_, SyncError>(None);
+                };
                 let token = self.token(tokens).await?;
                 let call = self.directory.groups_page(&token, cloud_id, start);
                 let estimate = 1 + 2 * atlassian::rest::GROUPS_PAGE as u64;
@@ -501,10 +525,14 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
                         Ok(group) => group,
                         Err(error) => return (index, Err(error)),
                     };
-                    if known.contains(&fingerprint(&group.group_id)) {
-                        return (index, Ok((group, None)));
+                    if stopping.load(Ordering::Relaxed) {
+                        return (index, Ok((group, Read::Dropped)));
                     }
-                    (index, self.members(tokens, cloud_id, &group).await.map(|members| (group, Some(members))))
+                    if known.contains(&fingerprint(&group.group_id)) {
+                        return (index, Ok((group, Read::Known)));
+                    }
+                    let read = self.members(tokens, cloud_id, &group).await;
+                    (index, read.map(|(members, pages, points)| (group, Read::Members(members, pages, points))))
                 })
                 .buffer_unordered(MEMBER_CONCURRENCY)
         );
@@ -512,7 +540,7 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         // Groups are applied in order, a page's worth at a time, and whatever is complete when a fetch fails (the
         // quota ran dry, say) is applied before the error goes up: the run resumes after the last whole group
         // instead of fetching the page's members again, which could otherwise never fit one window's points.
-        let mut done = Vec::with_capacity(atlassian::rest::GROUPS_PAGE);
+        let mut done: Vec<(JiraGroup, Read)> = Vec::with_capacity(atlassian::rest::GROUPS_PAGE);
         loop {
             let next = match arrived.remove(&next_index) {
                 Some(result) => {
@@ -528,6 +556,7 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
                 },
             };
             let (error, finished) = match next {
+                Some(Ok((_, Read::Dropped))) => (None, true),
                 Some(Ok(group)) => {
                     done.push(group);
                     if done.len() < atlassian::rest::GROUPS_PAGE {
@@ -538,32 +567,64 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
                 Some(Err(error)) => (Some(error), false),
                 None => (None, true),
             };
-            if !done.is_empty() {
-                let (mut records, mut again) = (Vec::with_capacity(done.len()), Vec::new());
-                let (mut pages, mut points) = (0, 0);
-                for (group, read) in done.drain(..) {
-                    match read {
-                        Some((members, member_pages, member_points)) => {
-                            pages += member_pages;
-                            points += member_points;
-                            records.push(records::group(&group, &members));
-                        }
-                        None => again.push(group.group_id),
+            if done.is_empty() {
+                if let Some(error) = error {
+                    return Err(error);
+                }
+                if finished {
+                    break;
+                }
+                continue;
+            }
+            let points_of = |done: &[(JiraGroup, Read)]| {
+                done.iter().map(|(_, read)| if let Read::Members(_, _, p) = read { *p } else { 0 }).sum::<u64>()
+                    + group_points.load(Ordering::Relaxed)
+            };
+            let spent = state.progress.counts.points - state.points_before + points_of(&done);
+            if error.is_none() && !finished && self.pacing.must_pause(state.pages + 1, spent) {
+                // This page ends the invocation: let the fetches under way finish and join it.
+                stopping.store(true, Ordering::Relaxed);
+                while let Some((index, result)) = with_members.next().await {
+                    arrived.insert(index, result);
+                }
+                while let Some(Ok((group, read))) = arrived.remove(&next_index) {
+                    if matches!(read, Read::Dropped) {
+                        break;
                     }
+                    next_index += 1;
+                    done.push((group, read));
                 }
-                // The group pages read so far are charged with the groups that follow them.
-                pages += group_pages.swap(0, Ordering::Relaxed);
-                points += group_points.swap(0, Ordering::Relaxed);
-                let applied = records.len() + again.len();
-                self.apply(scope, state, records, (pages, points)).await?;
-                for key in &again {
-                    state.seen.insert(state.progress.site, key);
+            }
+            let (mut records, mut again) = (Vec::with_capacity(done.len()), Vec::new());
+            let (mut pages, mut points) = (0, 0);
+            for (group, read) in done.drain(..) {
+                match read {
+                    Read::Members(members, member_pages, member_points) => {
+                        pages += member_pages;
+                        points += member_points;
+                        records.push(records::group(&group, &members));
+                    }
+                    Read::Known => again.push(group.group_id),
+                    Read::Dropped => {}
                 }
-                state.progress.counts.unchanged += again.len() as u64;
-                state.progress.offset += applied;
-                if let Some(paused) = self.after_page(state).await? {
-                    return Ok(paused);
-                }
+            }
+            // The group pages read so far are charged with the groups that follow them.
+            pages += group_pages.swap(0, Ordering::Relaxed);
+            points += group_points.swap(0, Ordering::Relaxed);
+            let applied = records.len() + again.len();
+            self.apply(scope, state, records, (pages, points)).await?;
+            for key in &again {
+                state.seen.insert(state.progress.site, key);
+            }
+            state.progress.counts.unchanged += again.len() as u64;
+            state.progress.offset += applied;
+            if let Some(paused) = self.after_page(state).await? {
+                return Ok(paused);
+            }
+            if stopping.load(Ordering::Relaxed) {
+                // (Only a pause stops the fetches; should the pacing have changed its mind, pause all the same.)
+                self.save(state).await?;
+                return Ok(Flow::Paused);
             }
             if let Some(error) = error {
                 return Err(error);
@@ -593,6 +654,13 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         // read a few at a time, at the page size it served. Any surprise (a short page, a list that changed under
         // us) falls back to reading on in order from the first page.
         if let Some(total) = total.filter(|_| !last && served > 0) {
+            // The whole group's points are drawn before its pages are read: a wait for the quota comes before the
+            // first of them, not halfway, which would lose the pages read and could never end for a group that
+            // costs most of a window.
+            let rest_cost = (total.saturating_sub(served)).div_ceil(served) as u64 * (1 + 2 * served as u64);
+            if rest_cost > 4 * (1 + 2 * atlassian::rest::MEMBERS_PAGE as u64) {
+                self.budget.before(cloud_id, rest_cost, self.latest_sleep()).await?;
+            }
             let mut rest = std::pin::pin!(
                 stream::iter((served..total).step_by(served))
                     .map(|at| async move { self.member_page(tokens, cloud_id, group, at).await.map(|p| (at, p)) })
@@ -775,6 +843,12 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         }
     }
 
+    /// The latest a wait for the quota may last inside this invocation: past it, Lambda would cut the run short.
+    fn latest_sleep(&self) -> Option<Instant> {
+        let margin = self.pacing.margin.min(Duration::from_secs(30));
+        self.pacing.deadline.and_then(|deadline| deadline.checked_sub(margin))
+    }
+
     /// An access token that lasts what this invocation may still read.
     async fn token(&self, tokens: &dyn TokenSource) -> Result<AccessToken, SyncError> {
         tokens.token(self.pacing.token_horizon()).await
@@ -793,7 +867,7 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         points: impl FnOnce(&T) -> u64,
     ) -> Result<(T, u64), SyncError> {
         if let Some(site) = site {
-            self.budget.before(site, estimate).await?;
+            self.budget.before(site, estimate, self.latest_sleep()).await?;
         }
         let answer = match call.await {
             Ok(answer) => answer,
