@@ -1,5 +1,5 @@
 //! The load test: many tenants (most with 20–200 users, a few with thousands) synced through the real path — the
-//! scheduler's handler puts one job per connection and type on the stack's SQS queue, worker tasks receive them
+//! scheduler's handler puts one job per connection and type on the stack's SQS queue, worker threads receive them
 //! and run the worker's handler (as Lambda's event source would, deleting what did not fail), continuations and
 //! waits go back through the queue with their delays — against a sandbox serving every tenant, with Atlassian's
 //! points quota compressed in time and one shared budget in DynamoDB.
