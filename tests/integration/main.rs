@@ -613,7 +613,7 @@ mod sync_runs {
     }
 
     /// The live (not deleted) objects of the mirror, and how many are marked deleted.
-    async fn mirrored(mirror: &impl MirrorStore, scope: &Scope) -> (HashMap<String, Value>, usize) {
+    pub(crate) async fn mirrored(mirror: &impl MirrorStore, scope: &Scope) -> (HashMap<String, Value>, usize) {
         let (mut live, mut deleted, mut cursor) = (HashMap::new(), 0, None);
         loop {
             let (page, next) = mirror.list(scope, cursor.as_deref(), 500).await.unwrap();
@@ -1220,8 +1220,9 @@ mod admin_key {
 /// Syncs against an Atlassian that does not agree with the client by construction: pages shorter than asked, runs
 /// cut short, mass departures, a points quota, tokens that run out and refresh answers that get lost.
 mod real_orgs {
+    use super::sync_runs::mirrored;
     use super::*;
-    use store::mirror::{MirrorStore, ObjectType, Scope};
+    use store::mirror::{ObjectType, Scope};
     use store::{RunStatus, RunStore};
     use sync::job::{self, Outcome};
     use sync::queue::Job;
@@ -1237,25 +1238,6 @@ mod real_orgs {
         let response =
             harness::client().post(flow.sandbox.join("/__sandbox/faults").unwrap()).json(faults).send().await.unwrap();
         assert_eq!(response.status(), 204);
-    }
-
-    /// Every object of the partition: the live ones (key → record) and how many are marked deleted.
-    async fn mirrored(mirror: &impl MirrorStore, scope: &Scope) -> (HashMap<String, serde_json::Value>, usize) {
-        let (mut live, mut deleted, mut cursor) = (HashMap::new(), 0, None);
-        loop {
-            let (page, next) = mirror.list(scope, cursor.as_deref(), 1000).await.unwrap();
-            for object in page {
-                if object.deleted {
-                    deleted += 1;
-                } else {
-                    live.insert(object.key, serde_json::Value::Object(object.record));
-                }
-            }
-            cursor = next;
-            if cursor.is_none() {
-                return (live, deleted);
-            }
-        }
     }
 
     fn sites() -> Vec<String> {

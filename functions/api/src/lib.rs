@@ -540,10 +540,9 @@ async fn objects<S: ConnectionStore, M: MirrorStore, Q, A>(
         Err(error) => return internal(&error),
     };
     let query = request.query_string_parameters();
-    let limit = match query.first("limit").map(str::parse::<usize>) {
-        None => 100,
-        Some(Ok(limit)) if (1..=1000).contains(&limit) => limit,
-        Some(_) => return http::json_error(400, "invalid_limit", "limit must be between 1 and 1000."),
+    let limit = match page_limit(&query, 100) {
+        Ok(limit) => limit,
+        Err(response) => return response,
     };
     match deps.mirror.list(&Scope::new(id, object_type), query.first("cursor"), limit).await {
         Ok((mut objects, next)) => {
@@ -589,10 +588,9 @@ async fn members<S: ConnectionStore, M: MirrorStore, Q, A>(
         Err(error) => return internal(&error),
     }
     let query = request.query_string_parameters();
-    let limit = match query.first("limit").map(str::parse::<usize>) {
-        None => 1000,
-        Some(Ok(limit)) if (1..=1000).contains(&limit) => limit,
-        Some(_) => return http::json_error(400, "invalid_limit", "limit must be between 1 and 1000."),
+    let limit = match page_limit(&query, 1000) {
+        Ok(limit) => limit,
+        Err(response) => return response,
     };
     let scope = Scope::new(id, ObjectType::Groups);
     let group = match deps.mirror.objects(&scope, &[group_id.to_owned()]).await {
@@ -666,6 +664,19 @@ async fn enrich<S: ConnectionStore, M: MirrorStore, Q, A>(
         }
     }
     Ok(())
+}
+
+/// A listing's `limit` (1 to 1,000; `default` when absent), or the 400 that says what is wrong with it.
+#[allow(clippy::result_large_err)] // the error is the answer itself
+fn page_limit(
+    query: &lambda_http::aws_lambda_events::query_map::QueryMap,
+    default: usize,
+) -> Result<usize, Response<Body>> {
+    match query.first("limit").map(str::parse::<usize>) {
+        None => Ok(default),
+        Some(Ok(limit)) if (1..=1000).contains(&limit) => Ok(limit),
+        Some(_) => Err(http::json_error(400, "invalid_limit", "limit must be between 1 and 1000.")),
+    }
 }
 
 fn internal(error: &store::StoreError) -> Response<Body> {

@@ -97,9 +97,14 @@ impl Default for QuotaConfig {
 }
 
 impl QuotaConfig {
-    /// The pool a request to `site` draws from, and Atlassian's size of it.
+    /// The pool a request to `site` draws from in this deployment's mode, and Atlassian's size of it.
     fn pool(&self, prefix: &str, site: &str) -> (String, u64) {
-        match self.mode {
+        self.pool_of(self.mode, prefix, site)
+    }
+
+    /// The app's pool (`Global`) or `site`'s own (`Tenant`), and Atlassian's size of it.
+    fn pool_of(&self, mode: QuotaMode, prefix: &str, site: &str) -> (String, u64) {
+        match mode {
             QuotaMode::Global => (prefix.to_owned(), self.points),
             QuotaMode::Tenant => {
                 (format!("{prefix}:tenant:{site}"), self.tenant_points.get(site).copied().unwrap_or(self.points))
@@ -113,11 +118,12 @@ impl QuotaConfig {
     }
 }
 
-/// Points drawn into this worker and not yet spent, in one window.
+/// Points drawn into this worker and not yet spent, in one window of a pool of `quota` points.
 #[derive(Debug, Clone, Copy, Default)]
 struct Balance {
     window: i64,
     points: i64,
+    quota: u64,
 }
 
 /// The shared pools.
@@ -190,20 +196,19 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
         let estimate = estimate.clamp(1, limits.points.max(1)) as i64;
         loop {
             let now = OffsetDateTime::now_utc();
-            let (window, _) = limits.window_of(now);
+            let (window, ends) = limits.window_of(now);
             let balance = {
                 let mut balances = self.balances();
                 let balance = balances.entry(pool.clone()).or_default();
                 if balance.window != window {
                     // What was drawn in an earlier window was counted there; this one starts from nothing.
-                    *balance = Balance { window, points: 0 };
+                    *balance = Balance { window, points: 0, quota };
                 }
                 balance.points
             };
             if balance >= estimate {
                 // No request starts in the last moments of a window: one answered after the reset would be counted
                 // by Atlassian in the next window, whose pool here starts from nothing.
-                let (_, ends) = limits.window_of(now);
                 let left = std::time::Duration::try_from(ends - now).unwrap_or_default();
                 if left >= self.guard(limits) {
                     return Ok(());
@@ -247,13 +252,8 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
 
     async fn blocked(&self, site: &str, reason: &str, until: OffsetDateTime) {
         // A tenant-based 429 names the site's pool; a global one the app's, whatever this deployment's mode.
-        let (pool, quota) = match (reason.contains("tenant"), self.config.mode) {
-            (true, QuotaMode::Tenant) | (false, QuotaMode::Global) => self.config.pool(&self.prefix, site),
-            (true, QuotaMode::Global) => {
-                QuotaConfig { mode: QuotaMode::Tenant, ..self.config.clone() }.pool(&self.prefix, site)
-            }
-            (false, QuotaMode::Tenant) => (self.prefix.clone(), self.config.points),
-        };
+        let mode = if reason.contains("tenant") { QuotaMode::Tenant } else { QuotaMode::Global };
+        let (pool, quota) = self.config.pool_of(mode, &self.prefix, site);
         self.balances().remove(&pool);
         let draw = Draw { blocked_until: Some(until), ..Draw::default() };
         if let Err(error) =
@@ -267,13 +267,7 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
         let now = OffsetDateTime::now_utc();
         let unspent: Vec<(String, Balance)> = self.balances().drain().filter(|(_, b)| b.points > 0).collect();
         for (pool, balance) in unspent {
-            let quota = if pool == self.prefix {
-                self.config.points
-            } else {
-                let site = pool.rsplit(':').next().unwrap_or_default();
-                self.config.tenant_points.get(site).copied().unwrap_or(self.config.points)
-            };
-            let limits = self.config.limits(quota);
+            let limits = self.config.limits(balance.quota);
             if limits.window_of(now).0 != balance.window {
                 continue;
             }
