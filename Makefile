@@ -33,8 +33,8 @@ dev: tools
 ## The end-to-end stack's org and points quota: the org's first sync costs several windows of the quota, so runs
 ## wait for the quota and resume (a window of 4 s stands in for Atlassian's hour).
 E2E_ORG := --users 600 --groups 30 --projects 60 --spaces 60
-E2E_QUOTA_SANDBOX := --quota-points 2000 --quota-window-secs 4
-E2E_QUOTA_CONNECTOR := ATLASSIAN_QUOTA_POINTS=2000 ATLASSIAN_QUOTA_WINDOW_SECONDS=4 ATLASSIAN_QUOTA_RESERVE_PERCENT=10 \
+E2E_QUOTA_SANDBOX := --quota-points 1500 --quota-window-secs 4
+E2E_QUOTA_CONNECTOR := ATLASSIAN_QUOTA_POINTS=1500 ATLASSIAN_QUOTA_WINDOW_SECONDS=4 ATLASSIAN_QUOTA_RESERVE_PERCENT=10 \
   SYNC_QUOTA_SLEEP_SECONDS=0
 
 ## Everything: formatting, the template lint, unit tests, then integration, end-to-end and browser tests against

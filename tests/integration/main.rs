@@ -1246,11 +1246,12 @@ mod real_orgs {
 
     /// Runs a job and its continuations (as the queue would deliver them, delays slept) until the run ends;
     /// answers how it ended and every waiting record the run showed on the way.
-    async fn run_through<A, B>(
-        deps: &job::Deps<'_, DynamoStore, store::DynamoMirror, A, B, sync::queue::MemoryQueue>,
+    pub(super) async fn run_through<M, A, B>(
+        deps: &job::Deps<'_, DynamoStore, M, A, B, sync::queue::MemoryQueue>,
         job: Job,
     ) -> (Outcome, Vec<store::RunRecord>)
     where
+        M: store::mirror::MirrorStore,
         A: atlassian::AtlassianApi + atlassian::DirectoryApi + atlassian::AdminApi,
         B: sync::budget::Budget,
     {
@@ -1472,14 +1473,96 @@ mod real_orgs {
 }
 
 mod big_groups {
+    use super::real_orgs::run_through;
     use super::sync_runs::Counting;
     use super::*;
     use std::sync::atomic::Ordering;
-    use store::RunStatus;
     use store::mirror::{MirrorStore, ObjectType, Scope};
+    use store::{RunStatus, RunStore};
     use sync::job::{self, Outcome};
     use sync::queue::Job;
-    use tests::sandbox::OrgSize;
+    use tests::sandbox::{OrgSize, Quota};
+
+    /// Every member the mirror holds for `group` (chunk by chunk, or staged parts), sorted.
+    async fn all_members(mirror: &impl MirrorStore, scope: &Scope, group: String) -> Vec<String> {
+        let (mut ids, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let (page, next) = mirror.members(scope, &group, cursor.as_deref(), 1000).await.unwrap();
+            ids.extend(page);
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_group_costing_more_than_a_quota_window_finishes_across_windows_and_turns() {
+        // 5,000 members at 40 a page (Jira serving fewer than asked) cost ~10,100 points; the pool grants 3,000
+        // every 2 seconds (a segment of the group costs more than that), and a turn is 2,000 points.
+        let window = std::time::Duration::from_secs(2);
+        let quota = Quota { global_points: Some(3000), window, ..Quota::default() };
+        let org = OrgSize { users: 5_200, groups: 3, projects: 1, spaces: 1, sites: 1 };
+        let config = SandboxConfig { org, big_group: 5_000, members_page_cap: 40, quota, ..SandboxConfig::default() };
+        let flow = Flow::with_sandbox(config).await;
+        let id = connected(&flow, &unique("tenant")).await;
+        let stack = Stack::from_env();
+        let mirror = Counting::new(store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table));
+        let env = JobEnv::new();
+        let config = sync::budget::QuotaConfig { points: 3000, window, reserve: 0.1, ..Default::default() };
+        let mut budget = sync::budget::SharedBudget::new(&flow.store, &unique("pool"), config);
+        budget.max_wait = std::time::Duration::ZERO;
+        let deps = job::Deps {
+            store: &flow.store,
+            mirror: &mirror,
+            atlassian: &flow.callback.atlassian,
+            budget: &budget,
+            keys: &flow.callback.keys,
+            refresh: &env.policy,
+            queue: &env.queue,
+            pacing: sync::engine::Pacing { points_per_turn: 2_000, ..sync::engine::Pacing::default() },
+            guard: sync::engine::DeletionGuard::default(),
+        };
+        let (outcome, waits) = run_through(&deps, Job::new(&id, ObjectType::Groups)).await;
+        let Outcome::Finished(RunStatus::Succeeded, counts) = outcome else { panic!("{outcome:?}") };
+        assert_eq!(counts.created, 3, "{counts:?}");
+        assert!(counts.points > 3 * 3000, "the group costs more than three windows: {counts:?}");
+        assert!(!waits.is_empty(), "the run waited for the quota");
+        let stats = flow.sandbox_stats().await;
+        assert_eq!(stats["quota_429s"], 0, "{stats}");
+        assert!(stats["max_window_points"].as_u64().unwrap() <= 3000, "{stats}");
+
+        let scope = Scope::new(&id, ObjectType::Groups);
+        let org = harness::sandbox_org(&flow.sandbox).await.unwrap();
+        let big = &org["groups"][0];
+        let big_id = big["id"].as_str().unwrap().to_owned();
+        let mut expected: Vec<String> =
+            big["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect();
+        expected.sort();
+        assert_eq!(all_members(&mirror, &scope, big_id.clone()).await, expected, "every member, exactly");
+        let record = mirror.objects(&scope, std::slice::from_ref(&big_id)).await.unwrap().remove(&big_id).unwrap();
+        assert_eq!(record.record["member_count"], 5_000);
+        // The run paused inside the group (its parts were staged), and nothing staged is left behind.
+        let run = flow.store.get_run(&id, ObjectType::Groups).await.unwrap().unwrap();
+        let staged = format!("staged#{}#{big_id}", run.run_id);
+        assert!(mirror.chunks_written.load(Ordering::SeqCst) > 64, "the members read before each pause were staged");
+        assert!(all_members(&mirror, &scope, staged).await.is_empty(), "the staged parts are gone");
+        // Points: the members' and the pages', and little more (a page or two read again after each pause).
+        let least: u64 = (org["groups"].as_array().unwrap().iter())
+            .map(|g| g["members"].as_array().unwrap().len() as u64)
+            .map(|members| 2 * members + members.div_ceil(40).max(1))
+            .sum::<u64>()
+            + 1
+            + 2 * 3;
+        assert!(
+            counts.points <= least * 11 / 10,
+            "{} points against {least}: {counts:?}, {} waits",
+            counts.points,
+            waits.len()
+        );
+    }
 
     #[tokio::test]
     async fn a_16000_member_group_syncs_exactly_and_one_member_more_rewrites_one_small_chunk() {
@@ -1507,22 +1590,7 @@ mod big_groups {
             counts
         };
         let scope = Scope::new(&id, ObjectType::Groups);
-        let all_members = |group: String| {
-            let (mirror, scope) = (&mirror, &scope);
-            async move {
-                let (mut ids, mut cursor) = (Vec::new(), None::<String>);
-                loop {
-                    let (page, next) = mirror.members(scope, &group, cursor.as_deref(), 1000).await.unwrap();
-                    ids.extend(page);
-                    match next {
-                        Some(next) => cursor = Some(next),
-                        None => break,
-                    }
-                }
-                ids.sort();
-                ids
-            }
-        };
+        let all_members = |group: String| all_members(&mirror, &scope, group);
 
         let counts = sync().await;
         assert_eq!(counts.created, 3);

@@ -9,7 +9,7 @@ use runtime::config::{ConfigError, Env, Source};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::mirror::MirrorStore;
 use store::{CheckpointStore, ConnectionStore, CredentialStore, RunStore};
-use sync::budget::{QuotaConfig, QuotaMode};
+use sync::budget::{QuotaConfig, QuotaMode, TenantQuota};
 use sync::engine::{DeletionGuard, Pacing};
 use sync::job::{self, Deps, JobError};
 use sync::queue::{Job, JobQueue};
@@ -71,7 +71,7 @@ impl Config {
 }
 
 /// The quota settings: `ATLASSIAN_QUOTA_MODE` (`global` or `tenant`), `ATLASSIAN_QUOTA_POINTS` (per window: the
-/// global pool, or each tenant's), `ATLASSIAN_TENANT_QUOTAS` (`cloudId=points,…` for tenants Atlassian sized
+/// global pool, or each tenant's), `ATLASSIAN_TENANT_QUOTAS` (`cloudId=points|edition[:users],…` for tenants Atlassian sized
 /// otherwise), `ATLASSIAN_QUOTA_WINDOW_SECONDS` and `ATLASSIAN_QUOTA_RESERVE_PERCENT`.
 fn quota_config<S: Source>(env: &Env<S>) -> Result<QuotaConfig, ConfigError> {
     let defaults = QuotaConfig::default();
@@ -84,11 +84,16 @@ fn quota_config<S: Source>(env: &Env<S>) -> Result<QuotaConfig, ConfigError> {
     let mut tenant_points = std::collections::HashMap::new();
     let pairs = env.optional("ATLASSIAN_TENANT_QUOTAS").unwrap_or_default();
     for pair in pairs.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let parsed = pair.split_once('=').and_then(|(site, points)| Some((site.trim(), points.trim().parse().ok()?)));
-        let Some((site, points)) = parsed else {
-            return Err(invalid("ATLASSIAN_TENANT_QUOTAS", "expected cloudId=points pairs, comma-separated"));
+        let parsed =
+            pair.split_once('=').and_then(|(site, quota)| Some((site.trim(), TenantQuota::parse(quota.trim())?)));
+        let Some((site, quota)) = parsed else {
+            return Err(invalid(
+                "ATLASSIAN_TENANT_QUOTAS",
+                "expected cloudId=quota pairs, comma-separated, each quota points or an edition (free, standard, \
+                 premium, enterprise) with :users optionally; cloudId * for every other tenant",
+            ));
         };
-        tenant_points.insert(site.to_owned(), points);
+        tenant_points.insert(site.to_owned(), quota);
     }
     let reserve = match env.optional("ATLASSIAN_QUOTA_RESERVE_PERCENT") {
         None => 5,

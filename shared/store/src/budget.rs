@@ -78,6 +78,15 @@ pub fn epoch_ms(now: OffsetDateTime) -> i64 {
 
 /// Applies `draw` to `state` at `now`. `None` state: a fresh pool.
 pub fn take(state: Option<BucketState>, limits: BudgetLimits, draw: Draw, now: OffsetDateTime) -> (BucketState, Take) {
+    // A draw computed a moment ago may arrive after another worker moved the pool into the next window: it counts
+    // there, never in the window that ended (restarting that one from nothing would grant its points again).
+    let now = match state {
+        Some(state) if state.window > limits.window_of(now).0 => {
+            let window_ms = (limits.window.as_millis() as i64).max(1);
+            OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(state.window * window_ms)
+        }
+        _ => now,
+    };
     let (window, ends) = limits.window_of(now);
     let now_ms = epoch_ms(now);
     let mut state = match state {
@@ -107,6 +116,16 @@ pub fn take(state: Option<BucketState>, limits: BudgetLimits, draw: Draw, now: O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_draw_counts_in_the_window_the_pool_is_in() {
+        let start = at_window_start();
+        let (state, _) = take(None, LIMITS, want(100), start);
+        // A draw computed just before the reset arrives after it: nothing is granted again from the old window.
+        let late = start - time::Duration::milliseconds(5);
+        let (state, take) = take(Some(state), LIMITS, want(10), late);
+        assert_eq!((state.window, state.spent, take.granted), (LIMITS.window_of(start).0, 100, 0));
+    }
 
     const LIMITS: BudgetLimits = BudgetLimits { points: 100, window: Duration::from_secs(60) };
 

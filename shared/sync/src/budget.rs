@@ -31,16 +31,19 @@ pub enum BudgetError {
 
 pub trait Budget: Send + Sync {
     /// Waits (briefly, and never past `latest`: the invocation's own deadline) until the worker may make a request
-    /// to `site` (a cloud id) that will likely cost `estimate`.
+    /// to `site` (a cloud id) that will likely cost `estimate`, and sets that aside for it (answering how much:
+    /// never more than the pool could grant): requests made at once never count the same points twice, and none
+    /// waits for points the others keep taking.
     fn before(
         &self,
         site: &str,
         estimate: u64,
         latest: Option<Instant>,
-    ) -> impl Future<Output = Result<(), BudgetError>> + Send;
+    ) -> impl Future<Output = Result<Reserved, BudgetError>> + Send;
 
-    /// Charges what a request to `site` cost.
-    fn spent(&self, site: &str, points: u64);
+    /// Charges what a request to `site` cost, `points`, and gives back what was set aside for it, `reserved`
+    /// (to the window it was set aside in: a request answered after the reset is Atlassian's in the next one).
+    fn spent(&self, site: &str, reserved: Reserved, points: u64);
 
     /// Atlassian answered a quota 429 with `reason` (`jira-quota-global-based`, `…-tenant-based`): the pool it
     /// names grants nothing until `until`.
@@ -50,14 +53,26 @@ pub trait Budget: Send + Sync {
     fn release(&self) -> impl Future<Output = ()> + Send;
 }
 
+/// Points set aside for a request (or several) in one window of a pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reserved {
+    pub points: u64,
+    window: i64,
+}
+
+impl Reserved {
+    /// Nothing set aside (the points were, for a group of requests, or the request is not metered).
+    pub const NONE: Self = Self { points: 0, window: 0 };
+}
+
 /// No limit (tests, and tools that do not talk to Atlassian's quota).
 pub struct Unlimited;
 
 impl Budget for Unlimited {
-    async fn before(&self, _: &str, _: u64, _: Option<Instant>) -> Result<(), BudgetError> {
-        Ok(())
+    async fn before(&self, _: &str, estimate: u64, _: Option<Instant>) -> Result<Reserved, BudgetError> {
+        Ok(Reserved { points: estimate, window: 0 })
     }
-    fn spent(&self, _: &str, _: u64) {}
+    fn spent(&self, _: &str, _: Reserved, _: u64) {}
     async fn blocked(&self, _: &str, _: &str, _: OffsetDateTime) {}
     async fn release(&self) {}
 }
@@ -71,14 +86,65 @@ pub enum QuotaMode {
     Tenant,
 }
 
+/// A tenant pool's size as Atlassian sets it: by the site's edition and users (Free 65,000; Standard 100,000 + 10
+/// a user; Premium 130,000 + 20 a user; Enterprise 150,000 + 30 a user; at most 500,000), or a number it granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantQuota {
+    Points(u64),
+    Edition(Edition, u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edition {
+    Free,
+    Standard,
+    Premium,
+    Enterprise,
+}
+
+impl TenantQuota {
+    /// Reads `150000`, `premium` or `premium:800` (the edition and the site's users; without them, the edition's
+    /// base: a lower bound until Atlassian's `RateLimit-Policy` names the pool's size).
+    pub fn parse(text: &str) -> Option<Self> {
+        if let Ok(points) = text.parse() {
+            return Some(Self::Points(points));
+        }
+        let (edition, users) = match text.split_once(':') {
+            Some((edition, users)) => (edition, users.parse().ok()?),
+            None => (text, 0),
+        };
+        let edition = match edition.to_ascii_lowercase().as_str() {
+            "free" => Edition::Free,
+            "standard" => Edition::Standard,
+            "premium" => Edition::Premium,
+            "enterprise" => Edition::Enterprise,
+            _ => return None,
+        };
+        Some(Self::Edition(edition, users))
+    }
+
+    /// Points per window.
+    pub fn points(self) -> u64 {
+        let (base, per_user, users) = match self {
+            Self::Points(points) => return points,
+            Self::Edition(Edition::Free, _) => return 65_000,
+            Self::Edition(Edition::Standard, users) => (100_000, 10, users),
+            Self::Edition(Edition::Premium, users) => (130_000, 20, users),
+            Self::Edition(Edition::Enterprise, users) => (150_000, 30, users),
+        };
+        (base + per_user * users).min(500_000)
+    }
+}
+
 /// The app's quota as Atlassian grants it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuotaConfig {
     pub mode: QuotaMode,
     /// Points per window: the global pool's, or every tenant's unless `tenant_points` names it.
     pub points: u64,
-    /// Tenant pools Atlassian sized differently (by edition and users), per cloud id.
-    pub tenant_points: HashMap<String, u64>,
+    /// Tenant pools Atlassian sized differently (by edition and users), per cloud id; `*`: every other tenant's.
+    /// Atlassian's `RateLimit-Policy` for a tenant pool, once an answer carries it, wins over these.
+    pub tenant_points: HashMap<String, TenantQuota>,
     pub window: Duration,
     /// The share of each pool left unspent: for the proxy, other clients, and requests in flight as a window ends.
     pub reserve: f64,
@@ -107,7 +173,9 @@ impl QuotaConfig {
         match mode {
             QuotaMode::Global => (prefix.to_owned(), self.points),
             QuotaMode::Tenant => {
-                (format!("{prefix}:tenant:{site}"), self.tenant_points.get(site).copied().unwrap_or(self.points))
+                let sized = self.tenant_points.get(site).or_else(|| self.tenant_points.get("*"));
+                let quota = sized.map_or(self.points, |q| q.points());
+                (format!("{prefix}:tenant:{site}"), quota)
             }
         }
     }
@@ -133,6 +201,7 @@ pub struct SharedBudget<'a, S> {
     config: QuotaConfig,
     watch: Option<QuotaWatch>,
     balances: Mutex<HashMap<String, Balance>>,
+    drawing: tokio::sync::Mutex<()>,
     /// How much to draw at once, and the longest wait for a window before the run gives its invocation back.
     pub chunk: u64,
     pub max_wait: Duration,
@@ -146,6 +215,7 @@ impl<'a, S: BudgetStore> SharedBudget<'a, S> {
             config,
             watch: None,
             balances: Mutex::new(HashMap::new()),
+            drawing: tokio::sync::Mutex::new(()),
             chunk: 500,
             max_wait: Duration::from_secs(5),
         }
@@ -164,6 +234,33 @@ impl<'a, S: BudgetStore> SharedBudget<'a, S> {
 
     fn balances(&self) -> std::sync::MutexGuard<'_, HashMap<String, Balance>> {
         self.balances.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets `estimate` aside from `pool`'s balance in `window` if it holds that much and requests may start
+    /// (`open`); otherwise answers the balance.
+    fn reserve(&self, pool: &str, window: i64, quota: u64, estimate: i64, open: bool) -> Result<(), i64> {
+        let mut balances = self.balances();
+        let balance = balances.entry(pool.to_owned()).or_default();
+        if balance.window != window {
+            // What was drawn in an earlier window was counted there; this one starts from nothing.
+            *balance = Balance { window, points: 0, quota };
+        }
+        if balance.points >= estimate && open {
+            balance.points -= estimate;
+            return Ok(());
+        }
+        Err(balance.points)
+    }
+
+    /// A tenant pool's size as Atlassian last stated it (`RateLimit-Policy: "tenant-app-quota";q=…`): the
+    /// configured size of a tenant pool is a guess (an edition's formula, its base when the users are not given).
+    /// The global pool keeps the configured size: a deployment may mean to use less than the app has.
+    fn learned_size(&self, site: &str) -> Option<u64> {
+        if self.config.mode != QuotaMode::Tenant {
+            return None;
+        }
+        let report = self.watch.as_ref()?.latest_for(site)?;
+        report.tenant()?.quota.filter(|q| *q > 0)
     }
 
     /// What Atlassian last said was spent of this pool in the current window, if it said.
@@ -189,38 +286,45 @@ impl<'a, S: BudgetStore> SharedBudget<'a, S> {
 }
 
 impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
-    async fn before(&self, site: &str, estimate: u64, latest: Option<Instant>) -> Result<(), BudgetError> {
+    async fn before(&self, site: &str, estimate: u64, latest: Option<Instant>) -> Result<Reserved, BudgetError> {
         let (pool, quota) = self.config.pool(&self.prefix, site);
+        let quota = self.learned_size(site).unwrap_or(quota);
         let limits = self.config.limits(quota);
         // A request never needs more than the pool could ever grant.
         let estimate = estimate.clamp(1, limits.points.max(1)) as i64;
         loop {
             let now = OffsetDateTime::now_utc();
             let (window, ends) = limits.window_of(now);
-            let balance = {
-                let mut balances = self.balances();
-                let balance = balances.entry(pool.clone()).or_default();
-                if balance.window != window {
-                    // What was drawn in an earlier window was counted there; this one starts from nothing.
-                    *balance = Balance { window, points: 0, quota };
-                }
-                balance.points
+            let left = std::time::Duration::try_from(ends - now).unwrap_or_default();
+            let open = left >= self.guard(limits);
+            let balance = match self.reserve(&pool, window, quota, estimate, open) {
+                Ok(()) => return Ok(Reserved { points: estimate as u64, window }),
+                Err(balance) => balance,
             };
             if balance >= estimate {
                 // No request starts in the last moments of a window: one answered after the reset would be counted
                 // by Atlassian in the next window, whose pool here starts from nothing.
-                let left = std::time::Duration::try_from(ends - now).unwrap_or_default();
-                if left >= self.guard(limits) {
-                    return Ok(());
-                }
                 if latest.is_some_and(|latest| Instant::now() + left > latest) {
                     return Err(BudgetError::Exhausted(left));
                 }
                 tokio::time::sleep(left).await;
                 continue;
             }
+            // One draw at a time from this worker, in the order the requests asked: requests made at once neither
+            // race each other on the pool's item nor keep taking a drawn balance from under the one that drew it.
+            let _turn = self.drawing.lock().await;
+            // The wait for the turn may have crossed into the next window.
+            let now = OffsetDateTime::now_utc();
+            let (window, ends) = limits.window_of(now);
+            let left = std::time::Duration::try_from(ends - now).unwrap_or_default();
+            let open = left >= self.guard(limits);
+            let balance = match self.reserve(&pool, window, quota, estimate, open) {
+                Ok(()) => return Ok(Reserved { points: estimate as u64, window }),
+                Err(balance) if balance >= estimate => continue, // the guard band, at the top of the loop
+                Err(balance) => balance,
+            };
             let draw = Draw {
-                wanted: self.chunk.max((estimate - balance) as u64),
+                wanted: self.chunk.max((estimate - balance).max(0) as u64),
                 spent_at_least: self.reported_spent(site, quota, limits, window),
                 ..Draw::default()
             };
@@ -230,6 +334,11 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
                 let balance = balances.entry(pool.clone()).or_default();
                 if balance.window == window {
                     balance.points += take.granted as i64;
+                    // The request that drew the points is the first to use them.
+                    if balance.points >= estimate && open {
+                        balance.points -= estimate;
+                        return Ok(Reserved { points: estimate as u64, window });
+                    }
                 }
                 continue;
             }
@@ -243,11 +352,17 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
         }
     }
 
-    fn spent(&self, site: &str, points: u64) {
-        let (pool, _) = self.config.pool(&self.prefix, site);
-        if let Some(balance) = self.balances().get_mut(&pool) {
-            balance.points -= points as i64;
+    fn spent(&self, site: &str, reserved: Reserved, points: u64) {
+        let (pool, quota) = self.config.pool(&self.prefix, site);
+        let window = self.config.limits(quota).window_of(OffsetDateTime::now_utc()).0;
+        let mut balances = self.balances();
+        let balance = balances.entry(pool).or_default();
+        if balance.window != window {
+            *balance = Balance { window, points: 0, quota };
         }
+        // What was set aside in an earlier window stays spent there; the answer counts in this one.
+        let back = if reserved.window == window { reserved.points as i64 } else { 0 };
+        balance.points += back - points as i64;
     }
 
     async fn blocked(&self, site: &str, reason: &str, until: OffsetDateTime) {
@@ -294,8 +409,8 @@ mod tests {
         let budget = SharedBudget::new(&store, "app", config(1000));
         // Two chunks of 500 cover ten requests of 100.
         for _ in 0..10 {
-            budget.before("site", 100, None).await.unwrap();
-            budget.spent("site", 100);
+            let reserved = budget.before("site", 100, None).await.unwrap();
+            budget.spent("site", reserved, 100);
         }
         let Err(BudgetError::Exhausted(wait)) = budget.before("site", 100, None).await else { panic!("dry") };
         assert!(wait > Duration::from_secs(5) && wait <= Duration::from_secs(3600), "{wait:?}");
@@ -305,8 +420,8 @@ mod tests {
     async fn a_request_waits_for_its_whole_estimate_and_unspent_points_go_back() {
         let store = MemoryStore::new();
         let budget = SharedBudget::new(&store, "app", config(1000));
-        budget.before("site", 700, None).await.unwrap(); // draws 700 at once, not a 500 chunk
-        budget.spent("site", 201);
+        let reserved = budget.before("site", 700, None).await.unwrap(); // draws 700 at once, not a 500 chunk
+        budget.spent("site", reserved, 201);
         budget.release().await;
         let other = SharedBudget::new(&store, "app", config(1000));
         other.before("site", 799, None).await.unwrap();
@@ -321,10 +436,10 @@ mod tests {
         // Someone else spent 900 of the window's 1,000: only 100 are left for this deployment.
         let h = reqwest_headers("\"global-app-quota\";q=1000;w=3600", "\"global-app-quota\";r=100;t=60");
         watch.record(atlassian::QuotaReport::from_headers(&h, Some("site".into())).unwrap());
-        budget.before("site", 50, None).await.unwrap();
-        budget.spent("site", 50);
-        budget.before("site", 50, None).await.unwrap();
-        budget.spent("site", 50);
+        let reserved = budget.before("site", 50, None).await.unwrap();
+        budget.spent("site", reserved, 50);
+        let reserved = budget.before("site", 50, None).await.unwrap();
+        budget.spent("site", reserved, 50);
         assert!(matches!(budget.before("site", 50, None).await, Err(BudgetError::Exhausted(_))));
 
         // A quota 429 blocks the pool for every worker until its Retry-After.
@@ -340,13 +455,65 @@ mod tests {
         let store = MemoryStore::new();
         let mut config = config(300);
         config.mode = QuotaMode::Tenant;
-        config.tenant_points.insert("big".into(), 10_000);
+        config.tenant_points.insert("big".into(), TenantQuota::Points(10_000));
         let budget = SharedBudget::new(&store, "app", config);
-        budget.before("small", 300, None).await.unwrap();
-        budget.spent("small", 300);
+        let reserved = budget.before("small", 300, None).await.unwrap();
+        budget.spent("small", reserved, 300);
         assert!(matches!(budget.before("small", 10, None).await, Err(BudgetError::Exhausted(_))));
         budget.before("big", 5000, None).await.unwrap();
         budget.before("other", 200, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn requests_at_once_set_their_points_aside() {
+        let store = MemoryStore::new();
+        let mut budget = SharedBudget::new(&store, "app", config(1000));
+        budget.chunk = 1000;
+        // Ten requests of 100 start before any is charged: the eleventh finds nothing left, however the ten end.
+        let mut reserved = Vec::new();
+        for _ in 0..10 {
+            reserved.push(budget.before("site", 100, None).await.unwrap());
+        }
+        assert!(matches!(budget.before("site", 100, None).await, Err(BudgetError::Exhausted(_))));
+        // They cost 60 each: what they did not spend is there again.
+        for reserved in reserved {
+            budget.spent("site", reserved, 60);
+        }
+        for _ in 0..4 {
+            budget.before("site", 100, None).await.unwrap();
+        }
+        assert!(matches!(budget.before("site", 100, None).await, Err(BudgetError::Exhausted(_))));
+    }
+
+    #[test]
+    fn tenant_pools_follow_atlassians_formula() {
+        let parse = |text| TenantQuota::parse(text).map(TenantQuota::points);
+        assert_eq!(parse("150000"), Some(150_000));
+        assert_eq!(parse("free"), Some(65_000));
+        assert_eq!(parse("standard"), Some(100_000), "the base, until Atlassian says more");
+        assert_eq!(parse("Standard:800"), Some(108_000));
+        assert_eq!(parse("premium:1000"), Some(150_000));
+        assert_eq!(parse("enterprise:20000"), Some(500_000), "capped");
+        assert_eq!(parse("gold"), None);
+        assert_eq!(parse("premium:many"), None);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_pool_takes_the_size_atlassian_states() {
+        let store = MemoryStore::new();
+        let watch = QuotaWatch::default();
+        let mut config = config(1000);
+        config.mode = QuotaMode::Tenant;
+        config.tenant_points.insert("*".into(), TenantQuota::Points(2000));
+        let budget = SharedBudget::new(&store, "app", config).watching(watch.clone());
+        // Configured: 2,000 for every tenant.
+        budget.before("site", 2000, None).await.unwrap();
+        assert!(matches!(budget.before("site", 10, None).await, Err(BudgetError::Exhausted(_))));
+        // Atlassian states 5,000 for this site's pool.
+        let h = reqwest_headers("\"tenant-app-quota\";q=5000;w=3600", "\"tenant-app-quota\";t=60");
+        watch.record(atlassian::QuotaReport::from_headers(&h, Some("site".into())).unwrap());
+        budget.before("site", 3000, None).await.unwrap();
+        assert!(matches!(budget.before("site", 10, None).await, Err(BudgetError::Exhausted(_))));
     }
 
     fn reqwest_headers(policy: &'static str, limit: &'static str) -> reqwest::header::HeaderMap {

@@ -69,6 +69,11 @@ pub fn group(group: &JiraGroup, members: &[JiraUser]) -> Record {
     group_of(&group.group_id, &group.name, members.iter().map(|m| m.account_id.as_str()))
 }
 
+/// A group read a segment at a time, with its members' account ids.
+pub fn group_with_ids(id: &str, name: &str, member_ids: &[String]) -> Record {
+    group_of(id, name, member_ids.iter().map(String::as_str))
+}
+
 /// A group of the Admin API with its members' account ids.
 pub fn admin_group(group: &AdminGroup, member_ids: &[String]) -> Record {
     group_of(&group.id, &group.name, member_ids.iter().map(String::as_str))

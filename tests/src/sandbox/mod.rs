@@ -57,6 +57,9 @@ pub struct SandboxConfig {
     pub faults: Faults,
     /// The most users a `users/search` page serves, whatever `maxResults` asks (Jira: 100, JRASERVER-78660).
     pub users_page_cap: usize,
+    /// The most members a `group/member` page serves (Jira: 50, its documented maximum); less makes a client that
+    /// assumes the page size it asked for skip members.
+    pub members_page_cap: usize,
     /// Every Nth users page is served shorter still (half), mid-list: only an empty page ends the list (0: never).
     pub short_pages_every: u64,
     /// The points quota of the Jira and Confluence REST APIs (also settable at `POST /__sandbox/quota`).
@@ -78,6 +81,7 @@ impl Default for SandboxConfig {
             reuse_leeway: Duration::from_secs(600),
             faults: Faults::default(),
             users_page_cap: 100,
+            members_page_cap: 50,
             short_pages_every: 0,
             quota: Quota::default(),
             big_group: 0,

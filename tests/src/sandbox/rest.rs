@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `rest/api/3/users/search` (alias `users`) | `startAt`/`maxResults`, **bare array**, only an empty page ends it | default 50, max 1000, then capped at `users_page_cap` (100) |
 //! | `rest/api/3/group/bulk` | `startAt`/`maxResults`, PageBean `isLast` | default 50, max 50 |
-//! | `rest/api/3/group/member?groupId=` | `startAt`/`maxResults`, PageBean | default 50, max 50 |
+//! | `rest/api/3/group/member?groupId=` | `startAt`/`maxResults`, PageBean | default 50, max 50, then capped at `members_page_cap` |
 //! | `rest/api/3/project/search?expand=lead` | `startAt`/`maxResults`, PageBean | default 50, max 100 |
 //! | `wiki/api/v2/spaces` | opaque `cursor`, `_links.next` site-relative + `Link` header | default 25, max 250 |
 //!
@@ -239,6 +239,7 @@ async fn group_members(
         return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
     };
     let (start, size) = offset(&q, 50, 50);
+    let size = size.min(sandbox.config.members_page_cap.max(1));
     let include_inactive = q.get("includeInactiveUsers").is_some_and(|v| v == "true");
     let org: std::sync::RwLockReadGuard<'_, Org> = sandbox.read_org();
     let Some(group) = org.groups.iter().find(|g| g.id == *group_id) else {

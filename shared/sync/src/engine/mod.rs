@@ -20,24 +20,24 @@
 
 mod apply;
 mod close;
+mod groups;
 
 pub use close::DeletionGuard;
 
 use crate::access::TokenSource;
-use crate::budget::{Budget, BudgetError};
+use crate::budget::{Budget, BudgetError, Reserved};
 use crate::records::{self, Record};
 use crate::seen::SeenSet;
-use atlassian::admin::{AdminApi, AdminGroup, AdminKey, AdminPage, AdminUser, SiteLogin};
-use atlassian::rest::{JiraGroup, JiraProject, JiraUser, Page, SpacesPage};
+use atlassian::admin::{AdminApi, AdminKey, AdminPage, AdminUser, SiteLogin};
+use atlassian::rest::{JiraProject, JiraUser, Page, SpacesPage};
 use atlassian::{AccessToken, ApiError, DirectoryApi};
 use futures_util::future::join;
-use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use store::HeldDeletions;
-use store::mirror::{MirrorStore, ObjectType, Scope, fingerprint};
+use store::mirror::{MirrorStore, ObjectType, Scope};
 use store::{Checkpoint, CheckpointStore, Connection, ConnectionMode, Product, StoreError};
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -214,6 +214,11 @@ struct Progress {
     offset: usize,
     /// The next cursor on that site (spaces).
     cursor: Option<String>,
+    /// Groups: the site's listing is read, and the giants it found that are left to read.
+    #[serde(default)]
+    listed: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    giants: Vec<groups::Giant>,
     counts: Counts,
     #[serde(with = "time::serde::rfc3339")]
     started_at: OffsetDateTime,
@@ -221,7 +226,8 @@ struct Progress {
 
 impl Progress {
     fn next_site(&mut self) {
-        (self.site, self.offset, self.cursor) = (self.site + 1, 0, None);
+        (self.site, self.offset, self.cursor, self.listed) = (self.site + 1, 0, None, false);
+        self.giants.clear();
     }
 }
 
@@ -284,16 +290,6 @@ enum Flow {
     Paused,
 }
 
-/// What a group's member fetch came back with.
-enum Read {
-    /// Its members, and the pages and points they took.
-    Members(Vec<JiraUser>, u64, u64),
-    /// An earlier site listed it: its members are in the mirror already.
-    Known,
-    /// Not fetched: the invocation was pausing.
-    Dropped,
-}
-
 /// Where a site's next page is.
 enum Next {
     Offset(usize),
@@ -317,6 +313,8 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
                     site: 0,
                     offset: 0,
                     cursor: None,
+                    listed: false,
+                    giants: Vec::new(),
                     counts: Counts::default(),
                     started_at: self.now,
                 },
@@ -479,230 +477,6 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         }
     }
 
-    /// Group pages feed one member pipeline: `MEMBER_CONCURRENCY` member fetches stay in flight across page
-    /// boundaries (the next page of groups is read while the last members of the previous one are), and the
-    /// results are applied in page-sized chunks.
-    async fn groups(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
-        let tokens = match self.credential {
-            Credential::Oauth(tokens) => tokens,
-            Credential::Admin { key, org_id, .. } => return self.admin_groups(scope, state, key, org_id).await,
-        };
-        let cloud_id = state.progress.sites[state.progress.site].clone();
-        let cloud_id = cloud_id.as_str();
-        let group_pages = AtomicU64::new(0);
-        let group_points = AtomicU64::new(0);
-        // Set when this invocation is about to pause: no new group page or member fetch starts, and the fetches
-        // already under way finish and are applied, rather than being paid for and read again after the pause.
-        let stopping = &AtomicBool::new(false);
-        // Groups are org-wide: one an earlier site listed already has its members in the mirror, and reading
-        // them again would cost every one of its points again.
-        let known = &state.seen.before(state.progress.site);
-        let groups = stream::try_unfold(Some(state.progress.offset), |start| {
-            let (group_pages, group_points) = (&group_pages, &group_points);
-            async move {
-                let Some(start) = start.filter(|_| !stopping.load(Ordering::Relaxed)) else {
-                    return Ok::<_, SyncError>(None);
-                };
-                let token = self.token(tokens).await?;
-                let call = self.directory.groups_page(&token, cloud_id, start);
-                let estimate = 1 + 2 * atlassian::rest::GROUPS_PAGE as u64;
-                let (page, points) =
-                    self.metered(Some(cloud_id), estimate, call, |p| 1 + 2 * p.values.len() as u64).await?;
-                group_pages.fetch_add(1, Ordering::Relaxed);
-                group_points.fetch_add(points, Ordering::Relaxed);
-                let next = (!page.is_last()).then_some(start + page.values.len());
-                Ok(Some((stream::iter(page.values.into_iter().map(Ok::<_, SyncError>)), next)))
-            }
-        })
-        .try_flatten();
-        // Members are fetched `MEMBER_CONCURRENCY` groups at a time, finishing in any order, so a group whose
-        // fetch waits (a burst 429's Retry-After) does not hold the others up; they are applied in order.
-        let mut with_members = std::pin::pin!(
-            groups
-                .enumerate()
-                .map(|(index, group)| async move {
-                    let group = match group {
-                        Ok(group) => group,
-                        Err(error) => return (index, Err(error)),
-                    };
-                    if stopping.load(Ordering::Relaxed) {
-                        return (index, Ok((group, Read::Dropped)));
-                    }
-                    if known.contains(&fingerprint(&group.group_id)) {
-                        return (index, Ok((group, Read::Known)));
-                    }
-                    let read = self.members(tokens, cloud_id, &group).await;
-                    (index, read.map(|(members, pages, points)| (group, Read::Members(members, pages, points))))
-                })
-                .buffer_unordered(MEMBER_CONCURRENCY)
-        );
-        let (mut arrived, mut next_index) = (std::collections::BTreeMap::new(), 0);
-        // Groups are applied in order, a page's worth at a time, and whatever is complete when a fetch fails (the
-        // quota ran dry, say) is applied before the error goes up: the run resumes after the last whole group
-        // instead of fetching the page's members again, which could otherwise never fit one window's points.
-        let mut done: Vec<(JiraGroup, Read)> = Vec::with_capacity(atlassian::rest::GROUPS_PAGE);
-        loop {
-            let next = match arrived.remove(&next_index) {
-                Some(result) => {
-                    next_index += 1;
-                    Some(result)
-                }
-                None => match with_members.next().await {
-                    Some((index, result)) => {
-                        arrived.insert(index, result);
-                        continue;
-                    }
-                    None => None,
-                },
-            };
-            let (error, finished) = match next {
-                Some(Ok((_, Read::Dropped))) => (None, true),
-                Some(Ok(group)) => {
-                    done.push(group);
-                    if done.len() < atlassian::rest::GROUPS_PAGE {
-                        continue;
-                    }
-                    (None, false)
-                }
-                Some(Err(error)) => (Some(error), false),
-                None => (None, true),
-            };
-            if done.is_empty() {
-                if let Some(error) = error {
-                    return Err(error);
-                }
-                if finished {
-                    break;
-                }
-                continue;
-            }
-            let points_of = |done: &[(JiraGroup, Read)]| {
-                done.iter().map(|(_, read)| if let Read::Members(_, _, p) = read { *p } else { 0 }).sum::<u64>()
-                    + group_points.load(Ordering::Relaxed)
-            };
-            let spent = state.progress.counts.points - state.points_before + points_of(&done);
-            if error.is_none() && !finished && self.pacing.must_pause(state.pages + 1, spent) {
-                // This page ends the invocation: let the fetches under way finish and join it.
-                stopping.store(true, Ordering::Relaxed);
-                while let Some((index, result)) = with_members.next().await {
-                    arrived.insert(index, result);
-                }
-                while let Some(Ok((group, read))) = arrived.remove(&next_index) {
-                    if matches!(read, Read::Dropped) {
-                        break;
-                    }
-                    next_index += 1;
-                    done.push((group, read));
-                }
-            }
-            let (mut records, mut again) = (Vec::with_capacity(done.len()), Vec::new());
-            let (mut pages, mut points) = (0, 0);
-            for (group, read) in done.drain(..) {
-                match read {
-                    Read::Members(members, member_pages, member_points) => {
-                        pages += member_pages;
-                        points += member_points;
-                        records.push(records::group(&group, &members));
-                    }
-                    Read::Known => again.push(group.group_id),
-                    Read::Dropped => {}
-                }
-            }
-            // The group pages read so far are charged with the groups that follow them.
-            pages += group_pages.swap(0, Ordering::Relaxed);
-            points += group_points.swap(0, Ordering::Relaxed);
-            let applied = records.len() + again.len();
-            self.apply(scope, state, records, (pages, points)).await?;
-            for key in &again {
-                state.seen.insert(state.progress.site, key);
-            }
-            state.progress.counts.unchanged += again.len() as u64;
-            state.progress.offset += applied;
-            if let Some(paused) = self.after_page(state).await? {
-                return Ok(paused);
-            }
-            if stopping.load(Ordering::Relaxed) {
-                // (Only a pause stops the fetches; should the pacing have changed its mind, pause all the same.)
-                self.save(state).await?;
-                return Ok(Flow::Paused);
-            }
-            if let Some(error) = error {
-                return Err(error);
-            }
-            if finished {
-                break;
-            }
-        }
-        state.progress.counts.pages += group_pages.load(Ordering::Relaxed);
-        state.progress.counts.points += group_points.load(Ordering::Relaxed);
-        state.progress.next_site();
-        Ok(Flow::SiteDone)
-    }
-
-    /// Every member of a group, with the pages and points it took.
-    async fn members(
-        &self,
-        tokens: &dyn TokenSource,
-        cloud_id: &str,
-        group: &JiraGroup,
-    ) -> Result<(Vec<JiraUser>, u64, u64), SyncError> {
-        let (first, mut points) = self.member_page(tokens, cloud_id, group, 0).await?;
-        let (served, total, mut pages) = (first.values.len(), first.total, 1);
-        let mut last = first.is_last();
-        let mut members = first.values;
-        // A big group (every user is in one): Jira says how many members there are, so the rest of its pages are
-        // read a few at a time, at the page size it served. Any surprise (a short page, a list that changed under
-        // us) falls back to reading on in order from the first page.
-        if let Some(total) = total.filter(|_| !last && served > 0) {
-            // The whole group's points are drawn before its pages are read: a wait for the quota comes before the
-            // first of them, not halfway, which would lose the pages read and could never end for a group that
-            // costs most of a window.
-            let rest_cost = (total.saturating_sub(served)).div_ceil(served) as u64 * (1 + 2 * served as u64);
-            if rest_cost > 4 * (1 + 2 * atlassian::rest::MEMBERS_PAGE as u64) {
-                self.budget.before(cloud_id, rest_cost, self.latest_sleep()).await?;
-            }
-            let mut rest = std::pin::pin!(
-                stream::iter((served..total).step_by(served))
-                    .map(|at| async move { self.member_page(tokens, cloud_id, group, at).await.map(|p| (at, p)) })
-                    .buffer_unordered(MEMBER_CONCURRENCY)
-            );
-            let mut read = Vec::new();
-            while let Some(page) = rest.next().await {
-                let (at, (page, cost)) = page?;
-                (pages, points) = (pages + 1, points + cost);
-                read.push((at, page));
-            }
-            read.sort_by_key(|(at, _)| *at);
-            let whole = read.iter().enumerate().all(|(i, (_, page))| {
-                if i + 1 == read.len() { page.is_last() } else { page.values.len() == served && !page.is_last() }
-            });
-            if whole {
-                members.extend(read.into_iter().flat_map(|(_, page)| page.values));
-                return Ok((members, pages, points));
-            }
-        }
-        while !last {
-            let (page, cost) = self.member_page(tokens, cloud_id, group, members.len()).await?;
-            (pages, points, last) = (pages + 1, points + cost, page.is_last());
-            members.extend(page.values);
-        }
-        Ok((members, pages, points))
-    }
-
-    /// One page of a group's members, and its points.
-    async fn member_page(
-        &self,
-        tokens: &dyn TokenSource,
-        cloud_id: &str,
-        group: &JiraGroup,
-        start: usize,
-    ) -> Result<(Page<JiraUser>, u64), SyncError> {
-        let token = self.token(tokens).await?;
-        let call = self.directory.group_members_page(&token, cloud_id, &group.group_id, start);
-        let estimate = 1 + 2 * atlassian::rest::MEMBERS_PAGE as u64;
-        self.metered(Some(cloud_id), estimate, call, |p| 1 + 2 * p.values.len() as u64).await
-    }
-
     async fn projects(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
         let cloud_id = state.progress.sites[state.progress.site].clone();
         let cloud = cloud_id.as_str();
@@ -779,61 +553,6 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         .await
     }
 
-    /// The org's groups from the Admin API, a page (up to 100) at a time, each with its members (`users` filtered
-    /// by `groupIds`), `MEMBER_CONCURRENCY` groups at once.
-    async fn admin_groups(
-        &self,
-        scope: &Scope,
-        state: &mut State,
-        key: &AdminKey,
-        org_id: &str,
-    ) -> Result<Flow, SyncError> {
-        loop {
-            let page = self.directory.groups_v2(key, org_id, state.progress.cursor.as_deref()).await?;
-            let with_members: Vec<(AdminGroup, Vec<String>, u64)> =
-                stream::iter(page.data.into_iter().map(|group| async move {
-                    let (members, pages) = self.admin_members(key, org_id, &group.id).await?;
-                    Ok::<_, SyncError>((group, members, pages))
-                }))
-                .buffered(MEMBER_CONCURRENCY)
-                .try_collect()
-                .await?;
-            let pages = 1 + with_members.iter().map(|(_, _, pages)| pages).sum::<u64>();
-            let records = with_members.iter().map(|(group, members, _)| records::admin_group(group, members)).collect();
-            self.apply(scope, state, records, (pages, 0)).await?;
-            let last = page.next.is_none();
-            match page.next {
-                Some(next) => state.progress.cursor = Some(next),
-                None => state.progress.next_site(),
-            }
-            if let Some(paused) = self.after_page(state).await? {
-                return Ok(paused);
-            }
-            if last {
-                return Ok(Flow::SiteDone);
-            }
-        }
-    }
-
-    /// A group's members' account ids, and the pages it took.
-    async fn admin_members(
-        &self,
-        key: &AdminKey,
-        org_id: &str,
-        group_id: &str,
-    ) -> Result<(Vec<String>, u64), SyncError> {
-        let (mut members, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
-        loop {
-            let page = self.directory.users_v2(key, org_id, Some(group_id), cursor.as_deref()).await?;
-            pages += 1;
-            members.extend(page.data.into_iter().map(|u| u.account_id));
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => return Ok((members, pages)),
-            }
-        }
-    }
-
     /// A user's `sites`: the cloud ids it was seen on. The Admin API lists the org's directory, not who is on which
     /// site, so an admin-key connection's users carry none.
     fn user_sites(&self, seen_on: Vec<String>) -> Value {
@@ -866,12 +585,16 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         call: impl Future<Output = Result<T, ApiError>>,
         points: impl FnOnce(&T) -> u64,
     ) -> Result<(T, u64), SyncError> {
-        if let Some(site) = site {
-            self.budget.before(site, estimate, self.latest_sleep()).await?;
-        }
+        let reserved = match site {
+            Some(site) => self.budget.before(site, estimate, self.latest_sleep()).await?,
+            None => Reserved::NONE,
+        };
         let answer = match call.await {
             Ok(answer) => answer,
             Err(error) => {
+                if let Some(site) = site {
+                    self.budget.spent(site, reserved, 0);
+                }
                 if let (Some(site), ApiError::RateLimited { retry_after, reason: Some(reason) }) = (site, &error)
                     && error.is_quota_exhausted()
                 {
@@ -883,7 +606,7 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         };
         let cost = points(&answer);
         if let Some(site) = site {
-            self.budget.spent(site, cost);
+            self.budget.spent(site, reserved, cost);
         }
         Ok((answer, cost))
     }
