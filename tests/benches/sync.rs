@@ -1,7 +1,8 @@
 //! The sync against the sandbox with per-request latency: wall time next to the lower bound
 //! (requests × latency / allowed concurrency), requests made, objects written, peak memory.
 //!
-//! `cargo bench -p tests --bench sync` (env: `USERS`, `GROUPS`, `PROJECTS`, `SPACES`, `LATENCY_MS`); results in
+//! `cargo bench -p tests --bench sync` (env: `USERS`, `GROUPS`, `PROJECTS`, `SPACES`, `LATENCY_MS`, `BIG_GROUP`: the
+//! first group's members, 0 for as few as the others); results in
 //! BENCHMARKS.md. The sandbox runs as its own process. DynamoDB is replaced by an in-memory mirror that keeps only
 //! what a comparison needs (hash, deleted, users' sites), so the run measures the worker, not moto. A counting
 //! allocator gives the worker's own peak heap: allocations made while the stand-in files objects into its map
@@ -225,12 +226,14 @@ async fn main() {
     let (users, groups, projects, spaces) =
         (env("USERS", 20_000), env("GROUPS", 2_000), env("PROJECTS", 1_000), env("SPACES", 500));
     let latency = env("LATENCY_MS", 20) as u64;
+    let big_group = env("BIG_GROUP", 0);
     let port = 19_000 + (std::process::id() % 1000) as u16;
     let _sandbox = Sandbox(
         Command::new(env!("CARGO_BIN_EXE_atlassian-sandbox"))
             .args(["--port", &port.to_string(), "--sites", "1", "--latency-ms", &latency.to_string()])
             .args(["--users", &users.to_string(), "--groups", &groups.to_string()])
             .args(["--projects", &projects.to_string(), "--spaces", &spaces.to_string()])
+            .args(["--big-group", &big_group.to_string()])
             .stdout(Stdio::null())
             .spawn()
             .expect("the sandbox binary"),
@@ -272,7 +275,10 @@ async fn main() {
             .collect::<HashMap<_, _>>()
     };
 
-    println!("org: {users} users, {groups} groups, {projects} projects, {spaces} spaces; {latency} ms a request\n");
+    println!(
+        "org: {users} users, {groups} groups (the first of {big_group} members), {projects} projects, {spaces} \
+         spaces; {latency} ms a request\n"
+    );
     let rss_at_start = rss_mib("VmRSS:");
     println!(
         "| run | wall | lower bound | ratio | requests | points | objects written | worker's peak heap | RSS growth |"
