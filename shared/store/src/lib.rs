@@ -18,6 +18,7 @@ pub mod mirror;
 mod mirror_dynamo;
 mod model;
 pub mod runs;
+pub mod tenant;
 
 pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use dynamo::DynamoStore;

@@ -28,6 +28,104 @@ pub struct AdminConnectRequest {
     pub products: Option<Vec<Product>>,
 }
 
+/// A request that cannot be taken as it is: a stable code, and what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("{message}")]
+pub struct InvalidRequest {
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+const fn invalid(code: &'static str, message: &'static str) -> InvalidRequest {
+    InvalidRequest { code, message }
+}
+
+impl AdminConnectRequest {
+    /// The caller's fields, trimmed and checked: the tenant, the org and the key are required, the site login is
+    /// whole or absent (see [`site_login`]), and products are checked on a site, so they need one.
+    pub fn new(
+        tenant_id: &str,
+        org_id: &str,
+        admin_api_key: &str,
+        (site_url, site_email, site_api_token): (Option<String>, Option<String>, Option<String>),
+        products: Option<&[String]>,
+    ) -> Result<Self, InvalidRequest> {
+        let (tenant_id, org_id, key) = (tenant_id.trim(), org_id.trim(), admin_api_key.trim());
+        if tenant_id.is_empty() || org_id.is_empty() || key.is_empty() {
+            return Err(invalid("missing_field", "tenant_id, org_id and admin_api_key are required."));
+        }
+        let site = site_login(site_url, site_email, site_api_token)?;
+        let products = match products {
+            None => None,
+            Some(names) => {
+                let parsed: Option<Vec<Product>> = names
+                    .iter()
+                    .map(|n| match n.as_str() {
+                        "jira" => Some(Product::Jira),
+                        "confluence" => Some(Product::Confluence),
+                        _ => None,
+                    })
+                    .collect();
+                match parsed {
+                    Some(products) if site.is_some() => Some(products),
+                    Some(_) => {
+                        return Err(invalid(
+                            "products_need_site",
+                            "products are checked on a site: give site_url too.",
+                        ));
+                    }
+                    None => return Err(invalid("unknown_product", "products are \"jira\" and \"confluence\".")),
+                }
+            }
+        };
+        Ok(Self {
+            tenant_id: tenant_id.to_owned(),
+            org_id: org_id.to_owned(),
+            admin_api_key: AdminKey::new(key.to_owned()),
+            site,
+            products,
+        })
+    }
+}
+
+/// A site login from its three fields: all or none. The URL is the site's https URL (http only to this machine, a
+/// local sandbox), without credentials, query or fragment.
+pub fn site_login(
+    url: Option<String>,
+    email: Option<String>,
+    token: Option<String>,
+) -> Result<Option<SiteLogin>, InvalidRequest> {
+    match (url, email, token) {
+        (None, None, None) => Ok(None),
+        (Some(url), Some(email), Some(token)) if !email.trim().is_empty() && !token.trim().is_empty() => {
+            let Some(site_url) = Url::parse(url.trim()).ok().filter(site_url_allowed) else {
+                return Err(invalid(
+                    "invalid_site_url",
+                    "site_url must be the site's https URL, e.g. https://your-site.atlassian.net.",
+                ));
+            };
+            Ok(Some(SiteLogin {
+                site_url,
+                email: email.trim().to_owned(),
+                api_token: secrecy::SecretString::from(token.trim().to_owned()),
+            }))
+        }
+        _ => Err(invalid(
+            "incomplete_site_token",
+            "site_url, site_email and site_api_token go together: give all three, or none.",
+        )),
+    }
+}
+
+fn site_url_allowed(url: &Url) -> bool {
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    (url.scheme() == "https" || (url.scheme() == "http" && loopback))
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
+}
+
 #[derive(Debug, Error)]
 pub enum AdminConnectError {
     #[error(
