@@ -1049,9 +1049,9 @@ mod admin_key {
         let connection = tokens::admin::connect(&admin.store, &admin.client, &admin.keys, &request, now).await.unwrap();
         assert!(connection.sites.is_empty() && connection.account_id.is_empty());
         use store::mirror::ObjectType;
-        assert!(sync::engine::availability(&connection, ObjectType::Users).is_ok());
-        assert!(sync::engine::availability(&connection, ObjectType::Groups).is_ok());
-        let why = sync::engine::availability(&connection, ObjectType::Projects).unwrap_err();
+        assert!(connection.availability(ObjectType::Users).is_ok());
+        assert!(connection.availability(ObjectType::Groups).is_ok());
+        let why = connection.availability(ObjectType::Projects).unwrap_err();
         assert!(why.contains("no site token"), "said, not silently empty: {why}");
     }
 

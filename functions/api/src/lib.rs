@@ -17,13 +17,13 @@
 //!
 //! Every error is JSON `{"error": {"code", "message"}}`.
 
+use jobs::JobQueue;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use runtime::http;
 use secrecy::{ExposeSecret, SecretString};
 use store::mirror::MirrorStore;
 use store::{ConnectionStore, RunStore, SessionStore};
-use sync::queue::JobQueue;
 use tokens::connect::SessionSettings;
 use tokens::ids;
 

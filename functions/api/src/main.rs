@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let deps = Deps {
         store: DynamoStore::new(dynamodb.clone(), &config.table),
         mirror: DynamoMirror::new(dynamodb, &config.mirror_table),
-        queue: sync::queue::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.sync_queue_url),
+        queue: jobs::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.sync_queue_url),
         // A person waits on validation, inside API Gateway's 30 s: retry briefly, then answer 502.
         atlassian: atlassian::AtlassianClient::without_oauth(atlassian::http_client()?, config.endpoints.clone())
             .with_retry(atlassian::RetryPolicy {

@@ -77,7 +77,7 @@ impl<'a> ConnectionView<'a> {
                         held_deletions: run.held_deletions.as_ref(),
                     }),
                     // Known before any run: the connection cannot sync this type, and why.
-                    None => sync::engine::availability(c, object_type).err().map(|reason| RunView {
+                    None => c.availability(object_type).err().map(|reason| RunView {
                         status: RunStatus::NotAvailable,
                         started_at: None,
                         finished_at: None,

@@ -2,13 +2,13 @@
 
 use api::{Deps, handle};
 use atlassian::fake::FakeAtlassian;
+use jobs::MemoryQueue;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use store::{ConnectionStore, MemoryStore, SessionStore, contract};
-use sync::queue::MemoryQueue;
 use tokens::connect::{ReturnUrlAllowList, SessionSettings};
 
 const KEY: &str = "mk_test_management_key";

@@ -5,10 +5,10 @@
 //! waiting for the quota) gets no new job: when the quota cannot keep up with the cadence, cadences stretch (the
 //! status API shows `last_succeeded_at` and `next_due_at`) instead of runs piling up in the queue.
 
+use jobs::{Job, JobQueue, QueueError};
 use serde::{Deserialize, Serialize};
 use store::mirror::ObjectType;
 use store::{ConnectionStore, RunStore};
-use sync::queue::{Job, JobQueue, QueueError};
 
 #[derive(Debug, Deserialize)]
 pub struct Request {

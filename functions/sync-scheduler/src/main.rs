@@ -1,7 +1,7 @@
+use jobs::SqsQueue;
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use runtime::config::{Env, ProcessEnv};
 use store::DynamoStore;
-use sync::queue::SqsQueue;
 use sync_scheduler::{Request, handle};
 
 #[tokio::main]

@@ -1,8 +1,8 @@
 //! The scheduler queues one job per active connection for its object type.
 
+use jobs::MemoryQueue;
 use store::mirror::ObjectType;
 use store::{ConnectionStore, MemoryStore, RunRecord, RunStatus, RunStore, SessionStore, contract};
-use sync::queue::MemoryQueue;
 use sync_scheduler::{Request, handle};
 
 #[tokio::test]

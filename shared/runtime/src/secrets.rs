@@ -57,6 +57,7 @@ impl OAuthClient {
 }
 
 /// The OAuth app's credentials as the Atlassian client takes them, read from the secret `id`.
+#[cfg(feature = "atlassian")]
 pub async fn oauth_credentials(
     client: &aws_sdk_secretsmanager::Client,
     id: &str,

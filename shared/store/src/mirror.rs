@@ -109,6 +109,9 @@ pub fn fingerprint(key: &str) -> u64 {
 /// An opaque position in a partition listing.
 pub type Cursor = String;
 
+/// The field of a big group's record that keeps its chunks' hashes (bucket → hash); internal, not shown by the API.
+pub const MEMBER_CHUNKS: &str = "member_chunks";
+
 /// The most members a group record holds itself.
 pub const INLINE_MEMBERS: usize = 1000;
 

@@ -1,3 +1,4 @@
+use crate::mirror::ObjectType;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -109,4 +110,41 @@ pub struct Connection {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+impl Connection {
+    /// The sites a type is read from: Jira sites for users, groups and projects; Confluence sites for spaces; never a
+    /// site the grant no longer reaches.
+    pub fn sites_for(&self, object_type: ObjectType) -> Vec<String> {
+        let product = if object_type == ObjectType::Spaces { Product::Confluence } else { Product::Jira };
+        self.sites
+            .iter()
+            .filter(|s| s.lost_at.is_none() && s.products.contains(&product))
+            .map(|s| s.cloud_id.clone())
+            .collect()
+    }
+
+    /// Whether a connection can sync a type, and if not, why (for people): OAuth connections need a site whose
+    /// granted scopes cover the product; admin-key connections read users and groups from the Admin API, and projects
+    /// and spaces through the site token, where one was given and the org has the product there.
+    pub fn availability(&self, object_type: ObjectType) -> Result<(), String> {
+        let product = if object_type == ObjectType::Spaces { "Confluence" } else { "Jira" };
+        match self.mode {
+            ConnectionMode::Oauth if self.sites_for(object_type).is_empty() => {
+                Err(format!("no site this grant reaches has {product} in its granted scopes"))
+            }
+            ConnectionMode::Oauth => Ok(()),
+            ConnectionMode::AdminApiKey if matches!(object_type, ObjectType::Users | ObjectType::Groups) => Ok(()),
+            ConnectionMode::AdminApiKey if self.sites.is_empty() => Err(format!(
+                "no site token was given: {} are read through a site's API token (PATCH the connection with site_url, \
+                 site_email and site_api_token)",
+                object_type.as_str()
+            )),
+            ConnectionMode::AdminApiKey if self.sites_for(object_type).is_empty() => {
+                let site = self.sites.first().map(|s| s.url.as_str()).unwrap_or_default();
+                Err(format!("{product} is not a product of this organization on {site}"))
+            }
+            ConnectionMode::AdminApiKey => Ok(()),
+        }
+    }
 }

@@ -267,9 +267,9 @@ where
     let tokens = Refreshing::new(deps.store, deps.atlassian, deps.keys, deps.refresh, &connection.connection_id, owner);
     let token = tokens.token(pacing.token_horizon()).await.map_err(failure)?;
     let connection = &refresh_sites(deps, connection, &token).await?;
-    let sites = engine::sites_for(connection, object_type);
+    let sites = connection.sites_for(object_type);
     if resume.is_none() {
-        engine::availability(connection, object_type).map_err(Failure::NotAvailable)?;
+        connection.availability(object_type).map_err(Failure::NotAvailable)?;
     }
     let run = engine::Run {
         directory: deps.atlassian,
@@ -311,11 +311,11 @@ where
     let login =
         connection.sites.first().and_then(|s| url::Url::parse(&s.url).ok()).and_then(|u| secrets.site_login(&u));
     if resume.is_none() {
-        engine::availability(connection, object_type).map_err(Failure::NotAvailable)?;
+        connection.availability(object_type).map_err(Failure::NotAvailable)?;
     }
     let directory_type = matches!(object_type, ObjectType::Users | ObjectType::Groups);
     // The directory is one "site" of its own: the org.
-    let sites = if directory_type { vec![format!("org:{org_id}")] } else { engine::sites_for(connection, object_type) };
+    let sites = if directory_type { vec![format!("org:{org_id}")] } else { connection.sites_for(object_type) };
     let run = engine::Run {
         directory: deps.atlassian,
         mirror: deps.mirror,

@@ -4,6 +4,8 @@ pub mod access;
 pub mod budget;
 pub mod engine;
 pub mod job;
-pub mod queue;
 pub mod records;
 pub mod seen;
+
+/// The job queue (its own crate, so that what only queues jobs does not link the engine).
+pub use jobs as queue;

@@ -25,8 +25,7 @@ pub struct Record {
     pub chunks: Option<Vec<MemberChunk>>,
 }
 
-/// The field of a big group's record that keeps its chunks' hashes (bucket → hash); internal, not shown by the API.
-pub const MEMBER_CHUNKS: &str = "member_chunks";
+pub use store::mirror::MEMBER_CHUNKS;
 
 fn record(key: String, value: Value) -> Record {
     let fields = match value {

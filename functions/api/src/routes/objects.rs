@@ -6,9 +6,8 @@ use crate::Deps;
 use crate::error::ApiError;
 use lambda_http::{Request, RequestExt};
 use runtime::http;
-use store::mirror::{MemberChunk, MirrorStore, ObjectType, Scope, members_page, parse_members_cursor};
+use store::mirror::{MEMBER_CHUNKS, MemberChunk, MirrorStore, ObjectType, Scope, members_page, parse_members_cursor};
 use store::{ConnectionStore, StoreError};
-use sync::records::MEMBER_CHUNKS;
 
 pub async fn list<S: ConnectionStore, M: MirrorStore, Q, A>(
     deps: &Deps<S, M, Q, A>,

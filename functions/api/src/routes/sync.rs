@@ -3,12 +3,12 @@
 use super::{Answer, connection};
 use crate::Deps;
 use crate::error::ApiError;
+use jobs::{Job, JobQueue};
 use lambda_http::Request;
 use runtime::http;
 use serde::Deserialize;
 use store::mirror::ObjectType;
 use store::{ConnectionMode, ConnectionStatus, ConnectionStore};
-use sync::queue::{Job, JobQueue};
 
 #[derive(Deserialize, Default)]
 struct SyncRequest {

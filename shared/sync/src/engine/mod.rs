@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use store::HeldDeletions;
 use store::mirror::{MirrorStore, ObjectType, Scope};
-use store::{Checkpoint, CheckpointStore, Connection, ConnectionMode, Product, StoreError};
+use store::{Checkpoint, CheckpointStore, StoreError};
 use thiserror::Error;
 use time::OffsetDateTime;
 
@@ -67,42 +67,6 @@ pub enum SyncError {
 }
 
 pub use store::RunCounts as Counts;
-
-/// The sites a type is read from: Jira sites for users, groups and projects; Confluence sites for spaces; never a
-/// site the grant no longer reaches.
-pub fn sites_for(connection: &Connection, object_type: ObjectType) -> Vec<String> {
-    let product = if object_type == ObjectType::Spaces { Product::Confluence } else { Product::Jira };
-    connection
-        .sites
-        .iter()
-        .filter(|s| s.lost_at.is_none() && s.products.contains(&product))
-        .map(|s| s.cloud_id.clone())
-        .collect()
-}
-
-/// Whether a connection can sync a type, and if not, why (for people): OAuth connections need a site whose
-/// granted scopes cover the product; admin-key connections read users and groups from the Admin API, and projects
-/// and spaces through the site token, where one was given and the org has the product there.
-pub fn availability(connection: &Connection, object_type: ObjectType) -> Result<(), String> {
-    let product = if object_type == ObjectType::Spaces { "Confluence" } else { "Jira" };
-    match connection.mode {
-        ConnectionMode::Oauth if sites_for(connection, object_type).is_empty() => {
-            Err(format!("no site this grant reaches has {product} in its granted scopes"))
-        }
-        ConnectionMode::Oauth => Ok(()),
-        ConnectionMode::AdminApiKey if matches!(object_type, ObjectType::Users | ObjectType::Groups) => Ok(()),
-        ConnectionMode::AdminApiKey if connection.sites.is_empty() => Err(format!(
-            "no site token was given: {} are read through a site's API token (PATCH the connection with site_url, \
-             site_email and site_api_token)",
-            object_type.as_str()
-        )),
-        ConnectionMode::AdminApiKey if sites_for(connection, object_type).is_empty() => {
-            let site = connection.sites.first().map(|s| s.url.as_str()).unwrap_or_default();
-            Err(format!("{product} is not a product of this organization on {site}"))
-        }
-        ConnectionMode::AdminApiKey => Ok(()),
-    }
-}
 
 /// What a run reads Atlassian with.
 #[derive(Clone, Copy)]
