@@ -1,0 +1,319 @@
+//! The sync engine and its jobs against an in-process sandbox and the in-memory store: what plain `cargo test`
+//! proves about the sync without the local stack — runs that pause and resume through their continuations, deletions
+//! decided only by complete runs and held when too many at once, a group that costs more than a quota window, and
+//! an admin key's directory. (The same behaviours against DynamoDB are in `integration/`.)
+
+use atlassian::{AtlassianClient, ClientCredentials, ClientId, ClientSecret, Endpoints};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+use store::mirror::{MirrorStore, ObjectType, Scope};
+use store::{ConnectionStore, MemoryStore, RunRecord, RunStatus, RunStore};
+use sync::budget::{Budget, QuotaConfig, SharedBudget, Unlimited};
+use sync::engine::{DeletionGuard, Pacing};
+use sync::job::{self, Deps, Outcome};
+use sync::queue::{Job, MemoryQueue};
+use tests::harness;
+use tests::sandbox::{OrgSize, Quota, SandboxConfig};
+use tokens::KeyRing;
+use tokens::refresh::RefreshPolicy;
+use url::Url;
+
+/// A sandbox, a store and a queue in this process.
+struct World {
+    sandbox: Url,
+    store: MemoryStore,
+    queue: MemoryQueue,
+    keys: KeyRing,
+    policy: RefreshPolicy,
+    client: AtlassianClient,
+}
+
+impl World {
+    async fn new(config: SandboxConfig) -> Self {
+        let sandbox = harness::spawn_sandbox(config).await.unwrap();
+        let client = AtlassianClient::new(
+            atlassian::http_client().unwrap(),
+            Endpoints { auth_base: sandbox.clone(), api_base: sandbox.clone() },
+            ClientCredentials {
+                client_id: ClientId::new("sandbox-client-id".into()),
+                client_secret: ClientSecret::new("sandbox-client-secret".into()),
+            },
+            Url::parse("https://connector.test/oauth/callback").unwrap(),
+        );
+        Self {
+            sandbox,
+            store: MemoryStore::new(),
+            queue: MemoryQueue::default(),
+            keys: KeyRing::from_json(&KeyRing::generate_json("v1")).unwrap(),
+            policy: RefreshPolicy::default(),
+            client,
+        }
+    }
+
+    /// An OAuth connection of the org's first admin to the given sites, sealed and stored as the callback would.
+    async fn connect(&self, sites: &[String]) -> String {
+        let body =
+            json!({"account_id": harness::ADMIN, "sites": sites, "scopes": tokens::scopes::defaults().join(" ")});
+        let url = self.sandbox.join("/__sandbox/grants").unwrap();
+        let grant: Value = harness::client().post(url).json(&body).send().await.unwrap().json().await.unwrap();
+        let credentials = tokens::credentials::Credentials {
+            access_token: atlassian::AccessToken::new(grant["access_token"].as_str().unwrap().into()),
+            refresh_token: grant["refresh_token"].as_str().map(|t| atlassian::RefreshToken::new(t.into())),
+            expires_at: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        };
+        let id = harness::unique("con");
+        let mut connection = store::contract::connection(&harness::unique("tenant"), &id);
+        let template = connection.sites[0].clone();
+        connection.sites = (sites.iter().enumerate())
+            .map(|(i, cloud_id)| store::Site {
+                cloud_id: cloud_id.clone(),
+                url: format!("https://site-{i}.atlassian.net"),
+                ..template.clone()
+            })
+            .collect();
+        connection.scopes = tokens::scopes::defaults();
+        connection.account_id = harness::ADMIN.into();
+        connection.credentials = tokens::credentials::seal(&self.keys, &id, &credentials).unwrap();
+        self.store.upsert_connection(&connection).await.unwrap();
+        id
+    }
+
+    fn deps<'a, B: Budget>(
+        &'a self,
+        budget: &'a B,
+        pacing: Pacing,
+    ) -> Deps<'a, MemoryStore, MemoryStore, AtlassianClient, B, MemoryQueue> {
+        Deps {
+            store: &self.store,
+            mirror: &self.store,
+            atlassian: &self.client,
+            budget,
+            keys: &self.keys,
+            refresh: &self.policy,
+            queue: &self.queue,
+            pacing,
+            guard: DeletionGuard::default(),
+        }
+    }
+
+    /// Runs `job` and its continuations as the queue would deliver them (delays slept) until the run ends; answers
+    /// how it ended, how many invocations it took and the waiting records it showed on the way.
+    async fn run_through<B: Budget>(
+        &self,
+        deps: &Deps<'_, MemoryStore, MemoryStore, AtlassianClient, B, MemoryQueue>,
+        job: Job,
+    ) -> (Outcome, usize, Vec<RunRecord>) {
+        let (mut next, mut waits) = (job, Vec::new());
+        for n in 1..1000 {
+            match job::run(deps, &next, &harness::unique("message"), None).await.unwrap() {
+                outcome @ (Outcome::Continued(_) | Outcome::Waiting(_)) => {
+                    if let Outcome::Waiting(until) = outcome {
+                        let record = self.store.get_run(&next.connection_id, next.object_type).await.unwrap().unwrap();
+                        assert_eq!((record.status, record.waiting_until), (RunStatus::Waiting, Some(until)));
+                        waits.push(record);
+                    }
+                    let mut queued = self.queue.take();
+                    assert_eq!(queued.len(), 1, "one continuation");
+                    let (continuation, delay) = queued.remove(0);
+                    tokio::time::sleep(delay).await;
+                    next = continuation;
+                }
+                ended => return (ended, n, waits),
+            }
+        }
+        panic!("the run did not end");
+    }
+
+    async fn org(&self) -> Value {
+        harness::sandbox_org(&self.sandbox).await.unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) {
+        let response = harness::client().post(self.sandbox.join(path).unwrap()).json(&body).send().await.unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+    }
+
+    /// The live objects of a connection's type, and how many are marked deleted.
+    async fn mirrored(&self, id: &str, object_type: ObjectType) -> (HashMap<String, Value>, usize) {
+        let scope = Scope::new(id, object_type);
+        let (mut live, mut deleted, mut cursor) = (HashMap::new(), 0, None);
+        loop {
+            let (page, next) = self.store.list(&scope, cursor.as_deref(), 500).await.unwrap();
+            for object in page {
+                if object.deleted {
+                    deleted += 1;
+                } else {
+                    live.insert(object.key, Value::Object(object.record));
+                }
+            }
+            cursor = next;
+            if cursor.is_none() {
+                return (live, deleted);
+            }
+        }
+    }
+
+    /// Every member the mirror holds under `key` (a group's chunks, or a run's staged parts), sorted.
+    async fn members(&self, id: &str, key: &str) -> Vec<String> {
+        let scope = Scope::new(id, ObjectType::Groups);
+        let (mut ids, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let (page, next) = self.store.members(&scope, key, cursor.as_deref(), 1000).await.unwrap();
+            ids.extend(page);
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        ids.sort();
+        ids
+    }
+}
+
+fn sites(n: usize) -> Vec<String> {
+    (0..n).map(tests::sandbox::site_id).collect()
+}
+
+fn succeeded(outcome: Outcome) -> store::RunCounts {
+    match outcome {
+        Outcome::Finished(RunStatus::Succeeded, counts) => counts,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn runs_pause_after_every_page_resume_from_their_checkpoints_and_end_exact() {
+    // Users come 100 a page whatever is asked, every third page shorter still: a bare array ended only when empty.
+    let org = OrgSize { users: 430, groups: 12, projects: 120, spaces: 130, sites: 2 };
+    let world = World::new(SandboxConfig { org, short_pages_every: 3, ..SandboxConfig::default() }).await;
+    let sites = sites(2);
+    let id = world.connect(&sites).await;
+    let deps = world.deps(&Unlimited, Pacing { max_pages: 1, ..Pacing::default() });
+    let org = world.org().await;
+    for object_type in ObjectType::ALL {
+        let (outcome, invocations, _) = world.run_through(&deps, Job::new(&id, object_type)).await;
+        let counts = succeeded(outcome);
+        let expected = harness::expected_mirror(&org, object_type.as_str(), &sites);
+        assert!(invocations >= 3, "{object_type:?}: {invocations} invocations, one page each");
+        assert_eq!(world.mirrored(&id, object_type).await, (expected, 0), "{object_type:?}: exactly the org");
+        assert_eq!(counts.deleted, 0);
+    }
+    // A finished run leaves no checkpoint behind.
+    for object_type in ObjectType::ALL {
+        assert!(store::CheckpointStore::load_checkpoint(&world.store, &id, object_type).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn only_a_complete_run_decides_deletions_and_a_mass_departure_is_held_until_confirmed() {
+    let world = World::new(SandboxConfig::default()).await;
+    let sites = sites(OrgSize::default().sites);
+    let id = world.connect(&sites).await;
+    let whole = world.deps(&Unlimited, Pacing::default());
+    succeeded(world.run_through(&whole, Job::new(&id, ObjectType::Users)).await.0);
+
+    // The org changes; a run reads one page and stops there (its continuation not yet run): nothing is deleted.
+    world.post("/__sandbox/org/mutate", json!({})).await;
+    let paced = world.deps(&Unlimited, Pacing { max_pages: 1, ..Pacing::default() });
+    let first = job::run(&paced, &Job::new(&id, ObjectType::Users), "cut-short", None).await.unwrap();
+    assert!(matches!(first, Outcome::Continued(_)), "{first:?}");
+    assert_eq!(world.mirrored(&id, ObjectType::Users).await.1, 0, "a run cut short marks nothing deleted");
+    // Its continuation reads on to the end: now the departed user is marked.
+    let (continuation, _) = world.queue.take().remove(0);
+    let counts = succeeded(world.run_through(&whole, continuation).await.0);
+    assert_eq!(counts.deleted, 1);
+    let org = world.org().await;
+    let expected = harness::expected_mirror(&org, "users", &sites);
+    assert_eq!(world.mirrored(&id, ObjectType::Users).await, (expected, 1));
+
+    // Most of the org leaves at once: held, and said; the next run sees the same and confirms it.
+    let leaving = world.mirrored(&id, ObjectType::Users).await.0.len() as u64 - 5;
+    world.post("/__sandbox/org/keep-users", json!({"keep": 5})).await;
+    let counts = succeeded(world.run_through(&whole, Job::new(&id, ObjectType::Users)).await.0);
+    assert_eq!((counts.deleted, counts.held), (0, leaving), "{counts:?}");
+    let record = world.store.get_run(&id, ObjectType::Users).await.unwrap().unwrap();
+    assert!(record.held_deletions.is_some() && record.error.is_some_and(|e| e.contains("not marked deleted")));
+    let counts = succeeded(world.run_through(&whole, Job::new(&id, ObjectType::Users)).await.0);
+    assert_eq!((counts.deleted, counts.held), (leaving, 0));
+    let record = world.store.get_run(&id, ObjectType::Users).await.unwrap().unwrap();
+    assert_eq!((record.held_deletions, record.error), (None, None));
+}
+
+#[tokio::test]
+async fn a_group_costing_more_than_a_quota_window_finishes_across_windows_and_turns() {
+    // 2,600 members at 40 a page cost ~5,300 points against a pool of 1,500 every second: a segment of the group
+    // costs more than a window grants, and a turn is 1,000 points.
+    let window = Duration::from_secs(1);
+    let quota = Quota { global_points: Some(1500), window, ..Quota::default() };
+    let org = OrgSize { users: 2_700, groups: 3, projects: 1, spaces: 1, sites: 1 };
+    let config = SandboxConfig { org, big_group: 2_600, members_page_cap: 40, quota, ..SandboxConfig::default() };
+    let world = World::new(config).await;
+    let sites = sites(1);
+    let id = world.connect(&sites).await;
+    let config = QuotaConfig { points: 1500, window, reserve: 0.1, ..QuotaConfig::default() };
+    let mut budget = SharedBudget::new(&world.store, "app", config);
+    budget.max_wait = Duration::ZERO;
+    let deps = world.deps(&budget, Pacing { points_per_turn: 1_000, ..Pacing::default() });
+    let (outcome, invocations, waits) = world.run_through(&deps, Job::new(&id, ObjectType::Groups)).await;
+    let counts = succeeded(outcome);
+    assert_eq!(counts.created, 3);
+    assert!(counts.points > 3 * 1500 && !waits.is_empty() && invocations > 3, "{counts:?}, {invocations}");
+    let stats: Value = harness::client()
+        .get(world.sandbox.join("/__sandbox/stats").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["quota_429s"], 0, "{stats}");
+
+    let org = world.org().await;
+    let big = &org["groups"][0];
+    let big_id = big["id"].as_str().unwrap();
+    let mut expected: Vec<String> =
+        big["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect();
+    expected.sort();
+    assert_eq!(world.members(&id, big_id).await, expected, "every member, exactly");
+    let run = world.store.get_run(&id, ObjectType::Groups).await.unwrap().unwrap();
+    assert!(world.members(&id, &format!("staged#{}#{big_id}", run.run_id)).await.is_empty(), "nothing left staged");
+    let (live, _) = world.mirrored(&id, ObjectType::Groups).await;
+    assert_eq!(live[big_id]["member_count"], 2_600);
+}
+
+#[tokio::test]
+async fn an_admin_key_reads_the_orgs_directory_and_its_sites() {
+    // Several Admin API pages (100 a page) of users, of groups and of one group's members; several site pages.
+    let org = OrgSize { users: 260, groups: 130, projects: 230, spaces: 600, sites: 2 };
+    let world = World::new(SandboxConfig { org, ..SandboxConfig::default() }).await;
+    let key = atlassian::AdminKey::new(harness::admin_key(&world.sandbox, json!({})).await.unwrap());
+    let (email, token) = harness::api_token(&world.sandbox, harness::ADMIN).await.unwrap();
+    let login =
+        atlassian::SiteLogin { site_url: harness::site_url(&world.sandbox, "acme"), email, api_token: token.into() };
+    let request = tokens::admin::AdminConnectRequest {
+        tenant_id: harness::unique("tenant"),
+        org_id: tests::sandbox::ORG_ID.into(),
+        admin_api_key: key,
+        site: Some(login),
+        products: None,
+    };
+    let admin_client = AtlassianClient::without_oauth(
+        atlassian::http_client().unwrap(),
+        Endpoints { auth_base: world.sandbox.clone(), api_base: world.sandbox.clone() },
+    );
+    let now = time::OffsetDateTime::now_utc();
+    let connection = tokens::admin::connect(&world.store, &admin_client, &world.keys, &request, now).await.unwrap();
+    let id = connection.connection_id;
+    let deps = world.deps(&Unlimited, Pacing { max_pages: 1, ..Pacing::default() });
+    let org = world.org().await;
+    let site = tests::sandbox::site_id(0);
+    for object_type in ObjectType::ALL {
+        let (outcome, invocations, _) = world.run_through(&deps, Job::new(&id, object_type)).await;
+        let counts = succeeded(outcome);
+        let expected = harness::expected_admin_mirror(&org, object_type.as_str(), Some(&site));
+        assert!(invocations >= 3, "{object_type:?}: {invocations} invocations");
+        assert_eq!(counts.created as usize, expected.len(), "{object_type:?}");
+        assert_eq!(world.mirrored(&id, object_type).await, (expected, 0), "{object_type:?}: the Admin API's view");
+    }
+}
