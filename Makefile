@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
 
-.PHONY: dev test tools unit lint clippy build-arm64 load-test clean
+.PHONY: dev test tools unit lint clippy build-arm64 sizes cold-start load-test clean
 
 tools: $(VENV)/.installed
 
@@ -75,6 +75,16 @@ lint: tools clippy
 build-arm64: tools
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO_LAMBDA) lambda build --release --arm64 \
 	  --package connect --package callback --package api --package sync-worker --package sync-scheduler
+
+## Cold starts: each release binary from process start to its first poll of a local Runtime API, its secrets read
+## from the local stack (BENCHMARKS.md).
+cold-start: tools
+	cargo build --release --bins -p connect -p callback -p api -p sync-worker -p sync-scheduler
+	STACK_FUNCTIONS=0 $(PY) scripts/stack.py run -- python3 scripts/cold_start.py
+
+## The release artifacts' sizes, raw and zipped (BENCHMARKS.md).
+sizes: build-arm64
+	python3 scripts/artifact_sizes.py
 
 clean:
 	rm -rf .dev target/lambda

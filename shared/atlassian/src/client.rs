@@ -1,4 +1,3 @@
-use crate::rest::RetryPolicy;
 use crate::{AccessibleResource, ApiError, AtlassianApi, Me, OAuthError, TokenGrant};
 use backon::{ExponentialBuilder, Retryable};
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
@@ -67,6 +66,21 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
         .timeout(Duration::from_secs(20))
         .user_agent(concat!("atlassian-connector/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// How the client rides out burst 429s, 5xx and dropped connections: retries with exponential backoff (never
+/// shorter than `Retry-After`); a wait longer than `max_delay` is handed back to the caller instead.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_retries: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_retries: 4, min_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
+    }
 }
 
 /// The real client.

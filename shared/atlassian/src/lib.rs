@@ -17,11 +17,12 @@ pub mod rest;
 mod types;
 
 pub use admin::{AdminApi, AdminKey, SiteLogin};
+pub use client::RetryPolicy;
 pub use client::{AtlassianClient, ClientCredentials, Endpoints, http_client};
 pub use error::{ApiError, OAuthError};
 pub use oauth2::{AccessToken, AuthorizationCode, ClientId, ClientSecret, RefreshToken};
 pub use quota::{QuotaReport, QuotaWatch};
-pub use rest::{DirectoryApi, RetryPolicy};
+pub use rest::DirectoryApi;
 pub use types::{AccessibleResource, Me, TokenGrant};
 
 use std::future::Future;

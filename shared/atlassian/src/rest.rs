@@ -5,25 +5,11 @@
 //!
 //! Every GET retries transient failures ([`ApiError::is_transient`]) with exponential backoff and full jitter
 //! (`backon`), waiting at least the server's `Retry-After` (0 is clamped to 1 s). A quota-exhausted 429 or one
-//! asking for a longer wait than [`RetryPolicy::max_delay`] is returned at once: a Lambda should checkpoint and
+//! asking for a longer wait than [`RetryPolicy::max_delay`](crate::RetryPolicy::max_delay) is returned at once: a Lambda should checkpoint and
 //! come back later, not sleep.
 
 use crate::{AccessToken, ApiError};
 use serde::Deserialize;
-use std::time::Duration;
-
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub max_retries: usize,
-    pub min_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { max_retries: 4, min_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
-    }
-}
 
 /// A Jira user (`users/search`, `group/member`, a project's `lead`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

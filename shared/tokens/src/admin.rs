@@ -270,8 +270,12 @@ pub async fn connect<S: ConnectionStore, A: AdminApi>(
 ) -> Result<Connection, AdminConnectError> {
     let validated = validate(atlassian, request).await?;
     let connection_id = connection_id(&request.tenant_id, &request.org_id);
-    let sealed = credentials::seal_admin(keys, &connection_id, &AdminCredentials::from_request(request))
-        .map_err(AdminConnectError::Crypto)?;
+    let sealed = credentials::seal_admin(
+        keys,
+        &connection_id,
+        &AdminCredentials::new(&request.admin_api_key, request.site.as_ref()),
+    )
+    .map_err(AdminConnectError::Crypto)?;
     let connection = Connection {
         connection_id,
         tenant_id: request.tenant_id.clone(),

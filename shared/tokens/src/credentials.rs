@@ -48,12 +48,13 @@ impl std::fmt::Debug for AdminCredentials {
 }
 
 impl AdminCredentials {
-    pub fn from_request(request: &crate::admin::AdminConnectRequest) -> Self {
+    /// The key, and the site login's email and token if there is one (its URL stays on the connection).
+    pub fn new(key: &atlassian::AdminKey, site: Option<&atlassian::SiteLogin>) -> Self {
         use secrecy::ExposeSecret;
         Self {
-            admin_api_key: request.admin_api_key.expose().to_owned(),
-            site_email: request.site.as_ref().map(|s| s.email.clone()),
-            site_api_token: request.site.as_ref().map(|s| s.api_token.expose_secret().to_owned()),
+            admin_api_key: key.expose().to_owned(),
+            site_email: site.map(|s| s.email.clone()),
+            site_api_token: site.map(|s| s.api_token.expose_secret().to_owned()),
         }
     }
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Each function's release `bootstrap` and its size zipped as SAM zips it (deflate), as a Markdown table.
+
+Run after `make build-arm64` (or `make sizes`, which builds first)."""
+import io
+import os
+import sys
+import zipfile
+
+FUNCTIONS = ["connect", "callback", "api", "sync-scheduler", "sync-worker"]
+
+
+def main() -> int:
+    root = sys.argv[1] if len(sys.argv) > 1 else "target/lambda"
+    print("| function | bootstrap | zip |\n|---|---|---|")
+    for name in FUNCTIONS:
+        path = os.path.join(root, name, "bootstrap")
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.write(path, "bootstrap")
+        print(f"| {name} | {os.path.getsize(path) / 1e6:.2f} MB | {len(buffer.getvalue()) / 1e6:.2f} MB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
