@@ -10,10 +10,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = Config::from_env(&Env(ProcessEnv))?;
     let aws = runtime::aws_config().await;
     let secretsmanager = runtime::secretsmanager(&aws);
-    let management_key = secrets::read(&secretsmanager, &config.management_key_secret_id).await?;
-    let keys = tokens::KeyRing::from_json(secrecy::ExposeSecret::expose_secret(
-        &secrets::read(&secretsmanager, &config.token_keys_secret_id).await?,
-    ))?;
+    // The two secrets at once: each read is a round trip of the cold start.
+    let (management_key, keys) = tokio::try_join!(
+        secrets::read(&secretsmanager, &config.management_key_secret_id),
+        secrets::read(&secretsmanager, &config.token_keys_secret_id),
+    )?;
+    let keys = tokens::KeyRing::from_json(secrecy::ExposeSecret::expose_secret(&keys))?;
     let dynamodb = runtime::dynamodb(&aws);
     let deps = Deps {
         store: DynamoStore::new(dynamodb.clone(), &config.table),

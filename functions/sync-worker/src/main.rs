@@ -13,8 +13,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env(&Env(ProcessEnv))?;
     let aws = runtime::aws_config().await;
     let secretsmanager = runtime::secretsmanager(&aws);
-    let credentials = secrets::oauth_credentials(&secretsmanager, &config.oauth_client_secret_id).await?;
-    let keys = KeyRing::from_json(secrets::read(&secretsmanager, &config.token_keys_secret_id).await?.expose_secret())?;
+    // The two secrets at once: each read is a round trip of the cold start.
+    let (credentials, keys) = tokio::try_join!(
+        secrets::oauth_credentials(&secretsmanager, &config.oauth_client_secret_id),
+        secrets::read(&secretsmanager, &config.token_keys_secret_id),
+    )?;
+    let keys = KeyRing::from_json(keys.expose_secret())?;
     // The client reports Atlassian's quota headers to the budget, which reconciles its pools with them.
     let quota = atlassian::QuotaWatch::default();
     let atlassian = atlassian::AtlassianClient::new(
