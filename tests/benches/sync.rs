@@ -259,14 +259,7 @@ async fn main() {
     let checkpoints = store::MemoryStore::new();
     let site = tests::sandbox::site_id(0);
     let stats = || async {
-        let stats: Value = tests::harness::client()
-            .get(base.join("/__sandbox/stats").unwrap())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = tests::harness::sandbox_stats(&base).await.unwrap();
         stats["rest_requests"]
             .as_object()
             .unwrap()

@@ -390,8 +390,7 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
 }
 
 async fn sandbox_stats(stack: &Stack) -> Value {
-    let url = stack.atlassian_url.join("/__sandbox/stats").unwrap();
-    harness::client().get(url).send().await.unwrap().json().await.unwrap()
+    harness::sandbox_stats(&stack.atlassian_url).await.unwrap()
 }
 
 /// How many messages the sync queue's dead-letter queue holds.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
 use store::mirror::{MirrorStore, ObjectType, Scope};
-use store::{ConnectionStore, MemoryStore, RunRecord, RunStatus, RunStore};
+use store::{ConnectionStore, MemoryStore, RunStatus, RunStore};
 use sync::budget::{Budget, QuotaConfig, SharedBudget, Unlimited};
 use sync::engine::{DeletionGuard, Pacing};
 use sync::job::{self, Deps, Outcome};
@@ -97,34 +97,6 @@ impl World {
         }
     }
 
-    /// Runs `job` and its continuations as the queue would deliver them (delays slept) until the run ends; answers
-    /// how it ended, how many invocations it took and the waiting records it showed on the way.
-    async fn run_through<B: Budget>(
-        &self,
-        deps: &Deps<'_, MemoryStore, MemoryStore, AtlassianClient, B, MemoryQueue>,
-        job: Job,
-    ) -> (Outcome, usize, Vec<RunRecord>) {
-        let (mut next, mut waits) = (job, Vec::new());
-        for n in 1..1000 {
-            match job::run(deps, &next, &harness::unique("message"), None).await.unwrap() {
-                outcome @ (Outcome::Continued(_) | Outcome::Waiting(_)) => {
-                    if let Outcome::Waiting(until) = outcome {
-                        let record = self.store.get_run(&next.connection_id, next.object_type).await.unwrap().unwrap();
-                        assert_eq!((record.status, record.waiting_until), (RunStatus::Waiting, Some(until)));
-                        waits.push(record);
-                    }
-                    let mut queued = self.queue.take();
-                    assert_eq!(queued.len(), 1, "one continuation");
-                    let (continuation, delay) = queued.remove(0);
-                    tokio::time::sleep(delay).await;
-                    next = continuation;
-                }
-                ended => return (ended, n, waits),
-            }
-        }
-        panic!("the run did not end");
-    }
-
     async fn org(&self) -> Value {
         harness::sandbox_org(&self.sandbox).await.unwrap()
     }
@@ -192,7 +164,7 @@ async fn runs_pause_after_every_page_resume_from_their_checkpoints_and_end_exact
     let deps = world.deps(&Unlimited, Pacing { max_pages: 1, ..Pacing::default() });
     let org = world.org().await;
     for object_type in ObjectType::ALL {
-        let (outcome, invocations, _) = world.run_through(&deps, Job::new(&id, object_type)).await;
+        let (outcome, invocations, _) = harness::run_through(&deps, Job::new(&id, object_type)).await;
         let counts = succeeded(outcome);
         let expected = harness::expected_mirror(&org, object_type.as_str(), &sites);
         assert!(invocations >= 3, "{object_type:?}: {invocations} invocations, one page each");
@@ -211,7 +183,7 @@ async fn only_a_complete_run_decides_deletions_and_a_mass_departure_is_held_unti
     let sites = sites(OrgSize::default().sites);
     let id = world.connect(&sites).await;
     let whole = world.deps(&Unlimited, Pacing::default());
-    succeeded(world.run_through(&whole, Job::new(&id, ObjectType::Users)).await.0);
+    succeeded(harness::run_through(&whole, Job::new(&id, ObjectType::Users)).await.0);
 
     // The org changes; a run reads one page and stops there (its continuation not yet run): nothing is deleted.
     world.post("/__sandbox/org/mutate", json!({})).await;
@@ -221,7 +193,7 @@ async fn only_a_complete_run_decides_deletions_and_a_mass_departure_is_held_unti
     assert_eq!(world.mirrored(&id, ObjectType::Users).await.1, 0, "a run cut short marks nothing deleted");
     // Its continuation reads on to the end: now the departed user is marked.
     let (continuation, _) = world.queue.take().remove(0);
-    let counts = succeeded(world.run_through(&whole, continuation).await.0);
+    let counts = succeeded(harness::run_through(&whole, continuation).await.0);
     assert_eq!(counts.deleted, 1);
     let org = world.org().await;
     let expected = harness::expected_mirror(&org, "users", &sites);
@@ -230,11 +202,11 @@ async fn only_a_complete_run_decides_deletions_and_a_mass_departure_is_held_unti
     // Most of the org leaves at once: held, and said; the next run sees the same and confirms it.
     let leaving = world.mirrored(&id, ObjectType::Users).await.0.len() as u64 - 5;
     world.post("/__sandbox/org/keep-users", json!({"keep": 5})).await;
-    let counts = succeeded(world.run_through(&whole, Job::new(&id, ObjectType::Users)).await.0);
+    let counts = succeeded(harness::run_through(&whole, Job::new(&id, ObjectType::Users)).await.0);
     assert_eq!((counts.deleted, counts.held), (0, leaving), "{counts:?}");
     let record = world.store.get_run(&id, ObjectType::Users).await.unwrap().unwrap();
     assert!(record.held_deletions.is_some() && record.error.is_some_and(|e| e.contains("not marked deleted")));
-    let counts = succeeded(world.run_through(&whole, Job::new(&id, ObjectType::Users)).await.0);
+    let counts = succeeded(harness::run_through(&whole, Job::new(&id, ObjectType::Users)).await.0);
     assert_eq!((counts.deleted, counts.held), (leaving, 0));
     let record = world.store.get_run(&id, ObjectType::Users).await.unwrap().unwrap();
     assert_eq!((record.held_deletions, record.error), (None, None));
@@ -255,18 +227,11 @@ async fn a_group_costing_more_than_a_quota_window_finishes_across_windows_and_tu
     let mut budget = SharedBudget::new(&world.store, "app", config);
     budget.max_wait = Duration::ZERO;
     let deps = world.deps(&budget, Pacing { points_per_turn: 1_000, ..Pacing::default() });
-    let (outcome, invocations, waits) = world.run_through(&deps, Job::new(&id, ObjectType::Groups)).await;
+    let (outcome, invocations, waits) = harness::run_through(&deps, Job::new(&id, ObjectType::Groups)).await;
     let counts = succeeded(outcome);
     assert_eq!(counts.created, 3);
     assert!(counts.points > 3 * 1500 && !waits.is_empty() && invocations > 3, "{counts:?}, {invocations}");
-    let stats: Value = harness::client()
-        .get(world.sandbox.join("/__sandbox/stats").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = harness::sandbox_stats(&world.sandbox).await.unwrap();
     assert_eq!(stats["quota_429s"], 0, "{stats}");
 
     let org = world.org().await;
@@ -309,7 +274,7 @@ async fn an_admin_key_reads_the_orgs_directory_and_its_sites() {
     let org = world.org().await;
     let site = tests::sandbox::site_id(0);
     for object_type in ObjectType::ALL {
-        let (outcome, invocations, _) = world.run_through(&deps, Job::new(&id, object_type)).await;
+        let (outcome, invocations, _) = harness::run_through(&deps, Job::new(&id, object_type)).await;
         let counts = succeeded(outcome);
         let expected = harness::expected_admin_mirror(&org, object_type.as_str(), Some(&site));
         assert!(invocations >= 3, "{object_type:?}: {invocations} invocations");

@@ -121,8 +121,7 @@ impl Flow {
     }
 
     async fn sandbox_stats(&self) -> serde_json::Value {
-        let url = self.sandbox.join("/__sandbox/stats").unwrap();
-        harness::client().get(url).send().await.unwrap().json().await.unwrap()
+        harness::sandbox_stats(&self.sandbox).await.unwrap()
     }
 
     /// Makes the stored access token look expired (same tokens, expiry in the past).
@@ -1244,39 +1243,6 @@ mod real_orgs {
         (0..OrgSize::default().sites).map(tests::sandbox::site_id).collect()
     }
 
-    /// Runs a job and its continuations (as the queue would deliver them, delays slept) until the run ends;
-    /// answers how it ended and every waiting record the run showed on the way.
-    pub(super) async fn run_through<M, A, B>(
-        deps: &job::Deps<'_, DynamoStore, M, A, B, sync::queue::MemoryQueue>,
-        job: Job,
-    ) -> (Outcome, Vec<store::RunRecord>)
-    where
-        M: store::mirror::MirrorStore,
-        A: atlassian::AtlassianApi + atlassian::DirectoryApi + atlassian::AdminApi,
-        B: sync::budget::Budget,
-    {
-        let (mut next, mut waits) = (job, Vec::new());
-        for n in 0..500 {
-            let outcome = job::run(deps, &next, &unique(&format!("message-{n}")), None).await.unwrap();
-            match outcome {
-                Outcome::Continued(_) | Outcome::Waiting(_) => {
-                    if let Outcome::Waiting(until) = outcome {
-                        let record = deps.store.get_run(&next.connection_id, next.object_type).await.unwrap().unwrap();
-                        assert_eq!((record.status, record.waiting_until), (RunStatus::Waiting, Some(until)));
-                        waits.push(record);
-                    }
-                    let mut queued = deps.queue.take();
-                    assert_eq!(queued.len(), 1, "one continuation");
-                    let (continuation, delay) = queued.remove(0);
-                    tokio::time::sleep(delay).await;
-                    next = continuation;
-                }
-                ended => return (ended, waits),
-            }
-        }
-        panic!("the run did not end");
-    }
-
     #[tokio::test]
     async fn users_pages_shorter_than_asked_miss_nobody() {
         // Jira serves 100 users a page whatever maxResults asks, and every third page only half of that.
@@ -1398,7 +1364,7 @@ mod real_orgs {
             pacing: sync::engine::Pacing::default(),
             guard: sync::engine::DeletionGuard::default(),
         };
-        let (outcome, waits) = run_through(&deps, Job::new(&id, ObjectType::Users)).await;
+        let (outcome, _, waits) = harness::run_through(&deps, Job::new(&id, ObjectType::Users)).await;
         let Outcome::Finished(RunStatus::Succeeded, counts) = outcome else { panic!("{outcome:?}") };
         assert_eq!(counts.created, 1100);
         assert!(waits.len() >= 2, "the run waited for the quota: {waits:?}");
@@ -1422,7 +1388,7 @@ mod real_orgs {
         let env = JobEnv::new();
         let deps =
             env.deps(&flow.store, &flow.callback.atlassian, &flow.callback.keys, sync::engine::Pacing::default());
-        let (outcome, waits) = run_through(&deps, Job::new(&id, ObjectType::Users)).await;
+        let (outcome, _, waits) = harness::run_through(&deps, Job::new(&id, ObjectType::Users)).await;
         let Outcome::Finished(RunStatus::Succeeded, counts) = outcome else { panic!("{outcome:?}") };
         assert_eq!(counts.created, 600);
         assert!(!waits.is_empty());
@@ -1470,7 +1436,6 @@ mod real_orgs {
 }
 
 mod big_groups {
-    use super::real_orgs::run_through;
     use super::sync_runs::Counting;
     use super::*;
     use std::sync::atomic::Ordering;
@@ -1522,7 +1487,7 @@ mod big_groups {
             pacing: sync::engine::Pacing { points_per_turn: 2_000, ..sync::engine::Pacing::default() },
             guard: sync::engine::DeletionGuard::default(),
         };
-        let (outcome, waits) = run_through(&deps, Job::new(&id, ObjectType::Groups)).await;
+        let (outcome, _, waits) = harness::run_through(&deps, Job::new(&id, ObjectType::Groups)).await;
         let Outcome::Finished(RunStatus::Succeeded, counts) = outcome else { panic!("{outcome:?}") };
         assert_eq!(counts.created, 3, "{counts:?}");
         assert!(counts.points > 3 * 3000, "the group costs more than three windows: {counts:?}");
@@ -1559,6 +1524,35 @@ mod big_groups {
             counts.points,
             waits.len()
         );
+
+        // A member more, and turns of 2,000 points with the quota to spare: the run pauses inside the group turn
+        // after turn (staging what it read) and ends with the exact list again.
+        let newcomer = org["users"][5_100]["account_id"].as_str().unwrap().to_owned();
+        let url = flow.sandbox.join(&format!("/__sandbox/org/groups/{big_id}/members")).unwrap();
+        let added = harness::client().post(url).json(&serde_json::json!({"account_id": newcomer})).send().await;
+        assert_eq!(added.unwrap().status(), 204);
+        let turns = job::Deps {
+            store: &flow.store,
+            mirror: &mirror,
+            atlassian: &flow.callback.atlassian,
+            budget: &sync::budget::Unlimited,
+            keys: &flow.callback.keys,
+            refresh: &env.policy,
+            queue: &env.queue,
+            pacing: sync::engine::Pacing { points_per_turn: 2_000, ..sync::engine::Pacing::default() },
+            guard: sync::engine::DeletionGuard::default(),
+        };
+        let staged_before = mirror.chunks_written.load(Ordering::SeqCst);
+        let (outcome, invocations, _) = harness::run_through(&turns, Job::new(&id, ObjectType::Groups)).await;
+        let Outcome::Finished(RunStatus::Succeeded, counts) = outcome else { panic!("{outcome:?}") };
+        assert_eq!((counts.updated, counts.unchanged), (1, 2), "{counts:?}");
+        assert!(invocations > 2, "the run paused inside the group: {invocations} invocations");
+        assert!(mirror.chunks_written.load(Ordering::SeqCst) > staged_before + 2, "parts were staged at each pause");
+        expected.push(newcomer);
+        expected.sort();
+        assert_eq!(all_members(&mirror, &scope, big_id.clone()).await, expected);
+        let run = flow.store.get_run(&id, ObjectType::Groups).await.unwrap().unwrap();
+        assert!(all_members(&mirror, &scope, format!("staged#{}#{big_id}", run.run_id)).await.is_empty());
     }
 
     #[tokio::test]

@@ -338,7 +338,7 @@ async fn main() -> Result<()> {
     let dead = waiting(&sqs, &dead_letters).await;
 
     // The figures.
-    let stats: Value = harness::client().get(sandbox.join("/__sandbox/stats")?).send().await?.json().await?;
+    let stats = harness::sandbox_stats(&sandbox).await?;
     let points = stats["points"].as_u64().unwrap_or(0);
     let requests: u64 = stats["rest_requests"].as_object().map_or(0, |r| r.values().filter_map(Value::as_u64).sum());
     let mut objects = 0u64;

@@ -23,7 +23,7 @@ async fn sandbox_with(config: SandboxConfig, granted_scopes: Option<&str>) -> (U
 }
 
 async fn stats(base: &Url) -> Value {
-    harness::client().get(base.join("/__sandbox/stats").unwrap()).send().await.unwrap().json().await.unwrap()
+    harness::sandbox_stats(base).await.unwrap()
 }
 
 /// Every user of a site, paged as a client must: advance by what came back, stop only on an empty page. Answers the

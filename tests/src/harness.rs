@@ -213,6 +213,46 @@ pub async fn sandbox_token(base: &Url, granted_scopes: Option<&str>) -> Result<S
     token["access_token"].as_str().map(String::from).context("no access token")
 }
 
+/// What the sandbox counted (`/__sandbox/stats`): requests by route, points, quota 429s, refreshes, …
+pub async fn sandbox_stats(base: &Url) -> Result<serde_json::Value> {
+    Ok(client().get(base.join("/__sandbox/stats")?).send().await?.json().await?)
+}
+
+/// Runs a sync job and its continuations as the queue would deliver them (their delays slept) until the run ends:
+/// how it ended, how many invocations it took, and every `waiting` record the run showed on the way (each checked
+/// against the outcome that queued it).
+pub async fn run_through<S, M, A, B>(
+    deps: &sync::job::Deps<'_, S, M, A, B, sync::queue::MemoryQueue>,
+    job: sync::queue::Job,
+) -> (sync::job::Outcome, usize, Vec<store::RunRecord>)
+where
+    S: store::ConnectionStore + store::CredentialStore + store::RunStore + store::CheckpointStore,
+    M: store::MirrorStore,
+    A: atlassian::AtlassianApi + atlassian::DirectoryApi + atlassian::AdminApi,
+    B: sync::budget::Budget,
+{
+    use sync::job::Outcome;
+    let (mut next, mut waits) = (job, Vec::new());
+    for n in 1..1000 {
+        match sync::job::run(deps, &next, &unique("message"), None).await.unwrap() {
+            outcome @ (Outcome::Continued(_) | Outcome::Waiting(_)) => {
+                if let Outcome::Waiting(until) = outcome {
+                    let record = deps.store.get_run(&next.connection_id, next.object_type).await.unwrap().unwrap();
+                    assert_eq!((record.status, record.waiting_until), (store::RunStatus::Waiting, Some(until)));
+                    waits.push(record);
+                }
+                let mut queued = deps.queue.take();
+                assert_eq!(queued.len(), 1, "one continuation");
+                let (continuation, delay) = queued.remove(0);
+                tokio::time::sleep(delay).await;
+                next = continuation;
+            }
+            ended => return (ended, n, waits),
+        }
+    }
+    panic!("the run did not end");
+}
+
 /// The sandbox's org as JSON (`/__sandbox/org`).
 pub async fn sandbox_org(base: &Url) -> Result<serde_json::Value> {
     Ok(client().get(base.join("/__sandbox/org")?).send().await?.json().await?)

@@ -61,7 +61,7 @@ pub struct Reserved {
 }
 
 impl Reserved {
-    /// Nothing set aside (the points were, for a group of requests, or the request is not metered).
+    /// Nothing set aside: the request is not metered (a site's API token is outside the app's quota).
     pub const NONE: Self = Self { points: 0, window: 0 };
 }
 
@@ -194,6 +194,16 @@ struct Balance {
     quota: u64,
 }
 
+/// A moment in a pool's windows.
+struct Moment {
+    now: OffsetDateTime,
+    window: i64,
+    /// Until the window ends.
+    left: Duration,
+    /// Whether a request may start (it is not in the window's last moments).
+    open: bool,
+}
+
 /// The shared pools.
 pub struct SharedBudget<'a, S> {
     store: &'a S,
@@ -236,15 +246,29 @@ impl<'a, S: BudgetStore> SharedBudget<'a, S> {
         self.balances.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sets `estimate` aside from `pool`'s balance in `window` if it holds that much and requests may start
-    /// (`open`); otherwise answers the balance.
-    fn reserve(&self, pool: &str, window: i64, quota: u64, estimate: i64, open: bool) -> Result<(), i64> {
+    /// Where now falls in the pool's windows, and whether a request may start: none does in the last moments of a
+    /// window.
+    fn moment(&self, limits: BudgetLimits) -> Moment {
+        let now = OffsetDateTime::now_utc();
+        let (window, ends) = limits.window_of(now);
+        let left = Duration::try_from(ends - now).unwrap_or_default();
+        Moment { now, window, left, open: left >= self.guard(limits) }
+    }
+
+    /// Adds `drawn` (points just drawn from the store in `window`) to `pool`'s balance, then sets `estimate` aside
+    /// if the balance holds that much and requests may start (`open`); otherwise answers the balance.
+    fn reserve(&self, pool: &str, window: i64, quota: u64, estimate: i64, open: bool, drawn: u64) -> Result<(), i64> {
         let mut balances = self.balances();
         let balance = balances.entry(pool.to_owned()).or_default();
         if balance.window != window {
+            if drawn > 0 {
+                // Drawn for a window this worker has already left: counted there, and of no use here.
+                return Err(balance.points);
+            }
             // What was drawn in an earlier window was counted there; this one starts from nothing.
             *balance = Balance { window, points: 0, quota };
         }
+        balance.points += drawn as i64;
         if balance.points >= estimate && open {
             balance.points -= estimate;
             return Ok(());
@@ -293,11 +317,8 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
         // A request never needs more than the pool could ever grant.
         let estimate = estimate.clamp(1, limits.points.max(1)) as i64;
         loop {
-            let now = OffsetDateTime::now_utc();
-            let (window, ends) = limits.window_of(now);
-            let left = std::time::Duration::try_from(ends - now).unwrap_or_default();
-            let open = left >= self.guard(limits);
-            let balance = match self.reserve(&pool, window, quota, estimate, open) {
+            let Moment { window, left, open, .. } = self.moment(limits);
+            let balance = match self.reserve(&pool, window, quota, estimate, open, 0) {
                 Ok(()) => return Ok(Reserved { points: estimate as u64, window }),
                 Err(balance) => balance,
             };
@@ -314,11 +335,8 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
             // race each other on the pool's item nor keep taking a drawn balance from under the one that drew it.
             let _turn = self.drawing.lock().await;
             // The wait for the turn may have crossed into the next window.
-            let now = OffsetDateTime::now_utc();
-            let (window, ends) = limits.window_of(now);
-            let left = std::time::Duration::try_from(ends - now).unwrap_or_default();
-            let open = left >= self.guard(limits);
-            let balance = match self.reserve(&pool, window, quota, estimate, open) {
+            let Moment { now, window, open, .. } = self.moment(limits);
+            let balance = match self.reserve(&pool, window, quota, estimate, open, 0) {
                 Ok(()) => return Ok(Reserved { points: estimate as u64, window }),
                 Err(balance) if balance >= estimate => continue, // the guard band, at the top of the loop
                 Err(balance) => balance,
@@ -330,15 +348,9 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
             };
             let take = self.store.take_points(&pool, limits, draw, now).await?;
             if take.granted > 0 {
-                let mut balances = self.balances();
-                let balance = balances.entry(pool.clone()).or_default();
-                if balance.window == window {
-                    balance.points += take.granted as i64;
-                    // The request that drew the points is the first to use them.
-                    if balance.points >= estimate && open {
-                        balance.points -= estimate;
-                        return Ok(Reserved { points: estimate as u64, window });
-                    }
+                // The request that drew the points is the first to use them.
+                if self.reserve(&pool, window, quota, estimate, open, take.granted).is_ok() {
+                    return Ok(Reserved { points: estimate as u64, window });
                 }
                 continue;
             }
