@@ -285,13 +285,13 @@ async fn main() {
         reset_peak_rss();
         let started = Instant::now();
         let mut points = 0;
+        let pacing = sync::engine::Pacing::default();
+        let source = sync::sources::OauthSource::new(&client, &sync::budget::Unlimited, &token, pacing);
         for object_type in ObjectType::ALL {
             let run = sync::engine::Run {
-                directory: &client,
+                source: &source,
                 mirror: &mirror,
-                budget: &sync::budget::Unlimited,
                 checkpoints: &checkpoints,
-                credential: sync::engine::Credential::Oauth(&token),
                 connection_id: "con_bench",
                 run_id: "bench",
                 sites: vec![site.clone()],
@@ -308,7 +308,7 @@ async fn main() {
         let sequential = delta("users") + delta("group/bulk") + delta("project/search") + delta("spaces");
         let members = delta("group/member");
         let bound = Duration::from_millis(latency * sequential)
-            + Duration::from_millis(latency * members) / sync::engine::MEMBER_CONCURRENCY as u32;
+            + Duration::from_millis(latency * members) / sync::sources::MEMBER_CONCURRENCY as u32;
         println!(
             "| {round} | {:.2} s | {:.2} s | {:.2}× | {} | {points} | {} | {:.1} MiB | {:.1} MiB |",
             wall.as_secs_f64(),

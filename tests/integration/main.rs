@@ -647,12 +647,12 @@ mod sync_runs {
         let connection_id = unique("con");
         let sites: Vec<String> = (0..size.sites).map(tests::sandbox::site_id).collect();
         let checkpoints = store();
+        let pacing = sync::engine::Pacing::default();
+        let source = sync::sources::OauthSource::new(&directory, &sync::budget::Unlimited, &token, pacing);
         let run = |object_type| sync::engine::Run {
-            directory: &directory,
+            source: &source,
             mirror: &mirror,
-            budget: &sync::budget::Unlimited,
             checkpoints: &checkpoints,
-            credential: sync::engine::Credential::Oauth(&token),
             connection_id: &connection_id,
             run_id: "run",
             sites: sites.clone(),
@@ -698,8 +698,8 @@ mod sync_runs {
     /// the saved checkpoint of `run_id`. `kill_after` cuts an invocation short (dropping it mid-flight, like a
     /// crashed Lambda) after the given time; it grows each time, so the run always ends. Answers the counts and how
     /// many invocations paused and were killed.
-    async fn run_to_completion<D: atlassian::DirectoryApi + atlassian::AdminApi, M: MirrorStore>(
-        template: &sync::engine::Run<'_, D, M, sync::budget::Unlimited, DynamoStore>,
+    async fn run_to_completion<M: MirrorStore>(
+        template: &sync::engine::Run<'_, M, DynamoStore>,
         run_id: &str,
         mut kill_after: Option<std::time::Duration>,
     ) -> (sync::engine::Counts, u32, u32) {
@@ -753,12 +753,11 @@ mod sync_runs {
         );
         let connection_id = unique("con");
         let sites: Vec<String> = (0..size.sites).map(tests::sandbox::site_id).collect();
+        let source = sync::sources::OauthSource::new(&directory, &sync::budget::Unlimited, &token, Default::default());
         let template = |object_type, pacing| sync::engine::Run {
-            directory: &directory,
+            source: &source,
             mirror: &mirror,
-            budget: &sync::budget::Unlimited,
             checkpoints: &checkpoints,
-            credential: sync::engine::Credential::Oauth(&token),
             connection_id: &connection_id,
             run_id: "",
             sites: sites.clone(),

@@ -10,8 +10,9 @@
 
 use crate::access::{Refreshing, TokenSource};
 use crate::budget::Budget;
-use crate::engine::{self, Credential, DeletionGuard, Pacing, Resume, Step, SyncError, Wait};
+use crate::engine::{self, DeletionGuard, Pacing, Resume, Step, SyncError, Wait};
 use crate::queue::{Job, JobQueue};
+use crate::sources::{AdminSource, OauthSource};
 use atlassian::{AdminApi, ApiError, AtlassianApi, DirectoryApi};
 use std::time::Instant;
 use store::mirror::{MirrorStore, ObjectType};
@@ -271,12 +272,11 @@ where
     if resume.is_none() {
         connection.availability(object_type).map_err(Failure::NotAvailable)?;
     }
+    let source = OauthSource::new(deps.atlassian, deps.budget, &tokens, pacing.clone());
     let run = engine::Run {
-        directory: deps.atlassian,
+        source: &source,
         mirror: deps.mirror,
-        budget: deps.budget,
         checkpoints: deps.store,
-        credential: Credential::Oauth(&tokens),
         connection_id: &connection.connection_id,
         run_id,
         sites,
@@ -316,12 +316,11 @@ where
     let directory_type = matches!(object_type, ObjectType::Users | ObjectType::Groups);
     // The directory is one "site" of its own: the org.
     let sites = if directory_type { vec![format!("org:{org_id}")] } else { connection.sites_for(object_type) };
+    let source = AdminSource::new(deps.atlassian, &key, org_id, login.as_ref());
     let run = engine::Run {
-        directory: deps.atlassian,
+        source: &source,
         mirror: deps.mirror,
-        budget: deps.budget,
         checkpoints: deps.store,
-        credential: Credential::Admin { key: &key, org_id, site: login.as_ref() },
         connection_id: id,
         run_id,
         sites,

@@ -6,6 +6,7 @@ pub mod engine;
 pub mod job;
 pub mod records;
 pub mod seen;
+pub mod sources;
 
 /// The job queue (its own crate, so that what only queues jobs does not link the engine).
 pub use jobs as queue;

@@ -4,16 +4,14 @@
 //! chunks that are not there.
 
 use super::{Run, State, SyncError};
-use crate::budget::Budget;
 use crate::records::MEMBER_CHUNKS;
 use crate::records::Record;
-use atlassian::{AdminApi, DirectoryApi};
 use serde_json::Value;
 use std::collections::HashSet;
 use store::CheckpointStore;
 use store::mirror::{MemberChunk, MirrorObject, MirrorStore, ObjectType, Scope, content_hash};
 
-impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, M, B, C> {
+impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
     /// Compares a page with the mirror, writes what is new or changed, and counts the page and its points.
     pub(super) async fn apply(
         &self,
@@ -47,7 +45,7 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
                     let mut fields = record.fields;
                     if self.object_type == ObjectType::Users {
                         // Provisional: the closing pass sets the sites every site saw it on.
-                        fields.insert("sites".into(), self.user_sites(vec![state.progress.sites[site].clone()]));
+                        fields.insert("sites".into(), self.source.user_sites(vec![state.progress.sites[site].clone()]));
                     }
                     writes.push(MirrorObject {
                         key: record.key,

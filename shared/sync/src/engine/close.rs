@@ -9,9 +9,7 @@
 //! that would delete the very same set confirms them; a different set is held afresh.
 
 use super::{Run, SyncError};
-use crate::budget::Budget;
 use crate::seen::SeenSet;
-use atlassian::{AdminApi, DirectoryApi};
 use store::mirror::{MirrorStore, ObjectType, Scope, fingerprint};
 use store::{CheckpointStore, HeldDeletions, RunCounts};
 
@@ -48,7 +46,7 @@ fn digest(keys: &[String]) -> String {
     digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, M, B, C> {
+impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
     /// After a complete read: marks what no site saw as deleted (unless the guard holds it) and corrects users'
     /// `sites`. Answers what was held, if anything.
     pub(super) async fn close(
@@ -70,7 +68,7 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
                     continue;
                 }
                 if self.object_type == ObjectType::Users {
-                    let sites = self.user_sites(on.iter().map(|&i| sites[i].clone()).collect());
+                    let sites = self.source.user_sites(on.iter().map(|&i| sites[i].clone()).collect());
                     if object.record.get("sites") != Some(&sites) {
                         object.record.insert("sites".into(), sites);
                         object.synced_at = self.now;

@@ -24,29 +24,18 @@ mod groups;
 
 pub use close::DeletionGuard;
 
-use crate::access::TokenSource;
-use crate::budget::{Budget, BudgetError, Reserved};
-use crate::records::{self, Record};
+use crate::budget::BudgetError;
 use crate::seen::SeenSet;
-use atlassian::admin::{AdminApi, AdminKey, AdminPage, AdminUser, SiteLogin};
-use atlassian::rest::{JiraProject, JiraUser, Page, SpacesPage};
-use atlassian::{AccessToken, ApiError, DirectoryApi};
+use crate::sources::{Fetched, Next, Source};
+use atlassian::ApiError;
 use futures_util::future::join;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use store::HeldDeletions;
 use store::mirror::{MirrorStore, ObjectType, Scope};
 use store::{Checkpoint, CheckpointStore, StoreError};
 use thiserror::Error;
 use time::OffsetDateTime;
-
-/// How many groups' members are fetched at once.
-pub const MEMBER_CONCURRENCY: usize = 4;
-
-/// What a users page is budgeted for before the run has seen one: Jira serves 100 a page whatever it is asked.
-const USERS_SERVED_GUESS: u64 = 100;
 
 #[derive(Debug, Error)]
 pub enum SyncError {
@@ -67,16 +56,6 @@ pub enum SyncError {
 }
 
 pub use store::RunCounts as Counts;
-
-/// What a run reads Atlassian with.
-#[derive(Clone, Copy)]
-pub enum Credential<'a> {
-    /// OAuth: every type through the API gateway, per cloud id, with a token from here (refreshed as needed).
-    Oauth(&'a dyn TokenSource),
-    /// An admin key: users and groups from the Admin API (the org's directory); projects and spaces from the
-    /// site the site token signs in to.
-    Admin { key: &'a AdminKey, org_id: &'a str, site: Option<&'a SiteLogin> },
-}
 
 /// When a run gives its invocation back.
 #[derive(Debug, Clone)]
@@ -152,7 +131,7 @@ impl Step {
 }
 
 /// How long to wait for a rate limit that says nothing.
-const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 impl SyncError {
     /// When a run that met this error may go on, if it is a wait rather than a failure.
@@ -231,13 +210,11 @@ struct State {
     points_before: u64,
 }
 
-pub struct Run<'a, D, M, B, C> {
-    pub directory: &'a D,
+pub struct Run<'a, M, C> {
+    /// Where the records come from: an OAuth grant or an admin key ([`crate::sources`]).
+    pub source: &'a dyn Source,
     pub mirror: &'a M,
-    /// The app-wide points budget every request draws from.
-    pub budget: &'a B,
     pub checkpoints: &'a C,
-    pub credential: Credential<'a>,
     pub connection_id: &'a str,
     pub run_id: &'a str,
     /// The sites a new run reads (a resumed run keeps the sites it started with).
@@ -254,14 +231,7 @@ enum Flow {
     Paused,
 }
 
-/// Where a site's next page is.
-enum Next {
-    Offset(usize),
-    Cursor(String),
-    Last,
-}
-
-impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> Run<'_, D, M, B, C> {
+impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
     /// Reads on from `resume` (or from the start) until the run is complete or must pause.
     pub async fn run(&self, resume: Option<Resume>) -> Result<Step, SyncError> {
         let mut state = match resume {
@@ -293,11 +263,9 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         }
         let scope = Scope::new(self.connection_id, self.object_type);
         while state.progress.site < state.progress.sites.len() {
-            let read = match self.object_type {
-                ObjectType::Users => self.users(&scope, &mut state).await,
-                ObjectType::Groups => self.groups(&scope, &mut state).await,
-                ObjectType::Projects => self.projects(&scope, &mut state).await,
-                ObjectType::Spaces => self.spaces(&scope, &mut state).await,
+            let read = match (self.object_type, self.source.members()) {
+                (ObjectType::Groups, Some(members)) => self.groups(&scope, &mut state, members).await,
+                _ => self.pages(&scope, &mut state).await,
             };
             match read {
                 Ok(Flow::SiteDone) => {}
@@ -365,49 +333,17 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
         Ok(())
     }
 
-    async fn users(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
-        let tokens = match self.credential {
-            Credential::Oauth(tokens) => tokens,
-            Credential::Admin { key, org_id, .. } => return self.admin_users(scope, state, key, org_id).await,
-        };
-        let cloud_id = state.progress.sites[state.progress.site].clone();
-        let cloud = cloud_id.as_str();
-        // The page size Jira actually serves, learned as pages come, so a page's budget is what it will cost.
-        let served = &AtomicU64::new(USERS_SERVED_GUESS);
-        let fetch = |start, _| async move {
-            let token = self.token(tokens).await?;
-            let estimate = 1 + 2 * served.load(Ordering::Relaxed);
-            let call = self.directory.users_page(&token, cloud, start);
-            self.metered(Some(cloud), estimate, call, |p| 1 + 2 * p.len() as u64).await
-        };
-        // A bare array: only an empty page ends it, and the next page starts after what came back (Jira serves
-        // 100 users a page whatever `maxResults` asks, and may serve fewer mid-list).
-        self.pages(scope, state, fetch, |page: Vec<JiraUser>, start| {
-            served.fetch_max(page.len() as u64, Ordering::Relaxed);
-            let next = if page.is_empty() { Next::Last } else { Next::Offset(start + page.len()) };
-            (page.iter().map(records::user).collect(), next)
-        })
-        .await
-    }
-
     /// Reads a site's pages, fetching each next page while the previous one is compared and written, so the
-    /// mirror's work hides behind Atlassian's latency. `split` turns a page (and the offset it was read at) into its
-    /// records and where the next page is.
-    async fn pages<P, F, Fut>(
-        &self,
-        scope: &Scope,
-        state: &mut State,
-        fetch: F,
-        split: impl Fn(P, usize) -> (Vec<Record>, Next),
-    ) -> Result<Flow, SyncError>
-    where
-        F: Fn(usize, Option<String>) -> Fut,
-        Fut: Future<Output = Result<(P, u64), SyncError>>,
-    {
+    /// mirror's work hides behind Atlassian's latency.
+    async fn pages(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
+        let site = state.progress.sites[state.progress.site].clone();
+        let fetch = |offset, cursor: Option<String>| {
+            let site = site.as_str();
+            async move { self.source.page(self.object_type, site, offset, cursor.as_deref()).await }
+        };
         let mut fetched = fetch(state.progress.offset, state.progress.cursor.clone()).await?;
         loop {
-            let (page, points) = fetched;
-            let (records, next) = split(page, state.progress.offset);
+            let Fetched { records, next, pages, points } = fetched;
             // A page this invocation would read only to drop it when it pauses is not read ahead: it would cost its
             // points twice.
             let pausing =
@@ -423,7 +359,7 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
                     _ => None,
                 }
             };
-            let (applied, prefetched) = join(self.apply(scope, state, records, (1, points)), prefetch).await;
+            let (applied, prefetched) = join(self.apply(scope, state, records, (pages, points)), prefetch).await;
             applied?;
             match next {
                 Next::Offset(start) => state.progress.offset = start,
@@ -439,139 +375,5 @@ impl<D: DirectoryApi + AdminApi, M: MirrorStore, B: Budget, C: CheckpointStore> 
                 (None, None) => return Ok(Flow::SiteDone),
             };
         }
-    }
-
-    async fn projects(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
-        let cloud_id = state.progress.sites[state.progress.site].clone();
-        let cloud = cloud_id.as_str();
-        let fetch = |start, _| async move {
-            let cost = |p: &Page<JiraProject>| 1 + p.values.len() as u64;
-            match self.credential {
-                Credential::Oauth(tokens) => {
-                    let token = self.token(tokens).await?;
-                    let estimate = 1 + atlassian::rest::PROJECTS_PAGE as u64;
-                    self.metered(Some(cloud), estimate, self.directory.projects_page(&token, cloud, start), cost).await
-                }
-                Credential::Admin { site: Some(login), .. } => {
-                    self.metered(None, 0, self.directory.site_projects_page(login, start), cost).await
-                }
-                Credential::Admin { site: None, .. } => Err(SyncError::NotAvailable),
-            }
-        };
-        self.pages(scope, state, fetch, |page: Page<JiraProject>, start| {
-            let next = if page.is_last() { Next::Last } else { Next::Offset(start + page.values.len()) };
-            (page.values.iter().map(|p| records::project(&cloud_id, p)).collect(), next)
-        })
-        .await
-    }
-
-    async fn spaces(&self, scope: &Scope, state: &mut State) -> Result<Flow, SyncError> {
-        let cloud_id = state.progress.sites[state.progress.site].clone();
-        let cloud = cloud_id.as_str();
-        let fetch = |_, cursor: Option<String>| async move {
-            let cost = |p: &SpacesPage| 1 + p.results.len() as u64;
-            match self.credential {
-                Credential::Oauth(tokens) => {
-                    let token = self.token(tokens).await?;
-                    let estimate = 1 + atlassian::rest::SPACES_PAGE as u64;
-                    let call = self.directory.spaces_page(&token, cloud, cursor.as_deref());
-                    self.metered(Some(cloud), estimate, call, cost).await
-                }
-                Credential::Admin { site: Some(login), .. } => {
-                    self.metered(None, 0, self.directory.site_spaces_page(login, cursor.as_deref()), cost).await
-                }
-                Credential::Admin { site: None, .. } => Err(SyncError::NotAvailable),
-            }
-        };
-        self.pages(scope, state, fetch, |page: SpacesPage, _| {
-            let records = page.results.iter().map(|s| records::space(&cloud_id, s)).collect();
-            (records, page.next.map_or(Next::Last, Next::Cursor))
-        })
-        .await
-    }
-
-    /// The org's directory from the Admin API: v2 (every directory), or v1 (managed accounts) where the org has no
-    /// v2. A v1 position is a full URL, so a resumed run stays on the generation it started with. The Admin API
-    /// has its own rate limits, outside the Jira/Confluence points quota: its calls cost no points.
-    async fn admin_users(
-        &self,
-        scope: &Scope,
-        state: &mut State,
-        key: &AdminKey,
-        org_id: &str,
-    ) -> Result<Flow, SyncError> {
-        let fetch = |_, cursor: Option<String>| async move {
-            let page = match cursor.as_deref() {
-                Some(url) if url.starts_with("http") => self.directory.users_v1(key, org_id, Some(url)).await,
-                cursor => match self.directory.users_v2(key, org_id, None, cursor).await {
-                    Err(ApiError::NotFound) if cursor.is_none() => self.directory.users_v1(key, org_id, None).await,
-                    other => other,
-                },
-            };
-            Ok::<_, SyncError>((page?, 0))
-        };
-        self.pages(scope, state, fetch, |page: AdminPage<AdminUser>, _| {
-            let records = page.data.iter().map(records::admin_user).collect();
-            (records, page.next.map_or(Next::Last, Next::Cursor))
-        })
-        .await
-    }
-
-    /// A user's `sites`: the cloud ids it was seen on. The Admin API lists the org's directory, not who is on which
-    /// site, so an admin-key connection's users carry none.
-    fn user_sites(&self, seen_on: Vec<String>) -> Value {
-        match self.credential {
-            Credential::Oauth(_) => Value::from(seen_on),
-            Credential::Admin { .. } => Value::Array(Vec::new()),
-        }
-    }
-
-    /// The latest a wait for the quota may last inside this invocation: past it, Lambda would cut the run short.
-    fn latest_sleep(&self) -> Option<Instant> {
-        let margin = self.pacing.margin.min(Duration::from_secs(30));
-        self.pacing.deadline.and_then(|deadline| deadline.checked_sub(margin))
-    }
-
-    /// An access token that lasts what this invocation may still read.
-    async fn token(&self, tokens: &dyn TokenSource) -> Result<AccessToken, SyncError> {
-        tokens.token(self.pacing.token_horizon()).await
-    }
-
-    /// One request under the points quota: waits for a balance in `site`'s pool that covers `estimate`, makes the
-    /// call, charges what it cost (1 a request, +2 a user or group, +1 a project or space, as Atlassian counts);
-    /// answers the page and its points. A quota 429 blocks the pool it names for every worker. Requests made with a
-    /// site's API token (`site: None`) are outside the app's quota (Atlassian keeps API-token traffic on burst
-    /// limits): their points are counted, not drawn.
-    async fn metered<T>(
-        &self,
-        site: Option<&str>,
-        estimate: u64,
-        call: impl Future<Output = Result<T, ApiError>>,
-        points: impl FnOnce(&T) -> u64,
-    ) -> Result<(T, u64), SyncError> {
-        let reserved = match site {
-            Some(site) => self.budget.before(site, estimate, self.latest_sleep()).await?,
-            None => Reserved::NONE,
-        };
-        let answer = match call.await {
-            Ok(answer) => answer,
-            Err(error) => {
-                if let Some(site) = site {
-                    self.budget.spent(site, reserved, 0);
-                }
-                if let (Some(site), ApiError::RateLimited { retry_after, reason: Some(reason) }) = (site, &error)
-                    && error.is_quota_exhausted()
-                {
-                    let until = OffsetDateTime::now_utc() + retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT);
-                    self.budget.blocked(site, reason, until).await;
-                }
-                return Err(error.into());
-            }
-        };
-        let cost = points(&answer);
-        if let Some(site) = site {
-            self.budget.spent(site, reserved, cost);
-        }
-        Ok((answer, cost))
     }
 }

@@ -1,0 +1,112 @@
+//! Where a run's records come from. The engine knows positions (a site, an offset or a cursor there), pages of
+//! records and when to pause; a [`Source`] knows how to read the next page at a position: with an OAuth grant
+//! through Atlassian's API gateway, under the app's points quota ([`OauthSource`]), or with an org admin key from
+//! the Admin API and a site's own API token ([`AdminSource`]).
+//!
+//! Groups are the one type whose shape differs between the two: the Admin API lists a group with its members
+//! (one more call per group), while Jira lists groups bare and serves each one's members page by page. A source
+//! that lists them bare hands the engine a [`MemberSource`], and the engine runs its member pipeline (a few groups
+//! at once; a group of any size read a segment at a time across invocations) over it.
+
+mod admin;
+mod oauth;
+
+pub use admin::AdminSource;
+pub use oauth::OauthSource;
+
+use crate::engine::SyncError;
+use crate::records::Record;
+use atlassian::rest::{JiraGroup, JiraUser, Page};
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use store::mirror::ObjectType;
+
+/// A group with more members than this is a giant: read after the site's listing, a segment at a time. (A
+/// smaller group's points are drawn whole before its pages: about 2,000 at most, a small share of any pool.)
+pub const GIANT_MEMBERS: usize = 1_000;
+
+/// About how many members a giant's segment reads, and the most a staged part holds (2,500 ids are ~110 KB: well
+/// inside a DynamoDB item).
+pub const SEGMENT_MEMBERS: usize = 2_500;
+
+/// How many groups' members (or a giant's member pages) are fetched at once.
+pub const MEMBER_CONCURRENCY: usize = 4;
+
+/// Where a site's next page is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Offset(usize),
+    Cursor(String),
+    Last,
+}
+
+/// A page read from a source.
+#[derive(Debug)]
+pub struct Fetched {
+    pub records: Vec<Record>,
+    pub next: Next,
+    /// The requests it took (an admin group page takes one more per group, for its members) and their points.
+    pub pages: u64,
+    pub points: u64,
+}
+
+/// What a group's member fetch came back with.
+#[derive(Debug)]
+pub enum Members {
+    /// All its members, and the pages and points they took.
+    All(Vec<JiraUser>, u64, u64),
+    /// Too many to read with the others (the pages and points of finding out): read after the listing.
+    Giant(u64, u64),
+}
+
+/// A segment of a giant's members.
+#[derive(Debug)]
+pub struct Segment {
+    pub ids: Vec<String>,
+    /// The offset after the last member read, and whether that was the last.
+    pub next: usize,
+    pub last: bool,
+    pub pages: u64,
+    pub points: u64,
+}
+
+/// How a run reads Atlassian.
+pub trait Source: Send + Sync {
+    /// The page of `object_type` on `site` (a cloud id, or `org:…` for an org's directory) at `offset` or
+    /// `cursor`, whichever the type pages by. Groups come here only from a source without a [`MemberSource`].
+    fn page<'a>(
+        &'a self,
+        object_type: ObjectType,
+        site: &'a str,
+        offset: usize,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fetched, SyncError>>;
+
+    /// Where groups are listed without their members, the reads the engine's member pipeline makes.
+    fn members(&self) -> Option<&dyn MemberSource>;
+
+    /// A user's `sites`, from the sites the run saw it on.
+    fn user_sites(&self, seen_on: Vec<String>) -> Value;
+}
+
+/// The reads of a group listing that comes without members (Jira's).
+pub trait MemberSource: Send + Sync {
+    /// A page of `site`'s groups, and its points.
+    fn groups_page<'a>(
+        &'a self,
+        site: &'a str,
+        start: usize,
+    ) -> BoxFuture<'a, Result<(Page<JiraGroup>, u64), SyncError>>;
+
+    /// Every member of a group; or, past [`GIANT_MEMBERS`], only that it is a giant.
+    fn group_members<'a>(&'a self, site: &'a str, group_id: &'a str) -> BoxFuture<'a, Result<Members, SyncError>>;
+
+    /// About [`SEGMENT_MEMBERS`] of a giant's members from `at`. A failure keeps the pages that follow on from
+    /// `at`, and comes back beside them.
+    fn segment<'a>(
+        &'a self,
+        site: &'a str,
+        group_id: &'a str,
+        at: usize,
+    ) -> BoxFuture<'a, (Segment, Option<SyncError>)>;
+}
