@@ -1,8 +1,7 @@
 //! The api's settings, read once at cold start.
 
+use management::Cadences;
 use runtime::config::{ConfigError, Env, Source};
-use std::collections::BTreeMap;
-use store::mirror::ObjectType;
 use tokens::connect::{ReturnUrlAllowList, SessionSettings};
 use url::Url;
 
@@ -18,42 +17,6 @@ pub struct Config {
     pub session_ttl: time::Duration,
     /// How often each type is scheduled (`SYNC_SCHEDULES`), for each run's `next_due_at`.
     pub cadences: Cadences,
-}
-
-/// How often each object type is synced, from the schedules' `rate(…)` expressions (a `cron(…)` has no fixed
-/// interval: its type shows no `next_due_at`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Cadences(pub BTreeMap<ObjectType, time::Duration>);
-
-impl Cadences {
-    /// `users=rate(6 hours),groups=rate(6 hours),projects=rate(1 day),spaces=rate(1 day)`: the template's defaults.
-    pub const DEFAULT: &str = "users=rate(6 hours),groups=rate(6 hours),projects=rate(1 day),spaces=rate(1 day)";
-
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut cadences = BTreeMap::new();
-        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, expression) = pair.split_once('=').ok_or_else(|| format!("`{pair}` is not type=expression"))?;
-            let object_type = ObjectType::parse(name.trim()).ok_or_else(|| format!("no object type `{name}`"))?;
-            let expression = expression.trim();
-            if expression.starts_with("cron(") {
-                continue;
-            }
-            let inner = expression
-                .strip_prefix("rate(")
-                .and_then(|e| e.strip_suffix(')'))
-                .ok_or_else(|| format!("`{expression}` is neither rate(…) nor cron(…)"))?;
-            let (count, unit) = inner.trim().split_once(' ').ok_or_else(|| format!("`{expression}` has no unit"))?;
-            let count: i64 = count.parse().map_err(|_| format!("`{expression}` has no number"))?;
-            let unit = match unit.trim().trim_end_matches('s') {
-                "minute" => time::Duration::MINUTE,
-                "hour" => time::Duration::HOUR,
-                "day" => time::Duration::DAY,
-                _ => return Err(format!("`{expression}`: the unit is minutes, hours or days")),
-            };
-            cadences.insert(object_type, unit * count as i32);
-        }
-        Ok(Self(cadences))
-    }
 }
 
 impl Config {

@@ -1,5 +1,8 @@
-use api::{Config, Deps, handle};
+mod config;
+
+use config::Config;
 use lambda_http::{run, service_fn};
+use management::{Deps, handle};
 use runtime::config::{Env, ProcessEnv};
 use runtime::secrets;
 use store::{DynamoMirror, DynamoStore};

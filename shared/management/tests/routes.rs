@@ -1,10 +1,10 @@
 //! The management API's handler over the in-memory store.
 
-use api::{Deps, handle};
 use atlassian::fake::FakeAtlassian;
 use jobs::MemoryQueue;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt};
+use management::{Deps, handle};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ fn deps() -> Deps<MemoryStore, MemoryStore, MemoryQueue, FakeAtlassian> {
         atlassian: FakeAtlassian::granting(&[]),
         keys: tokens::KeyRing::from_json(&tokens::KeyRing::generate_json("v1")).unwrap(),
         management_key: SecretString::from(KEY),
-        cadences: api::Cadences::parse(api::Cadences::DEFAULT).unwrap(),
+        cadences: management::Cadences::parse(management::Cadences::DEFAULT).unwrap(),
         sessions: SessionSettings {
             public_base_url: url::Url::parse("https://connector.example").unwrap(),
             ttl: time::Duration::minutes(15),
@@ -205,12 +205,12 @@ async fn the_connection_shows_its_latest_runs() {
 #[test]
 fn cadences_come_from_the_schedules() {
     let cadences =
-        api::Cadences::parse("users=rate(30 minutes), groups=rate(1 hour),projects=cron(0 3 * * ? *)").unwrap();
+        management::Cadences::parse("users=rate(30 minutes), groups=rate(1 hour),projects=cron(0 3 * * ? *)").unwrap();
     assert_eq!(cadences.0.get(&store::mirror::ObjectType::Users), Some(&time::Duration::minutes(30)));
     assert_eq!(cadences.0.get(&store::mirror::ObjectType::Groups), Some(&time::Duration::HOUR));
     assert_eq!(cadences.0.get(&store::mirror::ObjectType::Projects), None, "a cron has no fixed interval");
-    assert!(api::Cadences::parse("users=rate(2 weeks)").is_err());
-    assert!(api::Cadences::parse("widgets=rate(1 day)").is_err());
+    assert!(management::Cadences::parse("users=rate(2 weeks)").is_err());
+    assert!(management::Cadences::parse("widgets=rate(1 day)").is_err());
 }
 
 #[tokio::test]

@@ -27,12 +27,12 @@ use store::{ConnectionStore, RunStore, SessionStore};
 use tokens::connect::SessionSettings;
 use tokens::ids;
 
-mod config;
+mod cadences;
 mod error;
 mod routes;
 mod views;
 
-pub use config::{Cadences, Config};
+pub use cadences::Cadences;
 pub use error::ApiError;
 pub use views::{ConnectionView, RunView};
 
