@@ -1050,7 +1050,7 @@ mod admin_key {
         assert!(connection.availability(ObjectType::Users).is_ok());
         assert!(connection.availability(ObjectType::Groups).is_ok());
         let why = connection.availability(ObjectType::Projects).unwrap_err();
-        assert!(why.contains("no site token"), "said, not silently empty: {why}");
+        assert!(why.to_string().contains("no site token"), "said, not silently empty: {why}");
     }
 
     #[tokio::test]

@@ -34,10 +34,10 @@ impl Config {
             management_key_secret_id: env.required("MANAGEMENT_API_KEY_SECRET_ID")?,
             public_base_url: env.url("PUBLIC_BASE_URL")?,
             return_urls: ReturnUrlAllowList::parse(&allow_list)
-                .map_err(|reason| ConfigError::Invalid { name: "RETURN_URL_ALLOWLIST", reason })?,
+                .map_err(|e| ConfigError::unparsable("RETURN_URL_ALLOWLIST", e))?,
             session_ttl: env.seconds_or("SESSION_TTL_SECONDS", 900)?.try_into().unwrap_or(time::Duration::MINUTE * 15),
             cadences: Cadences::parse(&env.optional("SYNC_SCHEDULES").unwrap_or_else(|| Cadences::DEFAULT.into()))
-                .map_err(|reason| ConfigError::Invalid { name: "SYNC_SCHEDULES", reason })?,
+                .map_err(|e| ConfigError::unparsable("SYNC_SCHEDULES", e))?,
         })
     }
 

@@ -3,13 +3,14 @@
 
 use atlassian::AtlassianApi;
 use lambda_http::{Body, Request, RequestExt, Response};
+use runtime::answers;
 use runtime::config::{ConfigError, Env, Source};
 use runtime::http::{self, Link};
 use secrecy::SecretString;
 use store::{ConnectionStore, SessionStore, StateStore};
 use time::OffsetDateTime;
 use tokens::connect::{self, CallbackParams, CompleteSettings, Completed, Failure};
-use tokens::{ConnectError, KeyRing, scopes};
+use tokens::{KeyRing, scopes};
 use url::Url;
 
 pub struct Config {
@@ -55,7 +56,7 @@ where
     A: AtlassianApi,
 {
     if request.method() != lambda_http::http::Method::GET {
-        return Ok(http::page(405, "Not allowed", "This address only answers GET.", None, None));
+        return Ok(answers::get_only_page());
     }
     let query = request.query_string_parameters();
     let params = CallbackParams {
@@ -68,7 +69,11 @@ where
             .await;
     Ok(match outcome {
         Ok(completed) => success(completed),
-        Err(failure) => failed(failure),
+        Err(failure) => {
+            let (code, error) = (failure.error.code(), runtime::error_chain(&failure.error));
+            tracing::warn!(code, error, "connect flow failed");
+            failed(failure)
+        }
     })
 }
 
@@ -90,18 +95,9 @@ fn success(Completed { connection, return_url }: Completed) -> Response<Body> {
 }
 
 fn failed(Failure { error, return_url }: Failure) -> Response<Body> {
-    let title = match error {
-        ConnectError::ConsentDenied => "Access not granted",
-        _ => "The connection failed",
-    };
-    let hint = if error.retryable() {
-        "To try again, go back to the app and start the Atlassian connection again."
-    } else {
-        "Please contact the administrator of this connector."
-    };
     let back = return_url
         .as_deref()
         .and_then(|url| connect::return_redirect(url, &[("status", "error"), ("error", error.code())]));
     let link = back.as_ref().map(|url| Link { href: url.as_str(), text: "Back to the app" });
-    http::page(error.http_status(), title, &error.message(), Some(hint), link)
+    answers::connect_page(&error, answers::Step::Callback, link)
 }

@@ -3,7 +3,7 @@
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use runtime::config::{ConfigError, Env, Source};
-use runtime::http;
+use runtime::{answers, http};
 use store::{SessionStore, StateStore};
 use time::OffsetDateTime;
 use tokens::connect::{self, AuthorizeSettings};
@@ -57,7 +57,7 @@ pub async fn handle<S: SessionStore + StateStore>(
     request: Request,
 ) -> Result<Response<Body>, lambda_http::Error> {
     if request.method() != lambda_http::http::Method::GET {
-        return Ok(http::page(405, "Not allowed", "This address only answers GET.", None, None));
+        return Ok(answers::get_only_page());
     }
     let query = request.query_string_parameters();
     let session = query.first("session");
@@ -65,13 +65,7 @@ pub async fn handle<S: SessionStore + StateStore>(
         Ok(url) => http::redirect(url.as_str()),
         Err(error) => {
             tracing::warn!(code = error.code(), "connect link refused");
-            http::page(
-                error.http_status(),
-                "Cannot start the connection",
-                &error.message(),
-                Some("Go back to the app and start the Atlassian connection again to get a fresh link."),
-                None,
-            )
+            answers::connect_page(&error, answers::Step::Start, None)
         }
     })
 }

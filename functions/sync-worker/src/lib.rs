@@ -143,8 +143,8 @@ where
                 let seconds_left = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs());
                 tracing::info!(connection_id = %job.connection_id, object_type = job.object_type.as_str(), ?outcome, ?seconds_left, "sync job done")
             }
-            Err(error @ (JobError::Retryable(_) | JobError::Store(_))) => {
-                tracing::warn!(connection_id = %job.connection_id, object_type = job.object_type.as_str(), error = %error, "sync job failed; it will be retried");
+            Err(error @ (JobError::Continuation(_) | JobError::Store(_))) => {
+                tracing::warn!(connection_id = %job.connection_id, object_type = job.object_type.as_str(), error = %runtime::error_chain(&error), "sync job failed; it will be retried");
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = id;
                 failures.push(failure);

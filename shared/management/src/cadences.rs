@@ -12,11 +12,12 @@ impl Cadences {
     /// `users=rate(6 hours),groups=rate(6 hours),projects=rate(1 day),spaces=rate(1 day)`: the template's defaults.
     pub const DEFAULT: &str = "users=rate(6 hours),groups=rate(6 hours),projects=rate(1 day),spaces=rate(1 day)";
 
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, InvalidSchedule> {
         let mut cadences = BTreeMap::new();
         for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, expression) = pair.split_once('=').ok_or_else(|| format!("`{pair}` is not type=expression"))?;
-            let object_type = ObjectType::parse(name.trim()).ok_or_else(|| format!("no object type `{name}`"))?;
+            let invalid = |why| InvalidSchedule { entry: pair.to_owned(), why };
+            let (name, expression) = pair.split_once('=').ok_or(invalid("it is not type=expression"))?;
+            let object_type = ObjectType::parse(name.trim()).ok_or(invalid("no such object type"))?;
             let expression = expression.trim();
             if expression.starts_with("cron(") {
                 continue;
@@ -24,17 +25,25 @@ impl Cadences {
             let inner = expression
                 .strip_prefix("rate(")
                 .and_then(|e| e.strip_suffix(')'))
-                .ok_or_else(|| format!("`{expression}` is neither rate(…) nor cron(…)"))?;
-            let (count, unit) = inner.trim().split_once(' ').ok_or_else(|| format!("`{expression}` has no unit"))?;
-            let count: i64 = count.parse().map_err(|_| format!("`{expression}` has no number"))?;
+                .ok_or(invalid("the expression is neither rate(…) nor cron(…)"))?;
+            let (count, unit) = inner.trim().split_once(' ').ok_or(invalid("the rate has no unit"))?;
+            let count: i32 = count.parse().map_err(|_| invalid("the rate has no number"))?;
             let unit = match unit.trim().trim_end_matches('s') {
                 "minute" => time::Duration::MINUTE,
                 "hour" => time::Duration::HOUR,
                 "day" => time::Duration::DAY,
-                _ => return Err(format!("`{expression}`: the unit is minutes, hours or days")),
+                _ => return Err(invalid("the unit is minutes, hours or days")),
             };
-            cadences.insert(object_type, unit * count as i32);
+            cadences.insert(object_type, unit * count);
         }
         Ok(Self(cadences))
     }
+}
+
+/// A schedule entry that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{entry}`: {why}")]
+pub struct InvalidSchedule {
+    pub entry: String,
+    pub why: &'static str,
 }

@@ -28,12 +28,11 @@ use tokens::connect::SessionSettings;
 use tokens::ids;
 
 mod cadences;
-mod error;
 mod routes;
 mod views;
 
 pub use cadences::Cadences;
-pub use error::ApiError;
+pub use runtime::answers::ApiError;
 pub use views::{ConnectionView, RunView};
 
 pub struct Deps<S, M, Q, A> {

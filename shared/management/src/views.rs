@@ -82,7 +82,7 @@ impl<'a> ConnectionView<'a> {
                         started_at: None,
                         finished_at: None,
                         counts: None,
-                        error: Some(std::borrow::Cow::Owned(reason)),
+                        error: Some(std::borrow::Cow::Owned(reason.to_string())),
                         waiting_until: None,
                         last_succeeded_at: None,
                         next_due_at: None,

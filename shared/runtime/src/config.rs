@@ -11,6 +11,15 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    /// A value a parser of its own refused (an allow-list, the schedules), with the parser's error as the cause.
+    #[error("environment variable {name} is invalid")]
+    Unparsable { name: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+}
+
+impl ConfigError {
+    pub fn unparsable(name: &'static str, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unparsable { name, source: Box::new(error) }
+    }
 }
 
 /// Where variables come from: the process environment in functions, a map in tests.

@@ -1,6 +1,8 @@
 //! What every function shares at its edge: typed configuration read once at cold start, secrets from Secrets
 //! Manager, JSON logs, and the shapes of HTTP answers (JSON errors for the API, small HTML pages for browsers).
 
+#[cfg(feature = "answers")]
+pub mod answers;
 pub mod config;
 pub mod http;
 pub mod secrets;

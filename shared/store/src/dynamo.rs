@@ -58,16 +58,14 @@ impl DynamoStore {
         output.item.map(from_item).transpose()
     }
 
-    async fn put_new(&self, item: Item) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(StoreError::dynamo)?;
-        Ok(())
+    /// Puts an item whose key must be new (a `what`: session, state).
+    async fn put_new(&self, item: Item, what: &'static str) -> Result<(), StoreError> {
+        let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        match put.condition_expression("attribute_not_exists(pk)").send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(StoreError::Exists(what)),
+            Err(e) => Err(StoreError::dynamo(e)),
+        }
     }
 }
 
@@ -119,7 +117,7 @@ fn rfc3339(at: OffsetDateTime) -> Result<String, StoreError> {
 impl SessionStore for DynamoStore {
     async fn put_session(&self, session: &ConnectSession) -> Result<(), StoreError> {
         let item = to_item(session_pk(&session.id_hash), "SESSION", ttl(session.expires_at), session)?;
-        self.put_new(item).await
+        self.put_new(item, "session").await
     }
 
     async fn get_session(&self, id_hash: &str) -> Result<Option<ConnectSession>, StoreError> {
@@ -130,7 +128,7 @@ impl SessionStore for DynamoStore {
 impl StateStore for DynamoStore {
     async fn put_state(&self, state: &OAuthState) -> Result<(), StoreError> {
         let item = to_item(state_pk(&state.state_hash), "STATE", ttl(state.expires_at), state)?;
-        self.put_new(item).await
+        self.put_new(item, "state").await
     }
 
     async fn take_state(&self, state_hash: &str) -> Result<Option<OAuthState>, StoreError> {
@@ -216,7 +214,7 @@ impl ConnectionStore for DynamoStore {
         }
         self.get_connection(&connection.connection_id)
             .await?
-            .ok_or_else(|| StoreError::Dynamo("the connection vanished right after it was written".into()).into())
+            .ok_or_else(|| StoreError::Inconsistent("the connection vanished right after it was written".into()).into())
     }
 
     async fn upsert_connection(&self, connection: &Connection) -> Result<Connection, StoreError> {
@@ -234,7 +232,11 @@ impl ConnectionStore for DynamoStore {
             .send()
             .await
             .map_err(StoreError::dynamo)?;
-        output.attributes.map(from_item).transpose()?.ok_or(StoreError::Dynamo("the upsert returned no item".into()))
+        output
+            .attributes
+            .map(from_item)
+            .transpose()?
+            .ok_or(StoreError::Inconsistent("the upsert returned no item".into()))
     }
 
     async fn update_sites(&self, id: &str, sites: &[crate::Site], now: OffsetDateTime) -> Result<(), StoreError> {
@@ -508,7 +510,7 @@ impl crate::BudgetStore for DynamoStore {
                 Err(e) => return Err(StoreError::dynamo(e)),
             }
         }
-        Err(StoreError::Dynamo("the points budget stayed contended after 32 attempts".into()))
+        Err(StoreError::Contended(32))
     }
 }
 
@@ -622,7 +624,7 @@ impl crate::checkpoint::CheckpointStore for DynamoStore {
             let chunk: Chunk = self
                 .get(connection_pk(connection_id), &format!("{sk}#{key}"))
                 .await?
-                .ok_or_else(|| StoreError::Dynamo(format!("checkpoint chunk {key} is missing").into()))?;
+                .ok_or_else(|| StoreError::Inconsistent(format!("checkpoint chunk {key} is missing")))?;
             chunks.push(chunk.bytes);
         }
         Ok(Some((header, chunks)))

@@ -28,6 +28,7 @@ pub use mirror::{MirrorObject, MirrorStore, ObjectType, Scope};
 pub use mirror_dynamo::DynamoMirror;
 pub use model::{
     ConnectSession, Connection, ConnectionMode, ConnectionStatus, OAuthState, Product, SealedCredentials, Site,
+    Unavailable,
 };
 pub use runs::{HeldDeletions, RunCounts, RunRecord, RunStatus};
 

@@ -61,7 +61,7 @@ impl SessionStore for MemoryStore {
     async fn put_session(&self, session: &ConnectSession) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if inner.sessions.contains_key(&session.id_hash) {
-            return Err(StoreError::Dynamo("session already exists".into()));
+            return Err(StoreError::Exists("session"));
         }
         inner.sessions.insert(session.id_hash.clone(), session.clone());
         Ok(())
@@ -76,7 +76,7 @@ impl StateStore for MemoryStore {
     async fn put_state(&self, state: &OAuthState) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if inner.states.contains_key(&state.state_hash) {
-            return Err(StoreError::Dynamo("state already exists".into()));
+            return Err(StoreError::Exists("state"));
         }
         inner.states.insert(state.state_hash.clone(), state.clone());
         Ok(())
@@ -416,7 +416,7 @@ impl crate::CheckpointStore for MemoryStore {
             .chunks
             .iter()
             .map(|key| {
-                chunks.get(key).cloned().ok_or_else(|| StoreError::Dynamo("a checkpoint chunk is missing".into()))
+                chunks.get(key).cloned().ok_or_else(|| StoreError::Inconsistent("a checkpoint chunk is missing".into()))
             })
             .collect::<Result<_, _>>()?;
         Ok(Some((header.clone(), bytes)))

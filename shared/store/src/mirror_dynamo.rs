@@ -86,7 +86,7 @@ impl DynamoMirror {
                 if !pending.is_empty() {
                     attempt += 1;
                     if attempt > BATCH_RETRIES {
-                        return Err(StoreError::Dynamo("DynamoDB kept items unprocessed".into()));
+                        return Err(StoreError::Unprocessed("items"));
                     }
                     backoff(attempt).await;
                 }
@@ -129,7 +129,7 @@ impl DynamoMirror {
                 if pending.is_some() {
                     attempt += 1;
                     if attempt > BATCH_RETRIES {
-                        return Err(StoreError::Dynamo("DynamoDB kept keys unprocessed".into()));
+                        return Err(StoreError::Unprocessed("keys"));
                     }
                     backoff(attempt).await;
                 }
@@ -269,7 +269,8 @@ impl MirrorStore for DynamoMirror {
             .into_iter()
             .map(|item| {
                 let item: ChunkItem = serde_dynamo::from_item(item).map_err(StoreError::Corrupt)?;
-                let bucket = u32::from_str_radix(&item.sk, 16).map_err(|e| StoreError::Dynamo(Box::new(e)))?;
+                let bucket = u32::from_str_radix(&item.sk, 16)
+                    .map_err(|_| StoreError::Inconsistent(format!("member chunk key {} is not hex", item.sk)))?;
                 Ok(MemberChunk { bucket, ids: item.ids })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

@@ -127,24 +127,34 @@ impl Connection {
     /// Whether a connection can sync a type, and if not, why (for people): OAuth connections need a site whose
     /// granted scopes cover the product; admin-key connections read users and groups from the Admin API, and projects
     /// and spaces through the site token, where one was given and the org has the product there.
-    pub fn availability(&self, object_type: ObjectType) -> Result<(), String> {
+    pub fn availability(&self, object_type: ObjectType) -> Result<(), Unavailable> {
         let product = if object_type == ObjectType::Spaces { "Confluence" } else { "Jira" };
         match self.mode {
-            ConnectionMode::Oauth if self.sites_for(object_type).is_empty() => {
-                Err(format!("no site this grant reaches has {product} in its granted scopes"))
-            }
+            ConnectionMode::Oauth if self.sites_for(object_type).is_empty() => Err(Unavailable::NotGranted { product }),
             ConnectionMode::Oauth => Ok(()),
             ConnectionMode::AdminApiKey if matches!(object_type, ObjectType::Users | ObjectType::Groups) => Ok(()),
-            ConnectionMode::AdminApiKey if self.sites.is_empty() => Err(format!(
-                "no site token was given: {} are read through a site's API token (PATCH the connection with site_url, \
-                 site_email and site_api_token)",
-                object_type.as_str()
-            )),
+            ConnectionMode::AdminApiKey if self.sites.is_empty() => {
+                Err(Unavailable::NoSiteToken { object_type: object_type.as_str() })
+            }
             ConnectionMode::AdminApiKey if self.sites_for(object_type).is_empty() => {
-                let site = self.sites.first().map(|s| s.url.as_str()).unwrap_or_default();
-                Err(format!("{product} is not a product of this organization on {site}"))
+                let site = self.sites.first().map(|s| s.url.clone()).unwrap_or_default();
+                Err(Unavailable::NotOnSite { product, site })
             }
             ConnectionMode::AdminApiKey => Ok(()),
         }
     }
+}
+
+/// Why a connection cannot sync an object type (worded for people: the status API shows it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    #[error("no site this grant reaches has {product} in its granted scopes")]
+    NotGranted { product: &'static str },
+    #[error(
+        "no site token was given: {object_type} are read through a site's API token (PATCH the connection with \
+         site_url, site_email and site_api_token)"
+    )]
+    NoSiteToken { object_type: &'static str },
+    #[error("{product} is not a product of this organization on {site}")]
+    NotOnSite { product: &'static str, site: String },
 }

@@ -386,7 +386,7 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
         if let Err(error) =
             self.store.take_points(&pool, self.config.limits(quota), draw, OffsetDateTime::now_utc()).await
         {
-            tracing::warn!(error = %error, "could not record Atlassian's quota 429 in the shared pool");
+            tracing::warn!(error = %runtime::error_chain(&error), "could not record Atlassian's quota 429 in the shared pool");
         }
     }
 
@@ -400,7 +400,7 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
             }
             let draw = Draw { give_back: balance.points as u64, ..Draw::default() };
             if let Err(error) = self.store.take_points(&pool, limits, draw, now).await {
-                tracing::warn!(error = %error, "could not give unspent points back to the shared pool");
+                tracing::warn!(error = %runtime::error_chain(&error), "could not give unspent points back to the shared pool");
             }
         }
     }

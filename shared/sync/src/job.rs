@@ -11,9 +11,10 @@
 use crate::access::{Refreshing, TokenSource};
 use crate::budget::Budget;
 use crate::engine::{self, DeletionGuard, Pacing, Resume, Step, SyncError, Wait};
-use crate::queue::{Job, JobQueue};
+use crate::queue::{Job, JobQueue, QueueError};
 use crate::sources::{AdminSource, OauthSource};
 use atlassian::{AdminApi, ApiError, AtlassianApi, DirectoryApi};
+use runtime::error_chain;
 use std::time::Instant;
 use store::mirror::{MirrorStore, ObjectType};
 use store::{
@@ -67,11 +68,11 @@ pub enum Outcome {
     Skipped,
 }
 
+/// What makes the worker hand a job back to its queue for another delivery (the run resumes from its checkpoint).
 #[derive(Debug, Error)]
 pub enum JobError {
-    /// Worth another delivery: rate limits, Atlassian or DynamoDB trouble. The run is recorded `failed`.
-    #[error("the sync failed and may succeed later: {0}")]
-    Retryable(String),
+    #[error("the run's continuation could not be queued")]
+    Continuation(#[source] QueueError),
     #[error("the state store failed")]
     Store(#[from] StoreError),
 }
@@ -158,10 +159,8 @@ where
             record.held_deletions = held;
         }
         Ok(Step::Paused(counts)) => {
-            if let Err(error) = deps.queue.enqueue(&[job.continuation(run_id, 0)]).await {
-                // This message comes back and resumes from the checkpoint just saved.
-                return Err(JobError::Retryable(format!("could not queue the run's continuation: {error}")));
-            }
+            // On failure, this message comes back and resumes from the checkpoint just saved.
+            deps.queue.enqueue(&[job.continuation(run_id, 0)]).await.map_err(JobError::Continuation)?;
             record.counts = counts;
             record.lease_until_ms = store::budget::epoch_ms(ended + RUN_LEASE);
             tracing::info!(connection_id, object_type = object_type.as_str(), counts = ?counts, "sync run paused; its continuation is queued");
@@ -178,23 +177,27 @@ where
             wait = Some((until, 0));
         }
         Err(Failure::Superseded) => return Ok(Outcome::AlreadyRunning),
-        Err(Failure::NotAvailable(reason)) => (record.status, record.error) = (RunStatus::NotAvailable, Some(reason)),
+        Err(Failure::NotAvailable(why)) => {
+            (record.status, record.error) = (RunStatus::NotAvailable, Some(why.to_string()))
+        }
         Err(Failure::NeedsReauth(reason)) => (record.status, record.error) = (RunStatus::NeedsReauth, Some(reason)),
-        Err(Failure::Transient(reason)) if job.attempt + 1 < MAX_ATTEMPTS => {
+        Err(Failure::Transient(cause)) if job.attempt + 1 < MAX_ATTEMPTS => {
             let backoff = FIRST_BACKOFF.saturating_mul(1 << job.attempt.min(10)).min(crate::queue::MAX_DELAY);
+            let reason = error_chain(&cause);
             tracing::warn!(connection_id, object_type = object_type.as_str(), attempt = job.attempt + 1, error = %reason, "sync run failed transiently; it resumes after a backoff");
             record.error = Some(format!("retrying after: {reason}"));
             wait = Some((ended + backoff, job.attempt + 1));
         }
-        Err(Failure::Transient(reason) | Failure::Failed(reason)) => {
+        Err(Failure::Transient(cause) | Failure::Failed(cause)) => {
+            let reason = error_chain(&cause);
+            tracing::warn!(connection_id, object_type = object_type.as_str(), error = %reason, "sync run failed");
             (record.status, record.error) = (RunStatus::Failed, Some(reason))
         }
     }
     if let Some((until, attempt)) = wait {
         let delay = std::time::Duration::try_from(until - ended).unwrap_or_default();
-        if let Err(error) = deps.queue.enqueue_after(&job.continuation(run_id, attempt), delay).await {
-            return Err(JobError::Retryable(format!("could not queue the run's continuation: {error}")));
-        }
+        let continuation = job.continuation(run_id, attempt);
+        deps.queue.enqueue_after(&continuation, delay).await.map_err(JobError::Continuation)?;
         record.status = RunStatus::Waiting;
         record.waiting_until = Some(until);
         // The lease outlasts the wait, so a scheduled run cannot take over (and drop the checkpoint) meanwhile.
@@ -220,32 +223,63 @@ struct Plan<'r> {
     now: OffsetDateTime,
 }
 
+/// How a run that did not get to done ends.
 enum Failure {
     Superseded,
-    NotAvailable(String),
+    NotAvailable(NotAvailable),
+    /// The grant or the key is gone: the reason, for people.
     NeedsReauth(String),
     /// Worth another try soon: Atlassian or DynamoDB trouble, a token refresh that did not go through.
-    Transient(String),
+    Transient(RunError),
     /// No retry can do better (a corrupt connection, Atlassian refusing the request itself).
-    Failed(String),
+    Failed(RunError),
+}
+
+/// Why a run cannot read its type at all.
+#[derive(Debug, Error)]
+enum NotAvailable {
+    #[error(transparent)]
+    Connection(#[from] store::Unavailable),
+    #[error("no site of this connection has the product this object type comes from")]
+    NoSite,
+    #[error("no site token for this object type")]
+    NoSiteToken,
+}
+
+/// What stopped a run (its cause chain goes to the logs and the run record).
+#[derive(Debug, Error)]
+enum RunError {
+    #[error("the sync failed")]
+    Sync(#[source] SyncError),
+    /// A token refused mid-run: the grant may have been revoked since the refresh; the retry's refresh tells.
+    #[error("Atlassian refused the access token or a scope; the retry refreshes it")]
+    TokenRefused(#[source] SyncError),
+    #[error("accessible-resources failed")]
+    Sites(#[source] ApiError),
+    #[error("the connection's sites could not be saved")]
+    SaveSites(#[source] StoreError),
+    #[error("the connection's credentials could not be opened")]
+    Credentials(#[source] tokens::crypto::CryptoError),
+    #[error("the connection has no org id")]
+    NoOrgId,
+    #[error("marking the connection needs_reauth failed")]
+    MarkNeedsReauth(#[source] StoreError),
 }
 
 /// How an engine error ends the run.
 fn failure(error: SyncError) -> Failure {
     let transient = match &error {
         SyncError::Superseded => return Failure::Superseded,
-        SyncError::NotAvailable => return Failure::NotAvailable("no site for this object type".into()),
-        // A token refused mid-run: the grant may have been revoked since the refresh; the retry's refresh tells.
+        SyncError::NotAvailable => return Failure::NotAvailable(NotAvailable::NoSite),
         SyncError::Atlassian(ApiError::Unauthorized { .. }) => {
-            return Failure::Transient("Atlassian refused the access token or a scope; the retry refreshes it".into());
+            return Failure::Transient(RunError::TokenRefused(error));
         }
         SyncError::Atlassian(e) => e.is_transient(),
         SyncError::Token(RefreshError::NeedsReauth { reason }) => return Failure::NeedsReauth(reason.clone()),
         SyncError::Token(e) => e.retryable(),
-        SyncError::Budget(_) | SyncError::Store(_) => true,
+        SyncError::Budget(_) | SyncError::Store(_) | SyncError::Checkpoint(_) => true,
     };
-    let reason = format!("{error}: {}", source_chain(&error));
-    if transient { Failure::Transient(reason) } else { Failure::Failed(reason) }
+    if transient { Failure::Transient(RunError::Sync(error)) } else { Failure::Failed(RunError::Sync(error)) }
 }
 
 async fn sync<S, M, A, B, Q>(
@@ -270,7 +304,7 @@ where
     let connection = &refresh_sites(deps, connection, &token).await?;
     let sites = connection.sites_for(object_type);
     if resume.is_none() {
-        connection.availability(object_type).map_err(Failure::NotAvailable)?;
+        connection.availability(object_type).map_err(|e| Failure::NotAvailable(e.into()))?;
     }
     let source = OauthSource::new(deps.atlassian, deps.budget, &tokens, pacing.clone());
     let run = engine::Run {
@@ -305,13 +339,13 @@ where
     let Plan { object_type, run_id, resume, pacing, guard, now } = plan;
     let id = &connection.connection_id;
     let secrets = credentials::open_admin(deps.keys, id, &connection.credentials)
-        .map_err(|e| Failure::Failed(format!("the connection's credentials could not be opened: {e}")))?;
-    let org_id = connection.org_id.as_deref().ok_or_else(|| Failure::Failed("the connection has no org id".into()))?;
+        .map_err(|e| Failure::Failed(RunError::Credentials(e)))?;
+    let org_id = connection.org_id.as_deref().ok_or(Failure::Failed(RunError::NoOrgId))?;
     let key = secrets.key();
     let login =
         connection.sites.first().and_then(|s| url::Url::parse(&s.url).ok()).and_then(|u| secrets.site_login(&u));
     if resume.is_none() {
-        connection.availability(object_type).map_err(Failure::NotAvailable)?;
+        connection.availability(object_type).map_err(|e| Failure::NotAvailable(e.into()))?;
     }
     let directory_type = matches!(object_type, ObjectType::Users | ObjectType::Groups);
     // The directory is one "site" of its own: the org.
@@ -331,7 +365,7 @@ where
     };
     match run.run(resume).await {
         Ok(step) => Ok(step),
-        Err(SyncError::NotAvailable) => Err(Failure::NotAvailable("no site token for this object type".into())),
+        Err(SyncError::NotAvailable) => Err(Failure::NotAvailable(NotAvailable::NoSiteToken)),
         // The key itself is refused (expired, revoked) or lost its rights: no later run can do better, so the
         // connection waits for a new key.
         Err(SyncError::Atlassian(ApiError::Unauthorized { status, expired })) if directory_type => {
@@ -350,9 +384,7 @@ where
                 }
             };
             let marked = deps.store.mark_needs_reauth(id, connection.token_version, reason, now).await;
-            if let Err(error) = marked {
-                return Err(Failure::Failed(format!("marking the connection needs_reauth failed: {error}")));
-            }
+            marked.map_err(|e| Failure::Failed(RunError::MarkNeedsReauth(e)))?;
             Err(Failure::NeedsReauth(reason.into()))
         }
         Err(SyncError::Atlassian(ApiError::Unauthorized { .. })) => Err(Failure::NeedsReauth(
@@ -374,8 +406,8 @@ where
     A: AtlassianApi,
 {
     let resources = deps.atlassian.accessible_resources(token).await.map_err(|e| match e.is_transient() {
-        true => Failure::Transient(format!("accessible-resources: {e}")),
-        false => Failure::Failed(format!("accessible-resources: {e}")),
+        true => Failure::Transient(RunError::Sites(e)),
+        false => Failure::Failed(RunError::Sites(e)),
     })?;
     let resources = tokens::connect::merge_sites(resources);
     let now = OffsetDateTime::now_utc();
@@ -406,7 +438,7 @@ where
     deps.store
         .update_sites(&connection.connection_id, &sites, now)
         .await
-        .map_err(|e| Failure::Transient(e.to_string()))?;
+        .map_err(|e| Failure::Transient(RunError::SaveSites(e)))?;
     Ok(store::Connection { sites, ..connection.clone() })
 }
 
@@ -416,14 +448,4 @@ fn nonce() -> String {
     // A failing system RNG leaves zeros: the owner is then just the run id, as before.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source = error.source();
-    while let Some(e) = source {
-        parts.push(e.to_string());
-        source = e.source();
-    }
-    parts.join(": ")
 }

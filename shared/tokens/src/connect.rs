@@ -24,6 +24,11 @@ use store::{
 use time::{Duration, OffsetDateTime};
 use url::Url;
 
+/// An allow-list entry that is not an absolute http(s) URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an absolute http(s) URL")]
+pub struct NotAbsoluteUrl(pub String);
+
 /// Where a connect flow may send the browser back to: absolute URLs; a candidate matches an entry with the same
 /// scheme, host and port whose path is the entry's path or lies below it.
 #[derive(Debug, Clone, Default)]
@@ -31,13 +36,13 @@ pub struct ReturnUrlAllowList(Vec<Url>);
 
 impl ReturnUrlAllowList {
     /// Parses a comma-separated list; an empty list allows no return URL at all.
-    pub fn parse(list: &str) -> Result<Self, String> {
+    pub fn parse(list: &str) -> Result<Self, NotAbsoluteUrl> {
         list.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|entry| match Url::parse(entry) {
                 Ok(url) if matches!(url.scheme(), "https" | "http") && url.has_host() => Ok(url),
-                _ => Err(format!("`{entry}` is not an absolute http(s) URL")),
+                _ => Err(NotAbsoluteUrl(entry.to_owned())),
             })
             .collect::<Result<_, _>>()
             .map(Self)
@@ -246,10 +251,7 @@ where
             );
             Ok(Completed { connection, return_url })
         }
-        Err(error) => {
-            tracing::warn!(code = error.code(), error = %error, "connect flow failed");
-            Err(Failure { error, return_url })
-        }
+        Err(error) => Err(Failure { error, return_url }),
     }
 }
 

@@ -4,8 +4,8 @@
 
 use super::{Answer, connection, json_body, view};
 use crate::Deps;
-use crate::error::ApiError;
 use lambda_http::{Request, RequestExt};
+use runtime::answers::ApiError;
 use runtime::http;
 use serde::Deserialize;
 use store::{ConnectionMode, ConnectionStatus, ConnectionStore, MirrorStore, RunStore};
@@ -128,7 +128,7 @@ pub async fn disconnect<S: ConnectionStore + RunStore, M: MirrorStore, Q, A>(
     id: &str,
 ) -> Answer {
     if !store::tenant::disconnect(&deps.store, &deps.mirror, id, OffsetDateTime::now_utc()).await? {
-        return Err(ApiError::connection_not_found());
+        return Err(super::connection_not_found());
     }
     tracing::info!(connection_id = id, "connection revoked, tokens destroyed, mirror cleared");
     get(deps, id).await

@@ -5,9 +5,9 @@ pub mod objects;
 pub mod sessions;
 pub mod sync;
 
-use crate::error::ApiError;
 use crate::{Cadences, ConnectionView};
 use lambda_http::{Body, Request, Response};
+use runtime::answers::ApiError;
 use runtime::http;
 use serde::de::DeserializeOwned;
 use store::{Connection, ConnectionStore, RunStore};
@@ -19,9 +19,13 @@ pub fn json_body<T: DeserializeOwned>(request: &Request, shape: &'static str) ->
     serde_json::from_slice(request.body().as_ref()).map_err(|_| ApiError::bad_request("invalid_body", shape))
 }
 
+pub fn connection_not_found() -> ApiError {
+    ApiError::new(404, "connection_not_found", "No connection has this id.")
+}
+
 /// The connection `id`, or a 404.
 pub async fn connection<S: ConnectionStore>(store: &S, id: &str) -> Result<Connection, ApiError> {
-    store.get_connection(id).await?.ok_or_else(ApiError::connection_not_found)
+    store.get_connection(id).await?.ok_or_else(connection_not_found)
 }
 
 /// A connection as the API shows it, with its latest runs.

@@ -3,8 +3,8 @@
 
 use super::{Answer, connection, page_limit};
 use crate::Deps;
-use crate::error::ApiError;
 use lambda_http::{Request, RequestExt};
+use runtime::answers::ApiError;
 use runtime::http;
 use store::mirror::{MEMBER_CHUNKS, MemberChunk, MirrorStore, ObjectType, Scope, members_page, parse_members_cursor};
 use store::{ConnectionStore, StoreError};

@@ -2,9 +2,9 @@
 
 use super::{Answer, connection};
 use crate::Deps;
-use crate::error::ApiError;
 use jobs::{Job, JobQueue};
 use lambda_http::Request;
+use runtime::answers::ApiError;
 use runtime::http;
 use serde::Deserialize;
 use store::mirror::ObjectType;

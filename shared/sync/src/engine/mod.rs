@@ -50,6 +50,8 @@ pub enum SyncError {
     /// No access token: the grant is gone, or a refresh did not go through.
     #[error("no valid access token")]
     Token(#[from] tokens::refresh::RefreshError),
+    #[error("the run's position could not be encoded for its checkpoint")]
+    Checkpoint(#[from] serde_json::Error),
     /// Another invocation of the same run saved a checkpoint first (a duplicate delivery): this one stops.
     #[error("another invocation of this run moved it on")]
     Superseded,
@@ -315,7 +317,7 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
     }
 
     async fn save(&self, state: &mut State) -> Result<(), SyncError> {
-        let progress = serde_json::to_string(&state.progress).map_err(|e| StoreError::Dynamo(Box::new(e)))?;
+        let progress = serde_json::to_string(&state.progress)?;
         let delta = state.seen.take_delta();
         let saved = self
             .checkpoints
