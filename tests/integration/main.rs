@@ -21,11 +21,10 @@ fn store() -> DynamoStore {
 }
 
 #[tokio::test]
-async fn dynamo_store_keeps_the_contract() {
-    let store = store();
-    contract::sessions_round_trip_and_never_overwrite(&store).await;
-    contract::a_state_is_taken_once(&store).await;
-    contract::completing_marks_the_session_used_and_upserts(&store).await;
+async fn dynamo_stores_keep_the_contract() {
+    let stack = Stack::from_env();
+    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
+    contract::run_all(std::sync::Arc::new(store()), &mirror).await;
 }
 
 #[tokio::test]
@@ -379,32 +378,6 @@ async fn a_used_session_is_refused() {
     let callback = harness::consent(&authorize, &Consent::default()).await.unwrap();
     assert_eq!(flow.callback(&callback).await.status(), 200);
     assert_page(&flow.open(&session).await, 410, "already used");
-}
-
-#[tokio::test]
-async fn dynamo_store_serialises_refreshes() {
-    let store = store();
-    contract::one_refresh_lease_at_a_time(&store).await;
-    contract::credentials_are_saved_only_on_the_expected_version(&store).await;
-}
-
-#[tokio::test]
-async fn dynamo_mirror_keeps_the_contract() {
-    let stack = Stack::from_env();
-    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
-    contract::the_mirror_round_trips_compares_and_clears(&mirror).await;
-    contract::big_groups_keep_their_members_in_chunks(&mirror).await;
-}
-
-#[tokio::test]
-async fn dynamo_store_runs_one_sync_per_type_at_a_time() {
-    contract::one_run_per_type_at_a_time(&store()).await;
-    contract::checkpoints_append_and_refuse_a_stale_base(&store()).await;
-}
-
-#[tokio::test]
-async fn dynamo_store_shares_the_points_budget() {
-    contract::the_points_budget_is_shared(std::sync::Arc::new(store())).await;
 }
 
 /// Connects `tenant` through the flow and returns its connection id.

@@ -92,7 +92,8 @@ pub(crate) fn chunks<'a>(base: &Checkpoint, seen: &'a [u8]) -> Vec<(String, &'a 
         .collect()
 }
 
-/// Whether a stored header still is `base`, as a save requires.
+/// Whether a stored header still is `base`, as a save requires (DynamoDB checks it in a condition expression).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn is_base(stored: Option<&Checkpoint>, base: &Checkpoint) -> bool {
     match stored {
         None => base.version == 0,

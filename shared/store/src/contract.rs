@@ -1,8 +1,31 @@
-//! The behaviour every store implementation must have, written once and run against [`crate::MemoryStore`] here
-//! and against DynamoDB in `tests/integration`. Each check uses keys of its own, so checks may share a table.
+//! The behaviour every store implementation must have, written once and run whole through [`run_all`] against
+//! [`crate::MemoryStore`] here and against DynamoDB in `tests/integration`: a check added here runs on both. Each
+//! check uses keys of its own, so checks share a table and run at once.
 
 use crate::*;
 use time::{Duration, OffsetDateTime};
+
+/// Every check of the contract, against `store` (state) and `mirror`.
+pub async fn run_all<S, M>(store: std::sync::Arc<S>, mirror: &M)
+where
+    S: SessionStore + StateStore + ConnectionStore + CredentialStore + RunStore + CheckpointStore + BudgetStore,
+    S: Send + Sync + 'static,
+    M: MirrorStore,
+{
+    let state = store.as_ref();
+    tokio::join!(
+        sessions_round_trip_and_never_overwrite(state),
+        a_state_is_taken_once(state),
+        completing_marks_the_session_used_and_upserts(state),
+        one_refresh_lease_at_a_time(state),
+        credentials_are_saved_only_on_the_expected_version(state),
+        one_run_per_type_at_a_time(state),
+        checkpoints_append_and_refuse_a_stale_base(state),
+        the_mirror_round_trips_compares_and_clears(mirror),
+        big_groups_keep_their_members_in_chunks(mirror),
+    );
+    the_points_budget_is_shared(store.clone()).await;
+}
 
 fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +76,7 @@ pub fn connection(tenant_id: &str, connection_id: &str) -> Connection {
     }
 }
 
-pub async fn sessions_round_trip_and_never_overwrite(store: &impl SessionStore) {
+async fn sessions_round_trip_and_never_overwrite(store: &impl SessionStore) {
     let session = session(&unique("tenant"));
     store.put_session(&session).await.expect("put");
     assert_eq!(store.get_session(&session.id_hash).await.expect("get"), Some(session.clone()));
@@ -61,7 +84,7 @@ pub async fn sessions_round_trip_and_never_overwrite(store: &impl SessionStore) 
     assert_eq!(store.get_session("no-such-session").await.expect("get"), None);
 }
 
-pub async fn a_state_is_taken_once(store: &impl StateStore) {
+async fn a_state_is_taken_once(store: &impl StateStore) {
     let state = OAuthState {
         state_hash: unique("state"),
         session_id_hash: unique("session"),
@@ -76,7 +99,7 @@ pub async fn a_state_is_taken_once(store: &impl StateStore) {
     assert_eq!(store.take_state(&state.state_hash).await.expect("take"), None);
 }
 
-pub async fn completing_marks_the_session_used_and_upserts<S: SessionStore + ConnectionStore>(store: &S) {
+async fn completing_marks_the_session_used_and_upserts<S: SessionStore + ConnectionStore>(store: &S) {
     let tenant = unique("tenant");
     let id = unique("con");
     let first_session = session(&tenant);
@@ -130,7 +153,7 @@ async fn stored_connection<S: SessionStore + ConnectionStore>(store: &S) -> Conn
     store.complete_connect(&session.id_hash, &connection(&tenant, &unique("con"))).await.expect("complete")
 }
 
-pub async fn one_refresh_lease_at_a_time<S: SessionStore + ConnectionStore + CredentialStore>(store: &S) {
+async fn one_refresh_lease_at_a_time<S: SessionStore + ConnectionStore + CredentialStore>(store: &S) {
     let c = stored_connection(store).await;
     let id = &c.connection_id;
     let now = now();
@@ -157,7 +180,7 @@ pub async fn one_refresh_lease_at_a_time<S: SessionStore + ConnectionStore + Cre
     assert!(!store.try_lease(id, "intruder", until + Duration::seconds(45), renewed).await.expect("lease"));
 }
 
-pub async fn credentials_are_saved_only_on_the_expected_version<S: SessionStore + ConnectionStore + CredentialStore>(
+async fn credentials_are_saved_only_on_the_expected_version<S: SessionStore + ConnectionStore + CredentialStore>(
     store: &S,
 ) {
     let c = stored_connection(store).await;
@@ -204,7 +227,7 @@ pub async fn credentials_are_saved_only_on_the_expected_version<S: SessionStore 
     assert!(!store.revoke_connection("con_missing", later).await.expect("revoke"));
 }
 
-pub async fn the_points_budget_is_shared<S: BudgetStore + 'static>(store: std::sync::Arc<S>) {
+async fn the_points_budget_is_shared<S: BudgetStore + 'static>(store: std::sync::Arc<S>) {
     use crate::budget::{BudgetLimits, Draw};
     let name = unique("budget");
     let limits = BudgetLimits { points: 100, window: std::time::Duration::from_secs(3600) };
@@ -233,7 +256,7 @@ pub async fn the_points_budget_is_shared<S: BudgetStore + 'static>(store: std::s
     assert_eq!(later.granted, 5);
 }
 
-pub async fn the_mirror_round_trips_compares_and_clears(store: &impl MirrorStore) {
+async fn the_mirror_round_trips_compares_and_clears(store: &impl MirrorStore) {
     use crate::mirror::{MirrorObject, ObjectType, Scope};
     use serde_json::json;
     let scope = Scope::new(&unique("con"), ObjectType::Users);
@@ -299,7 +322,7 @@ pub async fn the_mirror_round_trips_compares_and_clears(store: &impl MirrorStore
     assert!(store.list(&scope, None, 10).await.expect("list").0.is_empty());
 }
 
-pub async fn one_run_per_type_at_a_time(store: &impl RunStore) {
+async fn one_run_per_type_at_a_time(store: &impl RunStore) {
     use crate::mirror::ObjectType;
     use crate::runs::{RunCounts, RunRecord, RunStatus};
     let connection_id = unique("con");
@@ -347,7 +370,7 @@ pub async fn one_run_per_type_at_a_time(store: &impl RunStore) {
     assert!(store.list_runs(&unique("con")).await.expect("list").is_empty());
 }
 
-pub async fn checkpoints_append_and_refuse_a_stale_base(store: &impl CheckpointStore) {
+async fn checkpoints_append_and_refuse_a_stale_base(store: &impl CheckpointStore) {
     use crate::mirror::ObjectType;
     let connection_id = unique("con");
     let now = now();
@@ -396,7 +419,7 @@ pub async fn checkpoints_append_and_refuse_a_stale_base(store: &impl CheckpointS
     assert_eq!(store.load_checkpoint(&connection_id, ObjectType::Users).await.expect("load"), None);
 }
 
-pub async fn big_groups_keep_their_members_in_chunks(store: &impl MirrorStore) {
+async fn big_groups_keep_their_members_in_chunks(store: &impl MirrorStore) {
     use crate::mirror::{MirrorObject, ObjectType, Scope, member_chunks};
     let scope = Scope::new(&unique("con"), ObjectType::Groups);
     let mut ids: Vec<String> = (0..3000).map(|i| format!("acc-{i:05}")).collect();
@@ -443,16 +466,6 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_keeps_the_contract() {
-        let store = MemoryStore::new();
-        sessions_round_trip_and_never_overwrite(&store).await;
-        a_state_is_taken_once(&store).await;
-        completing_marks_the_session_used_and_upserts(&store).await;
-        one_refresh_lease_at_a_time(&store).await;
-        credentials_are_saved_only_on_the_expected_version(&store).await;
-        the_points_budget_is_shared(std::sync::Arc::new(MemoryStore::new())).await;
-        the_mirror_round_trips_compares_and_clears(&store).await;
-        big_groups_keep_their_members_in_chunks(&store).await;
-        one_run_per_type_at_a_time(&store).await;
-        checkpoints_append_and_refuse_a_stale_base(&store).await;
+        run_all(std::sync::Arc::new(MemoryStore::new()), &MemoryStore::new()).await;
     }
 }

@@ -10,9 +10,11 @@
 
 pub mod budget;
 pub mod checkpoint;
+#[cfg(any(test, feature = "testing"))]
 pub mod contract;
 mod dynamo;
 mod error;
+#[cfg(any(test, feature = "testing"))]
 mod memory;
 pub mod mirror;
 mod mirror_dynamo;
@@ -23,6 +25,7 @@ pub mod tenant;
 pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use dynamo::DynamoStore;
 pub use error::{CompleteError, StoreError};
+#[cfg(any(test, feature = "testing"))]
 pub use memory::MemoryStore;
 pub use mirror::{MirrorObject, MirrorStore, ObjectType, Scope};
 pub use mirror_dynamo::DynamoMirror;
