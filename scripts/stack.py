@@ -231,7 +231,7 @@ def up():
         auth_base = api_base = f"http://127.0.0.1:{sandbox_port}"
         target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
         sandbox_bin = target_dir / "debug" / "atlassian-sandbox"
-        subprocess.run(["cargo", "build", "-q", "-p", "tests", "--bin", "atlassian-sandbox"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "-q", "-p", "atlassian-sandbox"], cwd=ROOT, check=True)
         # STACK_SANDBOX_FLAGS shapes the org and its quota (e.g. "--users 1500 --quota-points 3000").
         start("sandbox", [str(sandbox_bin), "--port", str(sandbox_port), "--client-id", client_id,
                           "--client-secret", client_secret, *os.environ.get("STACK_SANDBOX_FLAGS", "").split()])

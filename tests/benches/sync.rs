@@ -221,6 +221,16 @@ impl Drop for Sandbox {
     }
 }
 
+/// The sandbox binary (its own crate), built in this bench's profile beside it: the sandbox runs in a process of
+/// its own, so that the worker's heap and RSS figures are the worker's alone.
+fn sandbox_binary() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo).args(["build", "--release", "-q", "-p", "atlassian-sandbox"]).status();
+    assert!(built.is_ok_and(|s| s.success()), "building the sandbox failed");
+    let deps = std::env::current_exe().expect("the bench's path");
+    deps.parent().and_then(|d| d.parent()).expect("target/release").join("atlassian-sandbox")
+}
+
 #[tokio::main]
 async fn main() {
     let (users, groups, projects, spaces) =
@@ -229,7 +239,7 @@ async fn main() {
     let big_group = env("BIG_GROUP", 0);
     let port = 19_000 + (std::process::id() % 1000) as u16;
     let _sandbox = Sandbox(
-        Command::new(env!("CARGO_BIN_EXE_atlassian-sandbox"))
+        Command::new(sandbox_binary())
             .args(["--port", &port.to_string(), "--sites", "1", "--latency-ms", &latency.to_string()])
             .args(["--users", &users.to_string(), "--groups", &groups.to_string()])
             .args(["--projects", &projects.to_string(), "--spaces", &spaces.to_string()])

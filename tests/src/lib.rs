@@ -1,4 +1,6 @@
-//! The Atlassian sandbox and helpers for the integration and end-to-end tests.
+//! Helpers for the engine, integration, end-to-end and load tests; the Atlassian sandbox (its own crate) under its
+//! old name.
+
+pub use atlassian_sandbox as sandbox;
 
 pub mod harness;
-pub mod sandbox;
