@@ -7,8 +7,8 @@
 //! `POST /__sandbox/quota`.
 
 use anyhow::{Context, bail};
-use std::time::Duration;
 use atlassian_sandbox::{Sandbox, SandboxConfig};
+use std::time::Duration;
 
 const HELP: &str = "\
 atlassian-sandbox: Atlassian's OAuth 2.0 (3LO), Jira, Confluence and Admin APIs over a seeded org, on 127.0.0.1
