@@ -24,8 +24,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         store: DynamoStore::new(dynamodb.clone(), &config.table),
         mirror: DynamoMirror::new(dynamodb, &config.mirror_table),
         queue: jobs::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.sync_queue_url),
-        // A person waits on validation, inside API Gateway's 30 s: retry briefly, then answer 502.
-        atlassian: atlassian::AtlassianClient::without_oauth(atlassian::http_client()?, config.endpoints.clone())
+        // A person waits on validation, inside API Gateway's 30 s: retry briefly, then answer 502. Only admin-key
+        // requests call Atlassian: its HTTP client is built at the first of them, not in the cold start.
+        atlassian: atlassian::AtlassianClient::without_oauth(atlassian::Http::on_first_use(), config.endpoints.clone())
             .with_retry(atlassian::RetryPolicy {
                 max_retries: 2,
                 min_delay: std::time::Duration::from_millis(300),

@@ -11,6 +11,9 @@ use tokens::refresh::RefreshPolicy;
 async fn main() -> Result<(), lambda_runtime::Error> {
     runtime::init_tracing();
     let config = Config::from_env(&Env(ProcessEnv))?;
+    // The Atlassian client's root certificates load on a thread of their own, and need not be ready for the init
+    // to end: the first request waits for them only if it comes first.
+    let http = atlassian::Http::in_background();
     let aws = runtime::aws_config().await;
     let secretsmanager = runtime::secretsmanager(&aws);
     // The two secrets at once: each read is a round trip of the cold start.
@@ -22,7 +25,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // The client reports Atlassian's quota headers to the budget, which reconciles its pools with them.
     let quota = atlassian::QuotaWatch::default();
     let atlassian = atlassian::AtlassianClient::new(
-        atlassian::http_client()?,
+        http,
         config.endpoints.clone(),
         credentials,
         tokens::connect::callback_url(&config.public_base_url),

@@ -68,6 +68,44 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// The HTTP client an [`AtlassianClient`] talks through: given ready, or built when first needed. Building one
+/// loads and parses the root certificates (a few milliseconds of CPU): a function whose cold start should not wait
+/// for that builds it [`Http::in_background`] (it is then usually ready by the first request) or
+/// [`Http::on_first_use`] (for one that seldom calls Atlassian).
+#[derive(Debug, Clone)]
+pub struct Http(std::sync::Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>);
+
+impl Http {
+    pub fn on_first_use() -> Self {
+        Self(std::sync::Arc::default())
+    }
+
+    /// Starts building the client on a thread of its own; a request that comes before it is ready waits for it.
+    pub fn in_background() -> Self {
+        let http = Self::on_first_use();
+        let cell = http.0.clone();
+        std::thread::spawn(move || {
+            cell.get_or_init(build);
+        });
+        http
+    }
+
+    /// The client, built now (or waited for) if it is not ready; why not, if it cannot be built.
+    fn get(&self) -> Result<&reqwest::Client, ApiError> {
+        self.0.get_or_init(build).as_ref().map_err(|why| ApiError::Setup(why.clone()))
+    }
+}
+
+fn build() -> Result<reqwest::Client, String> {
+    http_client().map_err(|e| e.to_string())
+}
+
+impl From<reqwest::Client> for Http {
+    fn from(client: reqwest::Client) -> Self {
+        Self(std::sync::Arc::new(std::sync::OnceLock::from(Ok(client))))
+    }
+}
+
 /// How the client rides out burst 429s, 5xx and dropped connections: retries with exponential backoff (never
 /// shorter than `Retry-After`); a wait longer than `max_delay` is handed back to the caller instead.
 #[derive(Debug, Clone)]
@@ -86,7 +124,7 @@ impl Default for RetryPolicy {
 /// The real client.
 #[derive(Debug, Clone)]
 pub struct AtlassianClient {
-    http: reqwest::Client,
+    http: Http,
     endpoints: Endpoints,
     /// `None` for a client of the Admin API and sites only (the management API holds no OAuth app secret).
     oauth: Option<TokenClient>,
@@ -96,23 +134,26 @@ pub struct AtlassianClient {
 }
 
 impl AtlassianClient {
-    pub fn new(http: reqwest::Client, endpoints: Endpoints, credentials: ClientCredentials, redirect_uri: Url) -> Self {
+    pub fn new(http: impl Into<Http>, endpoints: Endpoints, credentials: ClientCredentials, redirect_uri: Url) -> Self {
         // Atlassian documents the client credentials in the request body, not a Basic header.
         let oauth = BasicClient::new(credentials.client_id)
             .set_client_secret(credentials.client_secret)
             .set_token_uri(TokenUrl::from_url(endpoints.token_url()))
             .set_redirect_uri(RedirectUrl::from_url(redirect_uri))
             .set_auth_type(AuthType::RequestBody);
-        Self { http, endpoints, oauth: Some(oauth), retry: RetryPolicy::default(), quota: None }
+        Self { http: http.into(), endpoints, oauth: Some(oauth), retry: RetryPolicy::default(), quota: None }
     }
 
     /// A client for the Admin API and sites' own APIs (API keys, Basic tokens), without an OAuth app.
-    pub fn without_oauth(http: reqwest::Client, endpoints: Endpoints) -> Self {
-        Self { http, endpoints, oauth: None, retry: RetryPolicy::default(), quota: None }
+    pub fn without_oauth(http: impl Into<Http>, endpoints: Endpoints) -> Self {
+        Self { http: http.into(), endpoints, oauth: None, retry: RetryPolicy::default(), quota: None }
     }
 
-    fn oauth(&self) -> Result<&TokenClient, OAuthError> {
-        self.oauth.as_ref().ok_or(OAuthError::NotConfigured)
+    /// The OAuth app, and the HTTP client it talks through.
+    fn oauth(&self) -> Result<(&TokenClient, &reqwest::Client), OAuthError> {
+        let oauth = self.oauth.as_ref().ok_or(OAuthError::NotConfigured)?;
+        let http = self.http.get().map_err(|e| OAuthError::Transport(Box::new(e)))?;
+        Ok((oauth, http))
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -177,7 +218,8 @@ impl AtlassianClient {
         auth: Auth<'_>,
         body: Option<&serde_json::Value>,
     ) -> Result<T, ApiError> {
-        let mut request = self.http.request(method, url.clone()).header(reqwest::header::ACCEPT, "application/json");
+        let mut request =
+            self.http.get()?.request(method, url.clone()).header(reqwest::header::ACCEPT, "application/json");
         request = match auth {
             Auth::Bearer(secret) => request.bearer_auth(secret),
             Auth::Basic { user, password } => request.basic_auth(user, Some(password)),
@@ -248,22 +290,19 @@ fn seconds_until(reset: &str) -> Option<u64> {
 
 impl AtlassianApi for AtlassianClient {
     async fn exchange_code(&self, code: &AuthorizationCode) -> Result<TokenGrant, OAuthError> {
-        let response = self
-            .oauth()?
+        let (oauth, http) = self.oauth()?;
+        let response = oauth
             .exchange_code(AuthorizationCode::new(code.secret().clone()))
-            .request_async(&self.http)
+            .request_async(http)
             .await
             .map_err(map_token_error)?;
         Ok(grant(&response))
     }
 
     async fn refresh_token(&self, refresh_token: &RefreshToken) -> Result<TokenGrant, OAuthError> {
-        let response = self
-            .oauth()?
-            .exchange_refresh_token(refresh_token)
-            .request_async(&self.http)
-            .await
-            .map_err(map_token_error)?;
+        let (oauth, http) = self.oauth()?;
+        let response =
+            oauth.exchange_refresh_token(refresh_token).request_async(http).await.map_err(map_token_error)?;
         Ok(grant(&response))
     }
 
@@ -306,6 +345,16 @@ fn map_token_error(error: ReqwestTokenError) -> OAuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http_client_is_there_when_asked_however_it_was_started() {
+        // Built in the background (waited for if not ready yet), on first use, or given.
+        for http in [Http::in_background(), Http::on_first_use(), Http::from(http_client().unwrap())] {
+            let first = http.get().map(|c| c as *const reqwest::Client).unwrap();
+            let again = http.clone().get().map(|c| c as *const reqwest::Client).unwrap();
+            assert_eq!(first, again, "built once, shared by clones");
+        }
+    }
 
     #[test]
     fn urls_keep_the_base_path() {

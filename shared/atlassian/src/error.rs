@@ -41,6 +41,9 @@ pub enum ApiError {
     Decode(#[source] reqwest::Error),
     #[error("Atlassian could not be reached")]
     Transport(#[source] reqwest::Error),
+    /// The HTTP client could not be built (its TLS setup failed): no request was made.
+    #[error("the HTTP client could not be built: {0}")]
+    Setup(String),
 }
 
 impl ApiError {
@@ -50,7 +53,7 @@ impl ApiError {
         match self {
             Self::RateLimited { .. } | Self::Transport(_) | Self::Decode(_) => true,
             Self::Status { status } => *status >= 500 || *status == 409,
-            Self::Unauthorized { .. } | Self::NotFound => false,
+            Self::Unauthorized { .. } | Self::NotFound | Self::Setup(_) => false,
         }
     }
 

@@ -18,7 +18,7 @@ mod types;
 
 pub use admin::{AdminApi, AdminKey, SiteLogin};
 pub use client::RetryPolicy;
-pub use client::{AtlassianClient, ClientCredentials, Endpoints, http_client};
+pub use client::{AtlassianClient, ClientCredentials, Endpoints, Http, http_client};
 pub use error::{ApiError, OAuthError};
 pub use oauth2::{AccessToken, AuthorizationCode, ClientId, ClientSecret, RefreshToken};
 pub use quota::{QuotaReport, QuotaWatch};

@@ -18,8 +18,25 @@ pub fn init_tracing() {
 
 /// The AWS SDK configuration. Endpoints come only from the SDK's own variables (`AWS_ENDPOINT_URL`, …), so the
 /// same code runs against AWS and against the local stack.
+///
+/// In Lambda (and under the local stack) the region and the credentials are environment variables: taking them
+/// from there directly skips the default chains, whose loader builds the SDK's TLS client (its root certificates
+/// parsed) before the cold start needs it; the first request builds it instead. Elsewhere (a profile on a
+/// developer's machine) the default chains apply.
 pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    use aws_config::{BehaviorVersion, Region, environment::EnvironmentVariableCredentialsProvider};
+    let region = std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty());
+    let keys = std::env::var_os("AWS_ACCESS_KEY_ID").is_some() && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some();
+    match region {
+        Some(region) if keys => {
+            aws_config::defaults(BehaviorVersion::latest())
+                .region(Region::new(region))
+                .credentials_provider(EnvironmentVariableCredentialsProvider::new())
+                .load()
+                .await
+        }
+        _ => aws_config::load_defaults(BehaviorVersion::latest()).await,
+    }
 }
 
 pub fn dynamodb(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
