@@ -228,7 +228,12 @@ impl AtlassianClient {
             request = request.json(body);
         }
         let cloud_id = gateway_cloud_id(&url);
-        let response = request.send().await.map_err(ApiError::Transport)?;
+        // A request that cannot even be built (a credential with a line break cannot be a header) is the caller's
+        // to fix: it is never sent, so never retried.
+        let response = request.send().await.map_err(|e| match e.is_builder() {
+            true => ApiError::Unsendable(e),
+            false => ApiError::Transport(e),
+        })?;
         if let Some(watch) = &self.quota
             && let Some(report) = crate::quota::QuotaReport::from_headers(response.headers(), cloud_id)
         {

@@ -41,6 +41,9 @@ pub enum ApiError {
     Decode(#[source] reqwest::Error),
     #[error("Atlassian could not be reached")]
     Transport(#[source] reqwest::Error),
+    /// The request could not be built from what it was given (a header value with a line break, …): not sent.
+    #[error("the request to Atlassian could not be built from its inputs")]
+    Unsendable(#[source] reqwest::Error),
     /// The HTTP client could not be built (its TLS setup failed): no request was made.
     #[error("the HTTP client could not be built: {0}")]
     Setup(String),
@@ -53,7 +56,17 @@ impl ApiError {
         match self {
             Self::RateLimited { .. } | Self::Transport(_) | Self::Decode(_) => true,
             Self::Status { status } => *status >= 500 || *status == 409,
-            Self::Unauthorized { .. } | Self::NotFound | Self::Setup(_) => false,
+            Self::Unauthorized { .. } | Self::NotFound | Self::Setup(_) | Self::Unsendable(_) => false,
+        }
+    }
+
+    /// Atlassian (or the request itself) refused what it was sent, for a reason a retry cannot change: 4xx other than
+    /// an auth failure, 404, 409 or 429, or a request that could not be built. The caller's input is at fault.
+    pub fn refused_input(&self) -> Option<u16> {
+        match self {
+            Self::Status { status } if (400..500).contains(status) && *status != 409 => Some(*status),
+            Self::Unsendable(_) => Some(400),
+            _ => None,
         }
     }
 

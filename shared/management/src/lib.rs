@@ -28,6 +28,7 @@ use tokens::connect::SessionSettings;
 use tokens::ids;
 
 mod cadences;
+pub mod input;
 mod routes;
 mod views;
 
@@ -56,29 +57,50 @@ where
     Q: JobQueue,
     A: atlassian::AdminApi,
 {
-    use routes::{connections, objects, sessions, sync};
     if !authorized(deps, &request) {
         let mut response = http::json_error(401, "unauthorized", "A valid management API key is required.");
         response.headers_mut().insert("www-authenticate", lambda_http::http::HeaderValue::from_static("Bearer"));
         return Ok(response);
     }
+    let answer = match input::check(&request) {
+        Ok(()) => route(deps, &request).await,
+        Err(refused) => Err(refused),
+    };
+    Ok(answer.unwrap_or_else(ApiError::into_response))
+}
+
+async fn route<S, M, Q, A>(deps: &Deps<S, M, Q, A>, request: &Request) -> routes::Answer
+where
+    S: SessionStore + ConnectionStore + RunStore,
+    M: MirrorStore,
+    Q: JobQueue,
+    A: atlassian::AdminApi,
+{
+    use routes::{connections, objects, sessions, sync};
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // Every id in the path, checked once (a malformed one is a 400, whichever route it would have gone to).
+    if let ["connections", id, rest @ ..] = segments.as_slice() {
+        input::id("the connection id", id)?;
+        if let ["objects", "groups", group_id, ..] = rest {
+            input::id("the group id", group_id)?;
+        }
+    }
     let method = request.method().clone();
-    let answer = match (segments.as_slice(), &method) {
-        (["connect-sessions"], &Method::POST) => sessions::create(deps, &request).await,
-        (["connections"], &Method::GET) => connections::list(deps, &request).await,
-        (["connections"], &Method::POST) => connections::create(deps, &request).await,
+    match (segments.as_slice(), &method) {
+        (["connect-sessions"], &Method::POST) => sessions::create(deps, request).await,
+        (["connections"], &Method::GET) => connections::list(deps, request).await,
+        (["connections"], &Method::POST) => connections::create(deps, request).await,
         (["connections", id], &Method::GET) => connections::get(deps, id).await,
         (["connections", id], &Method::DELETE) => connections::disconnect(deps, id).await,
-        (["connections", id], &Method::PATCH) => connections::update(deps, id, &request).await,
+        (["connections", id], &Method::PATCH) => connections::update(deps, id, request).await,
         (["connections", id, "objects", object_type], &Method::GET) => {
-            objects::list(deps, id, object_type, &request).await
+            objects::list(deps, id, object_type, request).await
         }
         (["connections", id, "objects", "groups", group_id, "members"], &Method::GET) => {
-            objects::members(deps, id, group_id, &request).await
+            objects::members(deps, id, group_id, request).await
         }
-        (["connections", id, "sync"], &Method::POST) => sync::request(deps, id, &request).await,
+        (["connections", id, "sync"], &Method::POST) => sync::request(deps, id, request).await,
         (
             ["connect-sessions"]
             | ["connections"]
@@ -89,8 +111,7 @@ where
             _,
         ) => Err(ApiError::new(405, "method_not_allowed", "This method is not allowed here.")),
         _ => Err(ApiError::new(404, "not_found", "No such route.")),
-    };
-    Ok(answer.unwrap_or_else(ApiError::into_response))
+    }
 }
 
 fn authorized<S, M, Q, A>(deps: &Deps<S, M, Q, A>, request: &Request) -> bool {

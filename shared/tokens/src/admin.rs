@@ -156,6 +156,12 @@ pub enum AdminConnectError {
     ConfluenceMissing { site_url: String },
     #[error("Atlassian could not be asked right now; try again later.")]
     Unavailable(#[source] ApiError),
+    /// Atlassian refused the request itself (HTTP 400, 413, 431, …): something in the fields is malformed or too
+    /// long for it, whatever the credentials are.
+    #[error(
+        "Atlassian refused the request as malformed (HTTP {0}): check that the key, the site URL, the email and the token were copied whole, without line breaks or anything around them."
+    )]
+    Refused(u16),
     #[error("the credentials could not be sealed")]
     Crypto(#[source] crate::crypto::CryptoError),
     #[error(transparent)]
@@ -174,6 +180,7 @@ impl AdminConnectError {
             Self::SiteTokenRejected { .. } => "site_token_rejected",
             Self::ConfluenceMissing { .. } => "confluence_not_in_org",
             Self::Unavailable(_) => "atlassian_unavailable",
+            Self::Refused(_) => "refused_by_atlassian",
             Self::Crypto(_) | Self::Store(_) => "internal_error",
         }
     }
@@ -249,7 +256,7 @@ pub async fn validate<A: AdminApi>(
         ApiError::Unauthorized { .. } | ApiError::NotFound => {
             AdminConnectError::SiteTokenRejected { site_url: site_url.clone() }
         }
-        other => AdminConnectError::Unavailable(other),
+        other => unavailable(other),
     })?;
     let name = if first.name.is_empty() {
         login.site_url.host_str().unwrap_or_default().split('.').next().unwrap_or_default().to_owned()
@@ -337,7 +344,15 @@ fn key_error(error: ApiError) -> AdminConnectError {
         ApiError::Unauthorized { status: 401, expired: true } => AdminConnectError::KeyExpired,
         ApiError::Unauthorized { status: 401, .. } => AdminConnectError::KeyRejected,
         ApiError::Unauthorized { .. } => AdminConnectError::NoAdminRights,
-        other => AdminConnectError::Unavailable(other),
+        other => unavailable(other),
+    }
+}
+
+/// An Atlassian failure that is not about the credentials: the caller's malformed input, or Atlassian's trouble.
+fn unavailable(error: ApiError) -> AdminConnectError {
+    match error.refused_input() {
+        Some(status) => AdminConnectError::Refused(status),
+        None => AdminConnectError::Unavailable(error),
     }
 }
 
@@ -348,4 +363,24 @@ fn normalize(url: &Url) -> String {
 
 fn same_site(host_url: &str, site_url: &str) -> bool {
     host_url.trim_end_matches('/').eq_ignore_ascii_case(site_url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atlassian_refusing_the_request_is_the_callers_to_fix() {
+        for status in [400, 413, 431] {
+            let error = key_error(ApiError::Status { status });
+            assert!(matches!(error, AdminConnectError::Refused(s) if s == status) && error.is_input(), "{status}");
+        }
+        for transient in [ApiError::Status { status: 503 }, ApiError::Status { status: 409 }] {
+            assert!(matches!(key_error(transient), AdminConnectError::Unavailable(_)));
+        }
+        assert!(matches!(
+            key_error(ApiError::Unauthorized { status: 401, expired: false }),
+            AdminConnectError::KeyRejected
+        ));
+    }
 }

@@ -3,7 +3,7 @@
 //! through a connect session instead.
 
 use super::{Answer, connection, json_body, view};
-use crate::Deps;
+use crate::{Deps, input};
 use lambda_http::{Request, RequestExt};
 use runtime::answers::ApiError;
 use runtime::http;
@@ -46,9 +46,19 @@ where
             "mode must be \"admin_api_key\"; OAuth connections are made with POST /connect-sessions and the link it returns.",
         ));
     }
+    let tenant_id = input::tenant(&body.tenant_id)?;
+    let org_id = body.org_id.trim();
+    if !org_id.is_empty() {
+        input::id("org_id", org_id)?;
+    }
+    input::text("admin_api_key", &body.admin_api_key, input::MAX_SECRET)?;
+    check_site_fields(&body.site_url, &body.site_email, &body.site_api_token)?;
+    if body.products.as_ref().is_some_and(|p| p.len() > 2) {
+        return Err(ApiError::bad_request("unknown_product", "products are \"jira\" and \"confluence\"."));
+    }
     let site = (body.site_url, body.site_email, body.site_api_token);
     let products = body.products.as_deref();
-    let request = AdminConnectRequest::new(&body.tenant_id, &body.org_id, &body.admin_api_key, site, products)?;
+    let request = AdminConnectRequest::new(tenant_id, org_id, &body.admin_api_key, site, products)?;
     let now = OffsetDateTime::now_utc();
     let connection = admin::connect(&deps.store, &deps.atlassian, &deps.keys, &request, now).await?;
     tracing::info!(connection_id = %connection.connection_id, tenant_id = %connection.tenant_id, "admin-key connection stored");
@@ -77,6 +87,8 @@ where
 {
     const SHAPE: &str = "Expected JSON {\"admin_api_key\"?, \"site_url\"?, \"site_email\"?, \"site_api_token\"?}.";
     let body: PatchConnection = json_body(request, SHAPE)?;
+    input::optional("admin_api_key", body.admin_api_key.as_deref(), input::MAX_SECRET)?;
+    check_site_fields(&body.site_url, &body.site_email, &body.site_api_token)?;
     let key = body.admin_api_key.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
     let site = admin::site_login(body.site_url, body.site_email, body.site_api_token)?;
     if key.is_none() && site.is_none() {
@@ -100,12 +112,21 @@ where
     view(&deps.store, &updated, &deps.cadences, 200).await
 }
 
+/// The site login's fields, as the input contract bounds them.
+fn check_site_fields(url: &Option<String>, email: &Option<String>, token: &Option<String>) -> Result<(), ApiError> {
+    input::optional("site_url", url.as_deref(), input::MAX_URL)?;
+    input::optional("site_email", email.as_deref(), input::MAX_EMAIL)?;
+    input::optional("site_api_token", token.as_deref(), input::MAX_SECRET)?;
+    Ok(())
+}
+
 /// `GET /connections?tenant_id=…`.
 pub async fn list<S: ConnectionStore + RunStore, M, Q, A>(deps: &Deps<S, M, Q, A>, request: &Request) -> Answer {
     let query = request.query_string_parameters();
     let Some(tenant_id) = query.first("tenant_id").filter(|t| !t.is_empty()) else {
         return Err(ApiError::bad_request("tenant_id_required", "Pass ?tenant_id= to list a tenant's connections."));
     };
+    let tenant_id = input::tenant(tenant_id)?;
     let connections = deps.store.list_connections(tenant_id).await?;
     let mut items = Vec::with_capacity(connections.len());
     for connection in &connections {

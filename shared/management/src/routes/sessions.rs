@@ -1,7 +1,7 @@
 //! `POST /connect-sessions`: a connect link for a tenant's admin.
 
 use super::{Answer, json_body};
-use crate::Deps;
+use crate::{Deps, input};
 use lambda_http::Request;
 use runtime::http;
 use secrecy::ExposeSecret;
@@ -27,9 +27,10 @@ struct CreatedSession<'a> {
 
 pub async fn create<S: SessionStore, M, Q, A>(deps: &Deps<S, M, Q, A>, request: &Request) -> Answer {
     let body: CreateSession = json_body(request, "Expected JSON {\"tenant_id\": \"…\", \"return_url\": \"…\"?}.")?;
+    let tenant_id = input::tenant(&body.tenant_id)?;
+    let return_url = input::optional("return_url", body.return_url.as_deref(), input::MAX_URL)?;
     let now = OffsetDateTime::now_utc();
-    let session =
-        connect::create_session(&deps.store, &deps.sessions, &body.tenant_id, body.return_url.as_deref(), now).await?;
+    let session = connect::create_session(&deps.store, &deps.sessions, tenant_id, return_url, now).await?;
     let created = CreatedSession {
         session_id: session.session_id.expose_secret(),
         connect_url: session.connect_url.as_str(),

@@ -32,7 +32,16 @@ pub async fn request<S: ConnectionStore, M, Q: JobQueue, A>(
     let types = match parsed.object_types {
         None => ObjectType::ALL.to_vec(),
         Some(names) => match names.iter().map(|n| ObjectType::parse(n)).collect::<Option<Vec<_>>>() {
-            Some(types) if !types.is_empty() => types,
+            // A type named twice is queued once: one run per (connection, type) is the rule anyway.
+            Some(types) if !types.is_empty() => {
+                let mut once = Vec::with_capacity(ObjectType::ALL.len());
+                for object_type in types {
+                    if !once.contains(&object_type) {
+                        once.push(object_type);
+                    }
+                }
+                once
+            }
             _ => {
                 return Err(ApiError::bad_request(
                     "unknown_object_type",

@@ -2,6 +2,7 @@
 
 mod admin_keys;
 mod basics;
+mod hostile;
 mod lifecycle;
 mod objects;
 mod runs;
@@ -42,6 +43,9 @@ fn request(method: Method, path_and_query: &str, key: Option<&str>, body: Option
         lambda_http::http::Request::builder().method(method).uri(format!("https://connector.example{path}"));
     if let Some(key) = key {
         builder = builder.header("authorization", format!("Bearer {key}"));
+    }
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
     }
     let body = body.map(|b| Body::Text(b.to_string())).unwrap_or(Body::Empty);
     let query: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
