@@ -302,6 +302,7 @@ async fn main() {
                 source: &source,
                 mirror: &mirror,
                 checkpoints: &checkpoints,
+                gate: &sync::engine::AlwaysOpen,
                 connection_id: "con_bench",
                 run_id: "bench",
                 sites: vec![site.clone()],

@@ -380,8 +380,14 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
     assert_eq!(body["status"], "revoked");
     let item = stored_item(&stack, &c.connection_id).await;
     assert!(!item.contains_key("credentials"), "tokens destroyed");
-    let (_, users) = stack.api_get(&format!("/connections/{}/objects/users", c.connection_id)).await.unwrap();
-    assert_eq!(users["items"], serde_json::json!([]));
+    let (status, users) = stack.api_get(&format!("/connections/{}/objects/users", c.connection_id)).await.unwrap();
+    assert_eq!((status, &users["error"]["code"]), (409, &serde_json::json!("connection_revoked")), "never served");
+    let mirror = store::DynamoMirror::new(stack.dynamodb(), &stack.mirror_table);
+    for object_type in store::ObjectType::ALL {
+        let scope = store::Scope::new(&c.connection_id, object_type);
+        let (left, _) = store::MirrorStore::list(&mirror, &scope, None, 10).await.unwrap();
+        assert!(left.is_empty(), "{object_type:?}: the mirror is empty");
+    }
 
     // Atlassian's quota was never exceeded (the budget paced every run), and nothing went to the dead-letter queue.
     let stats = sandbox_stats(&stack).await;

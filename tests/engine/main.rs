@@ -282,3 +282,35 @@ async fn an_admin_key_reads_the_orgs_directory_and_its_sites() {
         assert_eq!(world.mirrored(&id, object_type).await, (expected, 0), "{object_type:?}: the Admin API's view");
     }
 }
+
+#[tokio::test]
+async fn a_disconnect_during_a_sync_wins_and_nothing_of_the_org_is_left() {
+    // Slow pages (30 ms each), so the disconnect lands while the run is between them.
+    let org = OrgSize { users: 1500, ..OrgSize::default() };
+    let faults = tests::sandbox::Faults { latency_ms: 30, ..Default::default() };
+    let world = World::new(SandboxConfig { org, faults, ..SandboxConfig::default() }).await;
+    let id = world.connect(&sites(1)).await;
+    let deps = world.deps(&Unlimited, Pacing::default());
+    let scope = Scope::new(&id, ObjectType::Users);
+    let job = Job::new(&id, ObjectType::Users);
+    let sync = job::run(&deps, &job, "racing", None);
+    let disconnect = async {
+        // As soon as the run has written its first page, the tenant disconnects.
+        while world.store.list(&scope, None, 1).await.unwrap().0.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            store::tenant::disconnect(&world.store, &world.store, &id, time::OffsetDateTime::now_utc()).await.unwrap()
+        );
+    };
+    let (outcome, ()) = tokio::join!(sync, disconnect);
+    assert_eq!(outcome.unwrap(), Outcome::Skipped, "the run stops at its next page");
+    assert!(world.mirrored(&id, ObjectType::Users).await.0.is_empty(), "nothing it read is left in the mirror");
+    assert!(store::CheckpointStore::load_checkpoint(&world.store, &id, ObjectType::Users).await.unwrap().is_none());
+    // A continuation or a retry that arrives later does nothing, and leaves nothing either.
+    let late = job::run(&deps, &Job::new(&id, ObjectType::Groups), "late", None).await.unwrap();
+    assert_eq!(late, Outcome::Skipped);
+    for object_type in ObjectType::ALL {
+        assert!(world.mirrored(&id, object_type).await.0.is_empty(), "{object_type:?}");
+    }
+}

@@ -62,6 +62,9 @@ impl From<InvalidRequest> for ApiError {
 /// Atlassian (502) or the connector (500).
 impl From<AdminConnectError> for ApiError {
     fn from(error: AdminConnectError) -> Self {
+        if matches!(error, AdminConnectError::Changed) {
+            return Self::new(409, error.code(), error.to_string());
+        }
         if error.is_input() {
             return Self::new(422, error.code(), error.to_string());
         }

@@ -19,6 +19,7 @@ where
         completing_marks_the_session_used_and_upserts(state),
         one_refresh_lease_at_a_time(state),
         credentials_are_saved_only_on_the_expected_version(state),
+        a_replace_loses_to_any_change_in_between(state),
         one_run_per_type_at_a_time(state),
         checkpoints_append_and_refuse_a_stale_base(state),
         the_mirror_round_trips_compares_and_clears(mirror),
@@ -178,6 +179,22 @@ async fn one_refresh_lease_at_a_time<S: SessionStore + ConnectionStore + Credent
     let renewed = until + Duration::seconds(60);
     assert!(store.try_lease(id, holder, now, renewed).await.expect("lease"));
     assert!(!store.try_lease(id, "intruder", until + Duration::seconds(45), renewed).await.expect("lease"));
+}
+
+/// A replace goes through only on the version the caller read, and never brings a revoked connection back.
+async fn a_replace_loses_to_any_change_in_between<S: SessionStore + ConnectionStore + CredentialStore>(store: &S) {
+    let c = stored_connection(store).await;
+    let id = &c.connection_id;
+    let mut newer = c.clone();
+    newer.account_id = "someone-else".into();
+    let replaced = store.replace_connection(&newer, c.token_version).await.expect("replace").expect("at its version");
+    assert_eq!((replaced.account_id.as_str(), replaced.token_version), ("someone-else", c.token_version + 1));
+    assert!(store.replace_connection(&newer, c.token_version).await.expect("replace").is_none(), "a stale version");
+    assert!(store.revoke_connection(id, now()).await.expect("revoke"));
+    let revoked = store.get_connection(id).await.expect("get").expect("connection");
+    assert!(store.replace_connection(&newer, revoked.token_version).await.expect("replace").is_none(), "revoked wins");
+    let after = store.get_connection(id).await.expect("get").expect("connection");
+    assert_eq!(after.status, ConnectionStatus::Revoked);
 }
 
 async fn credentials_are_saved_only_on_the_expected_version<S: SessionStore + ConnectionStore + CredentialStore>(

@@ -146,6 +146,15 @@ pub trait ConnectionStore: Send + Sync {
     fn upsert_connection(&self, connection: &Connection)
     -> impl Future<Output = Result<Connection, StoreError>> + Send;
 
+    /// Like [`ConnectionStore::upsert_connection`], on the condition that the stored connection is still at
+    /// `token_version` and not revoked (what the caller read): `None` when it changed meanwhile (a disconnect, or
+    /// another update), and nothing is written.
+    fn replace_connection(
+        &self,
+        connection: &Connection,
+        token_version: u64,
+    ) -> impl Future<Output = Result<Option<Connection>, StoreError>> + Send;
+
     /// Replaces the connection's sites (as a sync found them in `accessible-resources`).
     fn update_sites(
         &self,

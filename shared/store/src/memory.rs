@@ -116,6 +116,18 @@ impl ConnectionStore for MemoryStore {
         Ok(upsert(&mut self.lock(), connection))
     }
 
+    async fn replace_connection(
+        &self,
+        connection: &Connection,
+        token_version: u64,
+    ) -> Result<Option<Connection>, StoreError> {
+        let mut inner = self.lock();
+        match at_version(&mut inner, &connection.connection_id, token_version) {
+            Some(stored) if stored.status != ConnectionStatus::Revoked => Ok(Some(upsert(&mut inner, connection))),
+            _ => Ok(None),
+        }
+    }
+
     async fn update_sites(&self, id: &str, sites: &[crate::Site], now: OffsetDateTime) -> Result<(), StoreError> {
         if let Some(connection) = self.lock().connections.get_mut(id) {
             connection.sites = sites.to_vec();

@@ -96,6 +96,12 @@ where
     let run_id = job.run_id.as_deref().unwrap_or(message_id);
     let now = OffsetDateTime::now_utc();
     let Some(connection) = deps.store.get_connection(connection_id).await? else { return Ok(Outcome::Skipped) };
+    if connection.status == ConnectionStatus::Revoked {
+        // A run that was writing when the connection was disconnected may have landed a page after the disconnect
+        // cleared the mirror: whatever of this type is there goes now.
+        deps.mirror.clear(&store::Scope::new(connection_id, object_type)).await?;
+        return Ok(Outcome::Skipped);
+    }
     if connection.status != ConnectionStatus::Active {
         return Ok(Outcome::Skipped);
     }
@@ -177,6 +183,18 @@ where
             wait = Some((until, 0));
         }
         Err(Failure::Superseded) => return Ok(Outcome::AlreadyRunning),
+        Err(Failure::Revoked) => {
+            // The disconnect won: what this run wrote after it cleared the mirror goes too, and the run record
+            // (the connection's) is left as the disconnect left it.
+            tracing::info!(
+                connection_id,
+                object_type = object_type.as_str(),
+                "the connection was disconnected during its sync; the run stops"
+            );
+            deps.mirror.clear(&store::Scope::new(connection_id, object_type)).await?;
+            deps.store.clear_checkpoint(connection_id, object_type).await?;
+            return Ok(Outcome::Skipped);
+        }
         Err(Failure::NotAvailable(why)) => {
             (record.status, record.error) = (RunStatus::NotAvailable, Some(why.to_string()))
         }
@@ -223,9 +241,26 @@ struct Plan<'r> {
     now: OffsetDateTime,
 }
 
+/// Open while the connection is not revoked (read from the store, strongly consistent, each time it is asked).
+struct ConnectionGate<'a, S> {
+    store: &'a S,
+    connection_id: &'a str,
+}
+
+impl<S: ConnectionStore> engine::Gate for ConnectionGate<'_, S> {
+    fn open(&self) -> futures_util::future::BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let connection = self.store.get_connection(self.connection_id).await?;
+            Ok(connection.is_some_and(|c| c.status != ConnectionStatus::Revoked))
+        })
+    }
+}
+
 /// How a run that did not get to done ends.
 enum Failure {
     Superseded,
+    /// The connection was disconnected during the run.
+    Revoked,
     NotAvailable(NotAvailable),
     /// The grant or the key is gone: the reason, for people.
     NeedsReauth(String),
@@ -270,6 +305,7 @@ enum RunError {
 fn failure(error: SyncError) -> Failure {
     let transient = match &error {
         SyncError::Superseded => return Failure::Superseded,
+        SyncError::Revoked => return Failure::Revoked,
         SyncError::NotAvailable => return Failure::NotAvailable(NotAvailable::NoSite),
         SyncError::Atlassian(ApiError::Unauthorized { .. }) => {
             return Failure::Transient(RunError::TokenRefused(error));
@@ -311,6 +347,7 @@ where
         source: &source,
         mirror: deps.mirror,
         checkpoints: deps.store,
+        gate: &ConnectionGate { store: deps.store, connection_id: &connection.connection_id },
         connection_id: &connection.connection_id,
         run_id,
         sites,
@@ -355,6 +392,7 @@ where
         source: &source,
         mirror: deps.mirror,
         checkpoints: deps.store,
+        gate: &ConnectionGate { store: deps.store, connection_id: &connection.connection_id },
         connection_id: id,
         run_id,
         sites,

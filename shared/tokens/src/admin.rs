@@ -162,6 +162,11 @@ pub enum AdminConnectError {
         "Atlassian refused the request as malformed (HTTP {0}): check that the key, the site URL, the email and the token were copied whole, without line breaks or anything around them."
     )]
     Refused(u16),
+    /// The connection was disconnected or updated while these credentials were checked: nothing was written.
+    #[error(
+        "The connection changed while the new credentials were checked (it was disconnected or updated): read it again."
+    )]
+    Changed,
     #[error("the credentials could not be sealed")]
     Crypto(#[source] crate::crypto::CryptoError),
     #[error(transparent)]
@@ -181,6 +186,7 @@ impl AdminConnectError {
             Self::ConfluenceMissing { .. } => "confluence_not_in_org",
             Self::Unavailable(_) => "atlassian_unavailable",
             Self::Refused(_) => "refused_by_atlassian",
+            Self::Changed => "connection_changed",
             Self::Crypto(_) | Self::Store(_) => "internal_error",
         }
     }
@@ -275,6 +281,17 @@ pub async fn connect<S: ConnectionStore, A: AdminApi>(
     request: &AdminConnectRequest,
     now: OffsetDateTime,
 ) -> Result<Connection, AdminConnectError> {
+    let connection = validated_connection(atlassian, keys, request, now).await?;
+    Ok(store.upsert_connection(&connection).await?)
+}
+
+/// The connection an admin-key request makes, once Atlassian accepted its credentials (not stored yet).
+async fn validated_connection<A: AdminApi>(
+    atlassian: &A,
+    keys: &KeyRing,
+    request: &AdminConnectRequest,
+    now: OffsetDateTime,
+) -> Result<Connection, AdminConnectError> {
     let validated = validate(atlassian, request).await?;
     let connection_id = connection_id(&request.tenant_id, &request.org_id);
     let sealed = credentials::seal_admin(
@@ -298,7 +315,7 @@ pub async fn connect<S: ConnectionStore, A: AdminApi>(
         created_at: now,
         updated_at: now,
     };
-    Ok(store.upsert_connection(&connection).await?)
+    Ok(connection)
 }
 
 /// New credentials for an existing admin-key connection (`PATCH /connections/{id}`): what is `None` stays.
@@ -309,7 +326,8 @@ pub struct AdminPatch {
 }
 
 /// Replaces an admin-key connection's credentials after validating the result like a new connection; the
-/// connection (and its mirror) stays, back to `active`.
+/// connection (and its mirror) stays, back to `active`. The write holds only if the connection is still as
+/// `connection` shows it: a disconnect (or another update) meanwhile wins, and this one is [`AdminConnectError::Changed`].
 pub async fn update<S: ConnectionStore, A: AdminApi>(
     store: &S,
     atlassian: &A,
@@ -331,7 +349,8 @@ pub async fn update<S: ConnectionStore, A: AdminApi>(
         site,
         products: None,
     };
-    connect(store, atlassian, keys, &request, now).await
+    let replacement = validated_connection(atlassian, keys, &request, now).await?;
+    store.replace_connection(&replacement, connection.token_version).await?.ok_or(AdminConnectError::Changed)
 }
 
 /// One admin-key connection per (tenant, org): connecting again updates it.

@@ -9,6 +9,16 @@ use runtime::http;
 use store::mirror::{MEMBER_CHUNKS, MemberChunk, MirrorStore, ObjectType, Scope, members_page, parse_members_cursor};
 use store::{ConnectionStore, StoreError};
 
+/// The connection whose mirror is asked for: a revoked one's is never served (a sync that was writing when it was
+/// disconnected cleans up after itself, and nothing it wrote meanwhile is shown).
+async fn readable<S: ConnectionStore>(store: &S, id: &str) -> Result<store::Connection, ApiError> {
+    let connection = connection(store, id).await?;
+    if connection.status == store::ConnectionStatus::Revoked {
+        return Err(ApiError::new(409, "connection_revoked", "This connection was disconnected: its data is gone."));
+    }
+    Ok(connection)
+}
+
 pub async fn list<S: ConnectionStore, M: MirrorStore, Q, A>(
     deps: &Deps<S, M, Q, A>,
     id: &str,
@@ -18,7 +28,7 @@ pub async fn list<S: ConnectionStore, M: MirrorStore, Q, A>(
     let Some(object_type) = ObjectType::parse(object_type) else {
         return Err(ApiError::new(404, "unknown_object_type", "Object types are users, groups, projects and spaces."));
     };
-    let connection = connection(&deps.store, id).await?;
+    let connection = readable(&deps.store, id).await?;
     let query = request.query_string_parameters();
     let limit = page_limit(&query, 100)?;
     let (mut objects, next) = deps.mirror.list(&Scope::new(id, object_type), query.first("cursor"), limit).await?;
@@ -48,7 +58,7 @@ pub async fn members<S: ConnectionStore, M: MirrorStore, Q, A>(
     group_id: &str,
     request: &Request,
 ) -> Answer {
-    connection(&deps.store, id).await?;
+    readable(&deps.store, id).await?;
     let query = request.query_string_parameters();
     let limit = page_limit(&query, 1000)?;
     let scope = Scope::new(id, ObjectType::Groups);

@@ -19,8 +19,15 @@ async fn disconnecting_destroys_tokens_and_the_mirror() {
     assert_eq!(body["status"], "revoked");
     let stored = deps.store.get_connection("con_1").await.unwrap().unwrap();
     assert_eq!(stored.credentials, store::SealedCredentials::default(), "tokens destroyed");
-    let (_, groups) = call(&deps, request(Method::GET, "/connections/con_1/objects/groups", Some(KEY), None)).await;
-    assert_eq!(groups["items"], json!([]));
+    let scope = Scope::new("con_1", ObjectType::Groups);
+    assert!(deps.mirror.list(&scope, None, 10).await.unwrap().0.is_empty(), "the mirror is cleared");
+    // A sync that was writing when the connection was revoked lands a page after the clear: it is never served.
+    let late = MirrorObject::new("late".into(), serde_json::Map::new(), time::OffsetDateTime::now_utc());
+    deps.mirror.write(&scope, &[late]).await.unwrap();
+    for path in ["/connections/con_1/objects/groups", "/connections/con_1/objects/groups/late/members"] {
+        let (status, body) = call(&deps, request(Method::GET, path, Some(KEY), None)).await;
+        assert_eq!((status, &body["error"]["code"]), (StatusCode::CONFLICT, &json!("connection_revoked")), "{path}");
+    }
     let (status, _) = call(&deps, request(Method::DELETE, "/connections/nope", Some(KEY), None)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -74,6 +74,37 @@ impl ConnectionStore for DynamoStore {
             .ok_or_else(|| StoreError::Inconsistent("the connection vanished right after it was written".into()).into())
     }
 
+    async fn replace_connection(
+        &self,
+        connection: &Connection,
+        token_version: u64,
+    ) -> Result<Option<Connection>, StoreError> {
+        let upsert = connection_upsert(&self.table, connection)?;
+        let mut values = upsert.expression_attribute_values().cloned().unwrap_or_default();
+        values.insert(":expected".into(), AttributeValue::N(token_version.to_string()));
+        values.insert(":revoked".into(), AttributeValue::S("revoked".into()));
+        let mut names = upsert.expression_attribute_names().cloned().unwrap_or_default();
+        names.insert("#state".into(), "status".into());
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(connection_pk(&connection.connection_id)))
+            .key("sk", AttributeValue::S("CONN".into()))
+            .update_expression(upsert.update_expression())
+            .condition_expression("#version = :expected AND #state <> :revoked")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match output {
+            Ok(output) => output.attributes.map(from_item).transpose(),
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(StoreError::dynamo(e)),
+        }
+    }
+
     async fn upsert_connection(&self, connection: &Connection) -> Result<Connection, StoreError> {
         let upsert = connection_upsert(&self.table, connection)?;
         let output = self

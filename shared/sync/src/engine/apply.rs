@@ -57,6 +57,9 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
                 }
             }
         }
+        if (!chunked.is_empty() || !writes.is_empty()) && !self.gate.open().await? {
+            return Err(SyncError::Revoked);
+        }
         if !chunked.is_empty() {
             self.write_chunks(scope, chunked).await?;
         }

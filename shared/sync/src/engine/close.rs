@@ -56,6 +56,9 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
         seen: &SeenSet,
         counts: &mut RunCounts,
     ) -> Result<Option<HeldDeletions>, SyncError> {
+        if !self.gate.open().await? {
+            return Err(SyncError::Revoked);
+        }
         let (mut cursor, mut gone, mut live) = (None::<String>, Vec::new(), 0u64);
         loop {
             let (page, next) = self.mirror.list(scope, cursor.as_deref(), 1000).await?;

@@ -52,12 +52,30 @@ pub enum SyncError {
     Token(#[from] tokens::refresh::RefreshError),
     #[error("the run's position could not be encoded for its checkpoint")]
     Checkpoint(#[from] serde_json::Error),
+    /// The connection was disconnected while the run read: it stops before writing anything more.
+    #[error("the connection was disconnected")]
+    Revoked,
     /// Another invocation of the same run saved a checkpoint first (a duplicate delivery): this one stops.
     #[error("another invocation of this run moved it on")]
     Superseded,
 }
 
 pub use store::RunCounts as Counts;
+
+/// Whether a run may still write for its connection: a disconnect wins over a running sync. The run asks before
+/// each page's writes and before its closing pass, and stops ([`SyncError::Revoked`]) once it may not.
+pub trait Gate: Send + Sync {
+    fn open(&self) -> futures_util::future::BoxFuture<'_, Result<bool, StoreError>>;
+}
+
+/// A gate that never closes (tests, benchmarks, tools).
+pub struct AlwaysOpen;
+
+impl Gate for AlwaysOpen {
+    fn open(&self) -> futures_util::future::BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async { Ok(true) })
+    }
+}
 
 /// When a run gives its invocation back.
 #[derive(Debug, Clone)]
@@ -217,6 +235,8 @@ pub struct Run<'a, M, C> {
     pub source: &'a dyn Source,
     pub mirror: &'a M,
     pub checkpoints: &'a C,
+    /// Closes when the connection is disconnected.
+    pub gate: &'a dyn Gate,
     pub connection_id: &'a str,
     pub run_id: &'a str,
     /// The sites a new run reads (a resumed run keeps the sites it started with).
@@ -272,7 +292,7 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
             match read {
                 Ok(Flow::SiteDone) => {}
                 Ok(Flow::Paused) => return Ok(Step::Paused(state.progress.counts)),
-                Err(SyncError::Superseded) => return Err(SyncError::Superseded),
+                Err(error @ (SyncError::Superseded | SyncError::Revoked)) => return Err(error),
                 Err(error) => {
                     // Keep what was read: the continuation or the retry resumes after it rather than from the start.
                     if state.unsaved > 0 {
