@@ -42,6 +42,7 @@ E2E_QUOTA_CONNECTOR := ATLASSIAN_QUOTA_POINTS=1500 ATLASSIAN_QUOTA_WINDOW_SECOND
 test: tools node_modules/.installed /usr/bin/chromium
 	cargo fmt --all --check
 	$(VENV)/bin/cfn-lint infra/template.yaml
+	$(PY) scripts/check_iam.py --self-test && $(PY) scripts/check_iam.py
 	cargo test --workspace
 	cargo build --workspace --bins
 	STACK_WATCH_FLAGS=--ignore-changes SYNC_MAX_PAGES_PER_INVOCATION=1 \
@@ -70,6 +71,7 @@ clippy:
 lint: tools clippy
 	cargo fmt --all --check
 	$(VENV)/bin/cfn-lint infra/template.yaml
+	$(PY) scripts/check_iam.py
 
 ## The release artifacts SAM deploys, cross-built for arm64 with zig (from PyPI's ziglang).
 build-arm64: tools

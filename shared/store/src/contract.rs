@@ -20,6 +20,7 @@ where
         one_refresh_lease_at_a_time(state),
         credentials_are_saved_only_on_the_expected_version(state),
         a_replace_loses_to_any_change_in_between(state),
+        the_active_connections_are_listed_and_no_others(state),
         one_run_per_type_at_a_time(state),
         checkpoints_append_and_refuse_a_stale_base(state),
         the_mirror_round_trips_compares_and_clears(mirror),
@@ -152,6 +153,38 @@ async fn stored_connection<S: SessionStore + ConnectionStore>(store: &S) -> Conn
     let session = session(&tenant);
     store.put_session(&session).await.expect("put session");
     store.complete_connect(&session.id_hash, &connection(&tenant, &unique("con"))).await.expect("complete")
+}
+
+/// The scheduler's walk finds every active connection, in pages, and none that is not active.
+async fn the_active_connections_are_listed_and_no_others<S: SessionStore + ConnectionStore + CredentialStore>(
+    store: &S,
+) {
+    let active = [stored_connection(store).await, stored_connection(store).await];
+    let revoked = stored_connection(store).await;
+    assert!(store.revoke_connection(&revoked.connection_id, now()).await.expect("revoke"));
+    let lapsed = stored_connection(store).await;
+    let marked = store.mark_needs_reauth(&lapsed.connection_id, lapsed.token_version, "gone", now()).await;
+    assert!(marked.expect("mark"));
+    let admin = {
+        let mut c = connection(&unique("tenant"), &unique("con"));
+        c.mode = ConnectionMode::AdminApiKey;
+        store.upsert_connection(&c).await.expect("upsert")
+    };
+    let (mut listed, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let (ids, next) = store.active_connections(cursor.as_deref()).await.expect("active connections");
+        listed.extend(ids);
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    for c in active.iter().chain([&admin]) {
+        assert!(listed.contains(&c.connection_id), "{} is active", c.connection_id);
+    }
+    for c in [&revoked, &lapsed] {
+        assert!(!listed.contains(&c.connection_id), "{} is not", c.connection_id);
+    }
 }
 
 async fn one_refresh_lease_at_a_time<S: SessionStore + ConnectionStore + CredentialStore>(store: &S) {

@@ -1,7 +1,9 @@
 //! Connections (with the tenant index) and their sealed credentials and refresh lease.
 
 use super::DynamoStore;
-use super::{GSI1, Item, connection_pk, from_item, is_condition_failure, millis, rfc3339, session_pk, tenant_gsi};
+use super::{
+    ACTIVE, GSI1, GSI2, Item, connection_pk, from_item, is_condition_failure, millis, rfc3339, session_pk, tenant_gsi,
+};
 use crate::{CompleteError, Connection, ConnectionStore, CredentialStore, SealedCredentials, StoreError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
@@ -141,35 +143,30 @@ impl ConnectionStore for DynamoStore {
     }
 
     async fn active_connections(&self, after: Option<&str>) -> Result<(Vec<String>, Option<String>), StoreError> {
-        // A scan of connection items: the scheduler's once-per-cadence walk over every tenant.
-        let mut scan = self
+        // The sparse index of active connections (only they carry `gsi2pk`), in connection id order: the scheduler's
+        // once-per-cadence walk reads exactly them, never the table.
+        let mut query = self
             .client
-            .scan()
+            .query()
             .table_name(&self.table)
-            .filter_expression("sk = :conn AND #status = :active")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":conn", AttributeValue::S("CONN".into()))
-            .expression_attribute_values(":active", AttributeValue::S("active".into()))
-            .projection_expression("connection_id");
+            .index_name(GSI2)
+            .key_condition_expression("gsi2pk = :active")
+            .expression_attribute_values(":active", AttributeValue::S(ACTIVE.into()));
         if let Some(after) = after {
-            // The cursor is the scan's last evaluated key, `pk\nsk`: a page may end on any kind of item.
-            let (pk, sk) = after.split_once('\n').ok_or(StoreError::InvalidCursor)?;
-            scan = scan
-                .exclusive_start_key("pk", AttributeValue::S(pk.into()))
-                .exclusive_start_key("sk", AttributeValue::S(sk.into()));
+            query = query
+                .exclusive_start_key("gsi2pk", AttributeValue::S(ACTIVE.into()))
+                .exclusive_start_key("gsi2sk", AttributeValue::S(after.into()))
+                .exclusive_start_key("pk", AttributeValue::S(connection_pk(after)))
+                .exclusive_start_key("sk", AttributeValue::S("CONN".into()));
         }
-        let output = scan.send().await.map_err(StoreError::dynamo)?;
+        let output = query.send().await.map_err(StoreError::dynamo)?;
         let ids = output
             .items
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|item| item.get("connection_id").and_then(|v| v.as_s().ok()).cloned())
+            .filter_map(|item| item.get("gsi2sk").and_then(|v| v.as_s().ok()).cloned())
             .collect();
-        let next = output.last_evaluated_key.and_then(|k| {
-            let pk = k.get("pk")?.as_s().ok()?;
-            let sk = k.get("sk")?.as_s().ok()?;
-            Some(format!("{pk}\n{sk}"))
-        });
+        let next = output.last_evaluated_key.and_then(|k| k.get("gsi2sk")?.as_s().ok().cloned());
         Ok((ids, next))
     }
 
@@ -184,7 +181,7 @@ impl DynamoStore {
         self.update_connection_if(
             id,
             "SET #status = :revoked, status_reason = :reason, updated_at = :now, token_version = token_version + :one \
-             REMOVE credentials, lease_owner, lease_until",
+             REMOVE credentials, lease_owner, lease_until, gsi2pk, gsi2sk",
             "attribute_exists(pk)",
             vec![
                 (":revoked", AttributeValue::S("revoked".into())),
@@ -204,6 +201,14 @@ fn connection_upsert(table: &str, connection: &Connection) -> Result<Update, Sto
     let mut item = serde_dynamo::to_item::<_, Item>(connection).map_err(StoreError::Corrupt)?;
     item.insert("gsi1pk".into(), AttributeValue::S(tenant_gsi(&connection.tenant_id)));
     item.insert("gsi1sk".into(), AttributeValue::S(connection_pk(&connection.connection_id)));
+    // In the active index while active; out of it otherwise (a null is removed below).
+    let active = connection.status == crate::ConnectionStatus::Active;
+    let (gsi2pk, gsi2sk) = match active {
+        true => (AttributeValue::S(ACTIVE.into()), AttributeValue::S(connection.connection_id.clone())),
+        false => (AttributeValue::Null(true), AttributeValue::Null(true)),
+    };
+    item.insert("gsi2pk".into(), gsi2pk);
+    item.insert("gsi2sk".into(), gsi2sk);
     let created_at = item.remove("created_at");
     item.remove("token_version");
 
@@ -342,7 +347,8 @@ impl CredentialStore for DynamoStore {
     ) -> Result<bool, StoreError> {
         self.update_connection_if(
             connection_id,
-            "SET #status = :status, status_reason = :reason, updated_at = :now REMOVE lease_owner, lease_until",
+            "SET #status = :status, status_reason = :reason, updated_at = :now \
+             REMOVE lease_owner, lease_until, gsi2pk, gsi2sk",
             "token_version = :expected",
             vec![
                 (":status", AttributeValue::S("needs_reauth".into())),

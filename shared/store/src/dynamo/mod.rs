@@ -1,10 +1,12 @@
-//! The DynamoDB implementation. Key layout (one table, `pk`/`sk`, GSI `gsi1` on `gsi1pk`/`gsi1sk`, TTL on `ttl`):
+//! The DynamoDB implementation. Key layout (one table, `pk`/`sk`, GSI `gsi1` on `gsi1pk`/`gsi1sk`, sparse GSI
+//! `gsi2` on `gsi2pk`/`gsi2sk` that only active connections carry, TTL on `ttl`):
 //!
 //! | item            | pk                    | sk        | gsi1pk             | gsi1sk       | ttl |
 //! |-----------------|-----------------------|-----------|--------------------|--------------|-----|
 //! | connect session | `SESSION#<sha256>`    | `SESSION` |                    |              | yes |
 //! | OAuth state     | `STATE#<sha256>`      | `STATE`   |                    |              | yes |
 //! | connection      | `CONN#<connection id>`| `CONN`    | `TENANT#<tenant>`  | `CONN#<id>`  |     |
+//! | (while active)  |                       |           | gsi2: `ACTIVE`     | `<id>`       |     |
 //!
 //! | run record      | `CONN#<connection id>`| `RUN#<type>` |                 |              |     |
 //! | points budget   | `BUDGET#<name>`       | `BUDGET`  |                    |              |     |
@@ -30,6 +32,9 @@ use time::OffsetDateTime;
 type Item = HashMap<String, AttributeValue>;
 
 pub const GSI1: &str = "gsi1";
+/// The sparse index of active connections: `gsi2pk` is [`ACTIVE`] on them and absent on every other item.
+pub const GSI2: &str = "gsi2";
+const ACTIVE: &str = "ACTIVE";
 
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
