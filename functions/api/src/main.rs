@@ -2,9 +2,10 @@ mod config;
 
 use config::Config;
 use lambda_http::{run, service_fn};
-use management::{Deps, handle};
+use management::{Deps, ManagementKeys, handle};
 use runtime::config::{Env, ProcessEnv};
 use runtime::secrets;
+use std::sync::{Arc, RwLock};
 use store::{DynamoMirror, DynamoStore};
 
 #[tokio::main]
@@ -19,6 +20,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         secrets::read(&secretsmanager, &config.token_keys_secret_id),
     )?;
     let keys = tokens::KeyRing::from_json(secrecy::ExposeSecret::expose_secret(&keys))?;
+    let management_keys = Arc::new(RwLock::new(ManagementKeys::parse(&management_key)?));
+    tokio::spawn(refresh_keys(secretsmanager, config.management_key_secret_id.clone(), management_keys.clone()));
     let dynamodb = runtime::dynamodb(&aws);
     let deps = Deps {
         store: DynamoStore::new(dynamodb.clone(), &config.table),
@@ -33,9 +36,32 @@ async fn main() -> Result<(), lambda_http::Error> {
                 max_delay: std::time::Duration::from_secs(3),
             }),
         keys,
-        management_key,
+        management_keys,
         sessions: config.session_settings(),
         cadences: config.cadences.clone(),
     };
     run(service_fn(|request| handle(&deps, request))).await
+}
+
+/// How often the management keys are read again: a rotation is live everywhere this long after the secret changes.
+const KEY_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Reads the management key secret again every [`KEY_REFRESH`] (a frozen container catches up when it thaws); a
+/// failed read keeps the keys it has.
+async fn refresh_keys(client: aws_sdk_secretsmanager::Client, secret_id: String, keys: Arc<RwLock<ManagementKeys>>) {
+    let mut every = tokio::time::interval(KEY_REFRESH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match secrets::read(&client, &secret_id).await.map(|secret| ManagementKeys::parse(&secret)) {
+            Ok(Ok(fresh)) => *keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "the management key secret is malformed; keeping the keys")
+            }
+            Err(error) => {
+                tracing::warn!(error = %runtime::error_chain(&error), "could not re-read the management keys")
+            }
+        }
+    }
 }

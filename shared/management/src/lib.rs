@@ -21,18 +21,18 @@ use jobs::JobQueue;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use runtime::http;
-use secrecy::{ExposeSecret, SecretString};
 use store::mirror::MirrorStore;
 use store::{ConnectionStore, RunStore, SessionStore};
 use tokens::connect::SessionSettings;
-use tokens::ids;
 
 mod cadences;
 pub mod input;
+mod keys;
 mod routes;
 mod views;
 
 pub use cadences::Cadences;
+pub use keys::{InvalidKeys, ManagementKeys};
 pub use runtime::answers::ApiError;
 pub use views::{ConnectionView, RunView};
 
@@ -44,7 +44,8 @@ pub struct Deps<S, M, Q, A> {
     pub atlassian: A,
     /// Seals the credentials of admin-key connections.
     pub keys: tokens::KeyRing,
-    pub management_key: SecretString,
+    /// The keys a request may present, re-read from the secret every few minutes (see [`ManagementKeys`]).
+    pub management_keys: std::sync::Arc<std::sync::RwLock<ManagementKeys>>,
     /// How often each type is scheduled, for the status API's `next_due_at`.
     pub cadences: Cadences,
     pub sessions: SessionSettings,
@@ -120,5 +121,8 @@ fn authorized<S, M, Q, A>(deps: &Deps<S, M, Q, A>, request: &Request) -> bool {
         .get(lambda_http::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(|presented| ids::secrets_equal(presented.trim(), deps.management_key.expose_secret()))
+        .is_some_and(|presented| {
+            let keys = deps.management_keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            keys.accepts(presented.trim())
+        })
 }

@@ -91,3 +91,21 @@ async fn unknown_things_are_json_errors() {
     }
     assert!(deps.store.list_connections("t").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_management_key_rotates_without_downtime() {
+    let deps = deps();
+    let set = |value: &str| {
+        let keys = management::ManagementKeys::parse(&SecretString::from(value)).unwrap();
+        *deps.management_keys.write().unwrap() = keys;
+    };
+    let status = |key: &'static str| {
+        let deps = &deps;
+        async move { call(deps, request(Method::GET, "/connections?tenant_id=t", Some(key), None)).await.0 }
+    };
+    // Both keys while the clients move over, then the new one alone.
+    set(&format!(r#"{{"current": "mk_new_key_0123456789", "previous": "{KEY}"}}"#));
+    assert_eq!((status(KEY).await, status("mk_new_key_0123456789").await), (StatusCode::OK, StatusCode::OK));
+    set("mk_new_key_0123456789");
+    assert_eq!((status(KEY).await, status("mk_new_key_0123456789").await), (StatusCode::UNAUTHORIZED, StatusCode::OK));
+}

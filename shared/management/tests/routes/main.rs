@@ -27,7 +27,9 @@ fn deps() -> Deps<MemoryStore, MemoryStore, MemoryQueue, FakeAtlassian> {
         queue: MemoryQueue::default(),
         atlassian: FakeAtlassian::granting(&[]),
         keys: tokens::KeyRing::from_json(&tokens::KeyRing::generate_json("v1")).unwrap(),
-        management_key: SecretString::from(KEY),
+        management_keys: std::sync::Arc::new(std::sync::RwLock::new(
+            management::ManagementKeys::parse(&SecretString::from(KEY)).unwrap(),
+        )),
         cadences: management::Cadences::parse(management::Cadences::DEFAULT).unwrap(),
         sessions: SessionSettings {
             public_base_url: url::Url::parse("https://connector.example").unwrap(),
