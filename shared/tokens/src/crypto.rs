@@ -9,10 +9,14 @@
 //! from Secrets Manager. The key version travels with the blob, so keys rotate by adding a version and making it
 //! current: old blobs still open, new writes use the new key.
 //!
+//! The same secrets, under another HKDF label, give the keys that sign the management API's listing cursors
+//! ([`KeyRing::sign_cursor`]): a cursor is bound to its connection and listing, and cannot be forged.
+//!
 //! Blob layout (format 1): `01 | wrap nonce (12) | wrapped data key (32 + 16) | nonce (12) | ciphertext + tag (16)`.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
+use aws_lc_rs::hmac;
 use std::collections::BTreeMap;
 use store::SealedCredentials;
 use thiserror::Error;
@@ -20,6 +24,9 @@ use thiserror::Error;
 const FORMAT: u8 = 1;
 const MIN_SECRET_LEN: usize = 32;
 const HKDF_SALT: &[u8] = b"atlassian-connector/token-keys";
+const CURSOR_SALT: &[u8] = b"atlassian-connector/cursors";
+/// A cursor's tag: the first 128 bits of its HMAC-SHA256.
+const CURSOR_TAG_LEN: usize = 16;
 const KEY_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 const WRAPPED_LEN: usize = KEY_LEN + TAG_LEN;
@@ -36,10 +43,12 @@ pub enum CryptoError {
     Seal,
 }
 
-/// Key-encryption keys by version, and which one new seals use.
+/// Key-encryption keys by version, and which one new seals use; and, derived from the same secrets under another
+/// label, the keys that sign listing cursors.
 pub struct KeyRing {
     current: String,
     keys: BTreeMap<String, LessSafeKey>,
+    cursor_keys: BTreeMap<String, hmac::Key>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -57,17 +66,18 @@ impl KeyRing {
         let parsed: BTreeMap<String, String> =
             serde_json::from_str(json).map_err(|_| CryptoError::InvalidKeyRing("not a JSON object of strings"))?;
         let current = parsed.get("current").cloned().ok_or(CryptoError::InvalidKeyRing("`current` is missing"))?;
-        let mut keys = BTreeMap::new();
+        let (mut keys, mut cursor_keys) = (BTreeMap::new(), BTreeMap::new());
         for (version, secret) in parsed.into_iter().filter(|(k, _)| k != "current") {
             if secret.chars().count() < MIN_SECRET_LEN {
                 return Err(CryptoError::InvalidKeyRing("a key is shorter than 32 characters"));
             }
             keys.insert(version.clone(), derive_key(&version, &secret)?);
+            cursor_keys.insert(version.clone(), derive_cursor_key(&version, &secret)?);
         }
         if !keys.contains_key(&current) {
             return Err(CryptoError::InvalidKeyRing("`current` names no key"));
         }
-        Ok(Self { current, keys })
+        Ok(Self { current, keys, cursor_keys })
     }
 
     /// A ring with one random key, for tests and the local stack.
@@ -135,6 +145,46 @@ impl KeyRing {
     }
 }
 
+fn derive_cursor_key(version: &str, secret: &str) -> Result<hmac::Key, CryptoError> {
+    let info = [version.as_bytes()];
+    let prk = Salt::new(HKDF_SHA256, CURSOR_SALT).extract(secret.as_bytes());
+    let okm = prk.expand(&info, hmac::HMAC_SHA256).map_err(|_| CryptoError::InvalidKeyRing("key derivation failed"))?;
+    Ok(hmac::Key::from(okm))
+}
+
+/// The bytes a cursor's tag covers: what it is bound to, and the cursor itself.
+fn cursor_message(binding: &str, cursor: &str) -> Vec<u8> {
+    [binding.as_bytes(), b"\n", cursor.as_bytes()].concat()
+}
+
+impl KeyRing {
+    /// Signs a listing cursor, bound to `binding` (a connection and what it lists): `<version>.<cursor, base64url>.
+    /// <tag, base64url>`. Only [`KeyRing::open_cursor`] with the same binding takes it back.
+    pub fn sign_cursor(&self, binding: &str, cursor: &str) -> String {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let tag = hmac::sign(&self.cursor_keys[&self.current], &cursor_message(binding, cursor));
+        let tag = URL_SAFE_NO_PAD.encode(&tag.as_ref()[..CURSOR_TAG_LEN]);
+        format!("{}.{}.{tag}", self.current, URL_SAFE_NO_PAD.encode(cursor))
+    }
+
+    /// The cursor [`KeyRing::sign_cursor`] signed for `binding`; `None` for anything else (forged, tampered with,
+    /// another connection's or another listing's, or signed by a key version no longer in the ring).
+    pub fn open_cursor(&self, binding: &str, signed: &str) -> Option<String> {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut parts = signed.splitn(3, '.');
+        let (version, body, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        let key = self.cursor_keys.get(version)?;
+        let cursor = String::from_utf8(URL_SAFE_NO_PAD.decode(body).ok()?).ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        let expected = hmac::sign(key, &cursor_message(binding, &cursor));
+        let matches = tag.len() == CURSOR_TAG_LEN
+            && aws_lc_rs::constant_time::verify_slices_are_equal(&expected.as_ref()[..CURSOR_TAG_LEN], &tag).is_ok();
+        matches.then_some(cursor)
+    }
+}
+
 fn derive_key(version: &str, secret: &str) -> Result<LessSafeKey, CryptoError> {
     let info = [version.as_bytes()];
     let prk = Salt::new(HKDF_SHA256, HKDF_SALT).extract(secret.as_bytes());
@@ -165,6 +215,23 @@ fn nonce_from(bytes: &[u8]) -> Result<Nonce, CryptoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_open_only_where_they_were_given() {
+        let ring = KeyRing::from_json(&KeyRing::generate_json("v1")).unwrap();
+        let signed = ring.sign_cursor("con_1/users", "a7#acc-42");
+        assert_eq!(ring.open_cursor("con_1/users", &signed).as_deref(), Some("a7#acc-42"));
+        assert_eq!(ring.open_cursor("con_1/groups", &signed), None, "another listing");
+        assert_eq!(ring.open_cursor("con_2/users", &signed), None, "another connection");
+        let (head, tag) = signed.rsplit_once('.').unwrap();
+        let forged_body =
+            format!("v1.{}.{tag}", base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, "ff#zzz"));
+        for bad in ["", "forged", "v1..", "v9.YQ.YQ", &forged_body, &format!("{head}.{}", "A".repeat(22))] {
+            assert_eq!(ring.open_cursor("con_1/users", bad), None, "{bad}");
+        }
+        let other = KeyRing::from_json(&KeyRing::generate_json("v1")).unwrap();
+        assert_eq!(other.open_cursor("con_1/users", &signed), None, "another deployment's key");
+    }
 
     fn ring(version: &str) -> (String, KeyRing) {
         let json = KeyRing::generate_json(version);

@@ -9,6 +9,11 @@ use runtime::http;
 use store::mirror::{MEMBER_CHUNKS, MemberChunk, MirrorStore, ObjectType, Scope, members_page, parse_members_cursor};
 use store::{ConnectionStore, StoreError};
 
+/// The store's cursor inside a signed one given for `binding` (this connection, this listing); a 400 for any other.
+fn opened(keys: &tokens::KeyRing, binding: &str, cursor: Option<&str>) -> Result<Option<String>, ApiError> {
+    cursor.map(|signed| keys.open_cursor(binding, signed).ok_or(StoreError::InvalidCursor.into())).transpose()
+}
+
 /// The connection whose mirror is asked for: a revoked one's is never served (a sync that was writing when it was
 /// disconnected cleans up after itself, and nothing it wrote meanwhile is shown).
 async fn readable<S: ConnectionStore>(store: &S, id: &str) -> Result<store::Connection, ApiError> {
@@ -31,7 +36,10 @@ pub async fn list<S: ConnectionStore, M: MirrorStore, Q, A>(
     let connection = readable(&deps.store, id).await?;
     let query = request.query_string_parameters();
     let limit = page_limit(&query, 100)?;
-    let (mut objects, next) = deps.mirror.list(&Scope::new(id, object_type), query.first("cursor"), limit).await?;
+    let binding = format!("{id}/{}", object_type.as_str());
+    let cursor = opened(&deps.keys, &binding, query.first("cursor"))?;
+    let (mut objects, next) = deps.mirror.list(&Scope::new(id, object_type), cursor.as_deref(), limit).await?;
+    let next = next.map(|next| deps.keys.sign_cursor(&binding, &next));
     if object_type == ObjectType::Users {
         store::tenant::enrich_users(&deps.store, &deps.mirror, &connection, &mut objects).await?;
     }
@@ -65,7 +73,9 @@ pub async fn members<S: ConnectionStore, M: MirrorStore, Q, A>(
     let Some(group) = deps.mirror.objects(&scope, &[group_id.to_owned()]).await?.remove(group_id) else {
         return Err(ApiError::new(404, "group_not_found", "The mirror has no group with this id."));
     };
-    let cursor = query.first("cursor");
+    let binding = format!("{id}/groups/{group_id}/members");
+    let cursor = opened(&deps.keys, &binding, query.first("cursor"))?;
+    let cursor = cursor.as_deref();
     let (items, next) = match group.record.get("member_account_ids").and_then(|ids| ids.as_array()) {
         Some(ids) => {
             let ids = ids.iter().filter_map(|id| id.as_str().map(str::to_owned)).collect();
@@ -78,6 +88,7 @@ pub async fn members<S: ConnectionStore, M: MirrorStore, Q, A>(
         }
         None => deps.mirror.members(&scope, group_id, cursor, limit).await?,
     };
+    let next = next.map(|next| deps.keys.sign_cursor(&binding, &next));
     Ok(http::json(
         200,
         &serde_json::json!({

@@ -107,3 +107,42 @@ async fn a_groups_members_are_paged_however_big_it_is() {
         assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_cursor_is_taken_only_where_it_was_given() {
+    use store::mirror::{MirrorObject, MirrorStore, ObjectType, Scope};
+    let deps = deps();
+    connected(&deps, vec![store::Product::Jira]).await;
+    let session = contract::session("tenant-2");
+    deps.store.put_session(&session).await.unwrap();
+    deps.store.complete_connect(&session.id_hash, &contract::connection("tenant-2", "con_2")).await.unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let three = |prefix: &str| -> Vec<MirrorObject> {
+        (0..3).map(|i| MirrorObject::new(format!("{prefix}-{i}"), serde_json::Map::new(), now)).collect()
+    };
+    for (id, object_type) in [("con_1", ObjectType::Users), ("con_1", ObjectType::Groups), ("con_2", ObjectType::Users)]
+    {
+        deps.mirror.write(&Scope::new(id, object_type), &three(object_type.as_str())).await.unwrap();
+    }
+    let get = |path: String| {
+        let deps = &deps;
+        async move { call(deps, request(Method::GET, &path, Some(KEY), None)).await }
+    };
+    let escaped = |c: &str| url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>();
+    let (_, first) = get("/connections/con_1/objects/users?limit=1".into()).await;
+    let cursor = escaped(first["next_cursor"].as_str().unwrap());
+    assert!(cursor.len() <= 512, "bounded");
+    let (status, _) = get(format!("/connections/con_1/objects/users?limit=1&cursor={cursor}")).await;
+    assert_eq!(status, StatusCode::OK, "where it was given");
+    let mut tampered = first["next_cursor"].as_str().unwrap().to_owned();
+    tampered.replace_range(3..4, if &tampered[3..4] == "A" { "B" } else { "A" });
+    for path in [
+        format!("/connections/con_1/objects/groups?cursor={cursor}"),
+        format!("/connections/con_2/objects/users?cursor={cursor}"),
+        format!("/connections/con_1/objects/groups/groups-0/members?cursor={cursor}"),
+        format!("/connections/con_1/objects/users?cursor={}", escaped(&tampered)),
+    ] {
+        let (status, body) = get(path.clone()).await;
+        assert_eq!((status, &body["error"]["code"]), (StatusCode::BAD_REQUEST, &json!("invalid_cursor")), "{path}");
+    }
+}
