@@ -51,12 +51,13 @@ async fn main() {
         async move {
             let now = OffsetDateTime::now_utc();
             let session = connect::create_session(store, sessions, &format!("tenant-{i}"), None, now).await.unwrap();
-            let url = connect::begin(store, authorize, Some(session.session_id.expose_secret()), now).await.unwrap();
-            let state = url.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+            let begun = connect::begin(store, authorize, Some(session.session_id.expose_secret()), now).await.unwrap();
+            let state = begun.authorize_url.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
             let params = CallbackParams {
                 code: Some(atlassian::AuthorizationCode::new("code".into())),
                 state: Some(SecretString::from(state)),
                 error: None,
+                browser: Some(begun.browser),
             };
             connect::complete(store, atlassian, keys, settings, params, now).await.unwrap();
         }

@@ -58,6 +58,30 @@ const tests = {
     assert(listed.body.items.length === 1 && listed.body.items[0].connection_id === id, JSON.stringify(listed.body));
   },
 
+  async 'A flow carried to another browser is refused and stores nothing'(page) {
+    const t = tenant();
+    const session = await api('POST', '/connect-sessions', { tenant_id: t });
+    // This browser opens the connect link and stops at Atlassian's consent screen...
+    await page.goto(session.body.connect_url);
+    await page.getByRole('button', { name: 'Accept' }).waitFor();
+    const authorizeUrl = page.url();
+    // ...and another browser (no cookies of the first) is handed the consent screen and accepts.
+    const other = await page.context().browser().newContext();
+    try {
+      const elsewhere = await other.newPage();
+      elsewhere.setDefaultTimeout(30000);
+      await elsewhere.goto(authorizeUrl);
+      await elsewhere.getByRole('button', { name: 'Accept' }).click();
+      await elsewhere.getByRole('heading', { name: 'The connection failed' }).waitFor();
+      const text = await elsewhere.textContent('main');
+      assert(text.includes('started in another browser'), `the page says: ${text}`);
+    } finally {
+      await other.close();
+    }
+    const listed = await api('GET', `/connections?tenant_id=${t}`);
+    assert(listed.body.items.length === 0, JSON.stringify(listed.body));
+  },
+
   async 'Cancel says access was not granted and stores nothing'(page) {
     const t = tenant();
     const session = await api('POST', '/connect-sessions', { tenant_id: t });

@@ -15,6 +15,8 @@ struct Connected {
     session_id: String,
     state: String,
     code: String,
+    /// The browser binding the connect link set as a cookie.
+    browser: String,
 }
 
 /// Runs the flow like a browser: connect link → Atlassian consent → callback; returns what the callback answered.
@@ -41,7 +43,9 @@ async fn connect(
     let callback = harness::consent(&authorize, consent).await.unwrap();
     assert!(callback.starts_with(stack.url("/oauth/callback").as_str()), "{callback}");
     let cq = harness::query(&callback);
-    let answer = harness::get(&callback).await.unwrap();
+    let cookie = to_atlassian.cookie.clone().expect("the connect link binds the flow to this browser");
+    assert!(cookie.starts_with("atlassian_connect_browser="), "{cookie}");
+    let answer = harness::get_with_cookie(&callback, Some(&cookie)).await.unwrap();
     let connection_id = answer
         .location
         .as_deref()
@@ -53,6 +57,7 @@ async fn connect(
         session_id: session["session_id"].as_str().unwrap().to_owned(),
         state: q["state"].clone(),
         code: cq.get("code").cloned().unwrap_or_default(),
+        browser: cookie.split_once('=').map(|(_, value)| value.to_owned()).unwrap_or_default(),
     };
     (answer, connected)
 }
@@ -149,7 +154,8 @@ async fn connecting_an_org_end_to_end() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(logs.contains(&c.connection_id), "the log capture must see this flow for the check below to mean anything");
-    let flow_secrets = [c.session_id.as_str(), c.state.as_str(), c.code.as_str(), stack.management_key.as_str()];
+    let flow_secrets =
+        [c.session_id.as_str(), c.state.as_str(), c.code.as_str(), c.browser.as_str(), stack.management_key.as_str()];
     for secret in secrets.iter().map(String::as_str).chain(flow_secrets) {
         assert!(!secret.is_empty());
         assert!(!logs.contains(secret), "a secret reached the function logs");
@@ -193,10 +199,11 @@ async fn replaying_a_callback_end_to_end() {
     let stack = Stack::from_env();
     let tenant = unique("e2e-replay");
     let session = stack.create_session(&tenant, None).await.unwrap();
-    let authorize = harness::get(session["connect_url"].as_str().unwrap()).await.unwrap().location.unwrap();
-    let callback = harness::consent(&authorize, &Consent::default()).await.unwrap();
-    assert_eq!(harness::get(&callback).await.unwrap().status, 200);
-    let replay = harness::get(&callback).await.unwrap();
+    let opened = harness::get(session["connect_url"].as_str().unwrap()).await.unwrap();
+    let callback = harness::consent(&opened.location.unwrap(), &Consent::default()).await.unwrap();
+    let cookie = opened.cookie.as_deref();
+    assert_eq!(harness::get_with_cookie(&callback, cookie).await.unwrap().status, 200);
+    let replay = harness::get_with_cookie(&callback, cookie).await.unwrap();
     assert_eq!(replay.status, 400);
     assert!(replay.body.contains("unknown or was already completed"), "{}", replay.body);
     let again = harness::get(session["connect_url"].as_str().unwrap()).await.unwrap();

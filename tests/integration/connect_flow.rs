@@ -126,6 +126,7 @@ async fn an_expired_state_is_refused() {
     let state = &unique("st_expired");
     flow.store
         .put_state(&OAuthState {
+            browser_hash: None,
             state_hash: ids::sha256_hex(state),
             session_id_hash: ids::sha256_hex(&session_id),
             tenant_id: tenant.clone(),
@@ -192,4 +193,30 @@ async fn a_used_session_is_refused() {
     let callback = harness::consent(&authorize, &Consent::default()).await.unwrap();
     assert_eq!(flow.callback(&callback).await.status(), 200);
     assert_page(&flow.open(&session).await, 410, "already used");
+}
+
+/// The connect link binds the flow to the browser that opened it: an authorize URL carried to another browser (a
+/// forwarded link, a forged callback) ends on a page that says to open the link in the same browser.
+#[tokio::test]
+async fn a_flow_carried_to_another_browser_is_refused() {
+    let flow = Flow::new().await;
+    let tenant = unique("tenant");
+    let (session, authorize) = flow.start(&tenant, None).await;
+    let callback = harness::consent(&authorize, &Consent::default()).await.unwrap();
+    let response = flow.callback_from(&callback, None).await;
+    assert_page(&response, 400, "started in another browser");
+    flow.assert_nothing_stored(&tenant).await;
+    flow.assert_session_unused(&session).await;
+    let (session, authorize) = flow.start(&tenant, None).await;
+    let callback = harness::consent(&authorize, &Consent::default()).await.unwrap();
+    let response = flow.callback_from(&callback, Some("atlassian_connect_browser=br_not-this-one")).await;
+    assert_page(&response, 400, "started in another browser");
+    flow.assert_nothing_stored(&tenant).await;
+    flow.assert_session_unused(&session).await;
+    // The cookie the connect link set is HttpOnly, SameSite=Lax, for the callback's path only.
+    let response = flow.open(&flow.session(&tenant, None).await).await;
+    let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/oauth/callback", "Secure", "Max-Age=600"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie} lacks {attribute}");
+    }
 }

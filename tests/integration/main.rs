@@ -36,6 +36,8 @@ struct Flow {
     callback: callback_fn::Deps<DynamoStore, AtlassianClient>,
     sessions: SessionSettings,
     sandbox: Url,
+    /// The cookie each started flow set (by its state), as the browser that opened the link keeps it.
+    cookies: std::sync::Mutex<HashMap<String, String>>,
 }
 
 use ::connect as connect_fn;
@@ -96,6 +98,7 @@ impl Flow {
             },
             store,
             sandbox,
+            cookies: Default::default(),
         }
     }
 
@@ -145,13 +148,30 @@ impl Flow {
         let session_id = self.session(tenant, return_url).await;
         let response = self.open(&session_id).await;
         assert_eq!(response.status(), 302);
-        (session_id, response.headers()["location"].to_str().unwrap().to_owned())
+        let authorize = response.headers()["location"].to_str().unwrap().to_owned();
+        let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let state = harness::query(&authorize)["state"].clone();
+        self.cookies.lock().unwrap().insert(state, cookie);
+        (session_id, authorize)
     }
 
+    /// The callback, from the browser that started the flow (with its cookie).
     async fn callback(&self, callback_url: &str) -> Response<Body> {
         let query = harness::query(callback_url);
+        let cookie = query.get("state").and_then(|state| self.cookies.lock().unwrap().get(state).cloned());
+        self.callback_from(callback_url, cookie.as_deref()).await
+    }
+
+    /// The callback from a browser holding `cookie` (none: another browser).
+    async fn callback_from(&self, callback_url: &str, cookie: Option<&str>) -> Response<Body> {
+        let query = harness::query(callback_url);
         let pairs: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        callback_fn::handle(&self.callback, request(&pairs)).await.unwrap()
+        let mut request = request(&pairs);
+        if let Some(cookie) = cookie {
+            request.headers_mut().insert("cookie", cookie.parse().unwrap());
+        }
+        callback_fn::handle(&self.callback, request).await.unwrap()
     }
 
     /// The whole flow for `tenant` with the given consent; the callback's answer.

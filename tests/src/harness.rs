@@ -111,14 +111,27 @@ pub fn client() -> reqwest::Client {
 pub struct Answer {
     pub status: u16,
     pub location: Option<String>,
+    /// The first cookie the answer set, as `name=value` (what a browser sends back).
+    pub cookie: Option<String>,
     pub body: String,
 }
 
 pub async fn get(url: &str) -> Result<Answer> {
-    let response = client().get(url).send().await.with_context(|| format!("GET {url}"))?;
+    get_with_cookie(url, None).await
+}
+
+/// A GET from a browser holding `cookie` (`name=value`).
+pub async fn get_with_cookie(url: &str, cookie: Option<&str>) -> Result<Answer> {
+    let mut request = client().get(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.with_context(|| format!("GET {url}"))?;
     let status = response.status().as_u16();
-    let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(String::from);
-    Ok(Answer { status, location, body: response.text().await? })
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    let location = header("location");
+    let cookie = header("set-cookie").and_then(|c| c.split(';').next().map(str::to_owned));
+    Ok(Answer { status, location, cookie, body: response.text().await? })
 }
 
 pub fn query(url: &str) -> HashMap<String, String> {

@@ -63,18 +63,27 @@ where
         code: query.first("code").map(|c| atlassian::AuthorizationCode::new(c.to_owned())),
         state: query.first("state").map(|s| SecretString::from(s.to_owned())),
         error: query.first("error").map(str::to_owned),
+        browser: http::cookie(&request, connect::BROWSER_COOKIE).map(|b| SecretString::from(b.to_owned())),
     };
     let outcome =
         connect::complete(&deps.store, &deps.atlassian, &deps.keys, &deps.settings, params, OffsetDateTime::now_utc())
             .await;
-    Ok(match outcome {
+    let mut response = match outcome {
         Ok(completed) => success(completed),
         Err(failure) => {
             let (code, error) = (failure.error.code(), runtime::error_chain(&failure.error));
             tracing::warn!(code, error, "connect flow failed");
             failed(failure)
         }
-    })
+    };
+    // The binding has served (or failed): the browser forgets it.
+    let loopback = request
+        .uri()
+        .host()
+        .or_else(|| request.headers().get("host")?.to_str().ok())
+        .is_some_and(|h| h.starts_with("127.0.0.1") || h.starts_with("localhost") || h.starts_with("[::1]"));
+    http::set_cookie(&mut response, connect::BROWSER_COOKIE, "", request.uri().path(), !loopback, 0);
+    Ok(response)
 }
 
 fn success(Completed { connection, return_url }: Completed) -> Response<Body> {

@@ -62,7 +62,16 @@ pub async fn handle<S: SessionStore + StateStore>(
     let query = request.query_string_parameters();
     let session = query.first("session");
     Ok(match connect::begin(&deps.store, &deps.authorize, session, OffsetDateTime::now_utc()).await {
-        Ok(url) => http::redirect(url.as_str()),
+        Ok(begun) => {
+            // The flow is bound to this browser: the callback must bring the cookie back.
+            let mut response = http::redirect(begun.authorize_url.as_str());
+            let callback = &deps.authorize.redirect_uri;
+            let max_age = deps.authorize.state_ttl.whole_seconds();
+            let binding = secrecy::ExposeSecret::expose_secret(&begun.browser);
+            let secure = !http::is_loopback(callback);
+            http::set_cookie(&mut response, connect::BROWSER_COOKIE, binding, callback.path(), secure, max_age);
+            response
+        }
         Err(error) => {
             tracing::warn!(code = error.code(), "connect link refused");
             answers::connect_page(&error, answers::Step::Start, None)

@@ -121,6 +121,7 @@ fn status(error: &ConnectError) -> u16 {
     match error {
         ConnectError::SessionExpired | ConnectError::SessionUsed => 410,
         ConnectError::SessionUnknown => 404,
+        ConnectError::OtherBrowser => 400,
         ConnectError::ConsentDenied | ConnectError::AuthorizationFailed { .. } => 403,
         ConnectError::MissingScopes(_) | ConnectError::NoSites => 403,
         ConnectError::ClientRejected(_) | ConnectError::Crypto(_) | ConnectError::Store(_) => 500,
@@ -148,6 +149,9 @@ fn message(error: &ConnectError) -> String {
         ConnectError::StateMissing => "Atlassian's answer is missing its state parameter.".into(),
         ConnectError::StateUnknown => "This sign-in attempt is unknown or was already completed.".into(),
         ConnectError::StateExpired => "This sign-in attempt took too long and expired.".into(),
+        ConnectError::OtherBrowser => "This sign-in was started in another browser (or this browser blocked the \
+            connector's cookie). Open the connect link again, in the browser you sign in to Atlassian with."
+            .into(),
         ConnectError::ConsentDenied => {
             "Access was not granted: the Atlassian consent was cancelled or declined.".into()
         }

@@ -25,6 +25,31 @@ pub fn redirect(location: &str) -> Response<Body> {
     response
 }
 
+/// A short-lived cookie for `path` only, never readable by scripts, sent on top-level navigations from other sites
+/// (Atlassian's redirect back) but not on their subrequests: `HttpOnly; SameSite=Lax`, and `Secure` except for a
+/// loopback origin (the local stack serves plain HTTP). An empty `value` with `max_age` 0 deletes it.
+pub fn set_cookie(response: &mut Response<Body>, name: &str, value: &str, path: &str, secure: bool, max_age: i64) {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers (API Gateway's `cookies` arrive as one).
+pub fn cookie<'a>(request: &'a lambda_http::Request, name: &str) -> Option<&'a str> {
+    (request.headers().get_all(header::COOKIE).iter())
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+/// Whether `url` is served from this machine (the local stack), where cookies cannot be `Secure`.
+pub fn is_loopback(url: &url::Url) -> bool {
+    matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
+}
+
 /// A link shown on a page.
 pub struct Link<'a> {
     pub href: &'a str,
@@ -103,6 +128,24 @@ mod tests {
         assert!(html.contains("&lt;script&gt;") && html.contains("a &amp; b") && html.contains("&quot;y"));
         assert_eq!(response.status(), 400);
         assert_eq!(response.headers()[header::REFERRER_POLICY], "no-referrer");
+    }
+
+    #[test]
+    fn the_browser_cookie_is_set_and_read_back() {
+        let mut response = redirect("https://auth.example/authorize");
+        set_cookie(&mut response, "binding", "br_123", "/oauth/callback", true, 600);
+        let set = response.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert_eq!(set, "binding=br_123; Path=/oauth/callback; Max-Age=600; HttpOnly; SameSite=Lax; Secure");
+        let request = lambda_http::http::Request::builder()
+            .header(header::COOKIE, "other=1; binding=br_123")
+            .header(header::COOKIE, "third=3")
+            .body(Body::Empty)
+            .unwrap();
+        assert_eq!(cookie(&request, "binding"), Some("br_123"));
+        assert_eq!(cookie(&request, "third"), Some("3"));
+        assert_eq!(cookie(&request, "missing"), None);
+        assert!(is_loopback(&url::Url::parse("http://127.0.0.1:9000/").unwrap()));
+        assert!(!is_loopback(&url::Url::parse("https://connector.example/").unwrap()));
     }
 
     #[test]

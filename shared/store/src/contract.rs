@@ -88,6 +88,7 @@ async fn sessions_round_trip_and_never_overwrite(store: &impl SessionStore) {
 
 async fn a_state_is_taken_once(store: &impl StateStore) {
     let state = OAuthState {
+        browser_hash: Some("b".repeat(64)),
         state_hash: unique("state"),
         session_id_hash: unique("session"),
         tenant_id: unique("tenant"),

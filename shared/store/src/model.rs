@@ -29,6 +29,9 @@ pub struct OAuthState {
     pub return_url: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// SHA-256 (hex) of the browser binding the connect link set as a cookie: the callback must bring it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

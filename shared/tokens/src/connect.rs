@@ -163,13 +163,25 @@ impl AuthorizeSettings {
     }
 }
 
-/// Opens a connect session: answers the Atlassian authorize URL carrying a fresh single-use state.
+/// The name of the cookie that binds a connect flow to the browser that opened the link (RFC 9700 §4.7).
+pub const BROWSER_COOKIE: &str = "atlassian_connect_browser";
+
+/// Where a connect link sends the browser, and the binding the browser must keep (as [`BROWSER_COOKIE`]) and bring
+/// back to the callback.
+#[derive(Debug)]
+pub struct Begun {
+    pub authorize_url: Url,
+    pub browser: SecretString,
+}
+
+/// Opens a connect session: answers the Atlassian authorize URL carrying a fresh single-use state, bound to a fresh
+/// browser binding that only its hash is stored of.
 pub async fn begin<S: SessionStore + StateStore>(
     store: &S,
     settings: &AuthorizeSettings,
     session_id: Option<&str>,
     now: OffsetDateTime,
-) -> Result<Url, ConnectError> {
+) -> Result<Begun, ConnectError> {
     let session_id = session_id.filter(|s| !s.is_empty()).ok_or(ConnectError::SessionMissing)?;
     let session = store.get_session(&ids::sha256_hex(session_id)).await?.ok_or(ConnectError::SessionUnknown)?;
     if session.used_at.is_some() {
@@ -179,6 +191,7 @@ pub async fn begin<S: SessionStore + StateStore>(
         return Err(ConnectError::SessionExpired);
     }
     let state = ids::random_secret("st_");
+    let browser = ids::random_secret("br_");
     store
         .put_state(&OAuthState {
             state_hash: ids::sha256_hex(state.expose_secret()),
@@ -186,10 +199,11 @@ pub async fn begin<S: SessionStore + StateStore>(
             tenant_id: session.tenant_id.clone(),
             return_url: session.return_url,
             expires_at: now + settings.state_ttl,
+            browser_hash: Some(ids::sha256_hex(browser.expose_secret())),
         })
         .await?;
     tracing::info!(tenant_id = %session.tenant_id, "connect session opened, sending the browser to Atlassian");
-    Ok(settings.url(&state))
+    Ok(Begun { authorize_url: settings.url(&state), browser })
 }
 
 /// The query of `GET /oauth/callback`.
@@ -198,6 +212,8 @@ pub struct CallbackParams {
     pub code: Option<AuthorizationCode>,
     pub state: Option<SecretString>,
     pub error: Option<String>,
+    /// The [`BROWSER_COOKIE`] the browser brought back, if any.
+    pub browser: Option<SecretString>,
 }
 
 pub struct CompleteSettings {
@@ -281,6 +297,14 @@ where
     let state = state.ok_or(ConnectError::StateUnknown)?;
     if state.expires_at <= now {
         return Err(ConnectError::StateExpired);
+    }
+    // The flow must end in the browser that opened the link: a state carried to another (a forwarded authorize URL,
+    // a forged callback) is refused. (States stored before bindings existed carry none.)
+    if let Some(expected) = &state.browser_hash {
+        let presented = params.browser.as_ref().map(|b| ids::sha256_hex(b.expose_secret()));
+        if !presented.is_some_and(|presented| ids::secrets_equal(&presented, expected)) {
+            return Err(ConnectError::OtherBrowser);
+        }
     }
     let code = params.code.filter(|c| !c.secret().is_empty()).ok_or(ConnectError::CodeMissing)?;
     let session = store.get_session(&state.session_id_hash).await?.ok_or(ConnectError::SessionUnknown)?;

@@ -25,6 +25,8 @@ pub enum ConnectError {
     StateUnknown,
     #[error("the state has expired")]
     StateExpired,
+    #[error("the callback came without the browser binding its connect link set")]
+    OtherBrowser,
     #[error("the user did not grant access")]
     ConsentDenied,
     #[error("Atlassian answered the authorization with error `{code}`")]
@@ -68,6 +70,7 @@ impl ConnectError {
             Self::StateMissing => "state_missing",
             Self::StateUnknown => "state_unknown",
             Self::StateExpired => "state_expired",
+            Self::OtherBrowser => "browser_mismatch",
             Self::ConsentDenied => "access_denied",
             Self::AuthorizationFailed { .. } => "authorization_failed",
             Self::CodeMissing => "code_missing",

@@ -14,6 +14,8 @@ struct Harness {
     store: MemoryStore,
     keys: KeyRing,
     now: OffsetDateTime,
+    /// Each flow's browser binding, by state (what the browser's cookie jar would hold).
+    browsers: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 fn required() -> Vec<String> {
@@ -45,6 +47,7 @@ impl Harness {
             store: MemoryStore::new(),
             keys: KeyRing::from_json(&KeyRing::generate_json("v1")).unwrap(),
             now: OffsetDateTime::now_utc(),
+            browsers: Default::default(),
         }
     }
 
@@ -55,13 +58,21 @@ impl Harness {
             .session_id
     }
 
-    /// Opens a session and returns the state from the authorize URL.
+    /// Opens a session and returns the state from the authorize URL; the browser binding is kept, as a browser
+    /// keeps its cookie, and brought back by [`Harness::complete`].
     async fn begin(&self, session_id: &SecretString) -> SecretString {
-        let url = connect::begin(&self.store, &authorize_settings(), Some(session_id.expose_secret()), self.now)
+        let begun = connect::begin(&self.store, &authorize_settings(), Some(session_id.expose_secret()), self.now)
             .await
             .unwrap();
-        let state = url.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+        let state = begun.authorize_url.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+        self.browsers.lock().unwrap().insert(state.clone(), begun.browser.expose_secret().to_owned());
         SecretString::from(state)
+    }
+
+    /// The browser binding of the flow `state` belongs to, as its browser would bring it back.
+    fn browser(&self, state: Option<&SecretString>) -> Option<SecretString> {
+        let browsers = self.browsers.lock().unwrap();
+        state.and_then(|s| browsers.get(s.expose_secret())).map(|b| SecretString::from(b.clone()))
     }
 
     async fn complete(
@@ -76,6 +87,7 @@ impl Harness {
             code: code.map(|c| AuthorizationCode::new(c.into())),
             state: state.map(|s| SecretString::from(s.expose_secret().to_owned())),
             error: error.map(String::from),
+            browser: self.browser(state),
         };
         let settings = CompleteSettings { required_scopes: required() };
         connect::complete(&self.store, atlassian, &self.keys, &settings, params, at).await
@@ -119,7 +131,9 @@ async fn a_full_flow_stores_an_active_connection_with_sealed_tokens() {
 async fn the_authorize_url_has_every_parameter_atlassian_needs() {
     let h = Harness::new();
     let session = h.session("t", None).await;
-    let url = connect::begin(&h.store, &authorize_settings(), Some(session.expose_secret()), h.now).await.unwrap();
+    let begun = connect::begin(&h.store, &authorize_settings(), Some(session.expose_secret()), h.now).await.unwrap();
+    let url = begun.authorize_url;
+    assert!(begun.browser.expose_secret().len() >= 43, "the browser binding carries at least 128 bits too");
     let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
     assert_eq!(url.path(), "/authorize");
     assert_eq!(query["audience"], "api.atlassian.com");
@@ -332,4 +346,24 @@ async fn nothing_secret_shows_in_debug_output() {
         assert!(!debug.contains(secret), "{secret} leaked into Debug output");
     }
     let _ = h.store.list_connections("t").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_flow_ends_only_in_the_browser_that_opened_the_link() {
+    let h = Harness::new();
+    let atlassian = FakeAtlassian::granting(&required());
+    for (browser, why) in [(None, "no cookie"), (Some("br_someone-else"), "another browser's cookie")] {
+        let state = h.begin(&h.session("tenant-1", None).await).await;
+        let params = CallbackParams {
+            code: Some(AuthorizationCode::new("the-code".into())),
+            state: Some(state),
+            error: None,
+            browser: browser.map(|b| SecretString::from(b.to_owned())),
+        };
+        let settings = CompleteSettings { required_scopes: required() };
+        let failure = connect::complete(&h.store, &atlassian, &h.keys, &settings, params, h.now).await.unwrap_err();
+        assert!(matches!(failure.error, ConnectError::OtherBrowser), "{why}: {:?}", failure.error);
+        assert!(h.store.connections().is_empty(), "{why}: nothing stored");
+    }
+    assert!(atlassian.calls().is_empty(), "refused before any Atlassian call");
 }
