@@ -70,7 +70,6 @@ async fn only_transient_failures_are_reported_back() {
         message("m-4", r#"{"connection_id": "con_missing", "object_type": "users"}"#),
     ];
     let response = sync_worker::handle(&deps, event.clone(), None).await;
-    eprintln!("DBG {:?} {:?}", store.list_runs("con_1").await.unwrap(), deps.queue.jobs.lock().unwrap());
     // m-1 failed to refresh (transient): it waits and retries through a delayed continuation of its own, so the
     // message is consumed; m-3 then refreshed fine; m-2 is poison, m-4 has no connection.
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
@@ -83,6 +82,9 @@ async fn only_transient_failures_are_reported_back() {
     let run = store.get_run("con_1", ObjectType::Users).await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Waiting);
     assert!(run.waiting_until.is_some() && run.error.as_deref().is_some_and(|e| e.starts_with("retrying")));
+    // A code and a short message for the API's clients; the cause chain only in the logs.
+    assert_eq!(run.error_code.as_deref(), Some("token_refresh_failed"), "{run:?}");
+    assert_eq!(run.error.as_deref().map(|e| e.matches(": ").count()), Some(1), "no cause chain: {run:?}");
 
     // Only when even the continuation cannot be queued does the message go back to SQS.
     let atlassian_again = refreshes_failing(1);

@@ -17,6 +17,8 @@ pub struct RunView<'a> {
     pub finished_at: Option<OffsetDateTime>,
     pub counts: Option<&'a store::RunCounts>,
     pub error: Option<std::borrow::Cow<'a, str>>,
+    /// A stable code for `error` (see `store::RunRecord::error_code`).
+    pub error_code: Option<&'a str>,
     /// While `waiting`: when the run resumes (an estimate: the quota may ask for longer).
     #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
     pub waiting_until: Option<OffsetDateTime>,
@@ -68,6 +70,7 @@ impl<'a> ConnectionView<'a> {
                         finished_at: run.finished_at,
                         counts: Some(&run.counts),
                         error: run.error.as_deref().map(std::borrow::Cow::Borrowed),
+                        error_code: run.error_code.as_deref(),
                         waiting_until: run.waiting_until.filter(|_| run.status == RunStatus::Waiting),
                         last_succeeded_at: run.last_succeeded_at,
                         next_due_at: run
@@ -83,6 +86,7 @@ impl<'a> ConnectionView<'a> {
                         finished_at: None,
                         counts: None,
                         error: Some(std::borrow::Cow::Owned(reason.to_string())),
+                        error_code: Some("not_available"),
                         waiting_until: None,
                         last_succeeded_at: None,
                         next_due_at: None,

@@ -64,8 +64,15 @@ pub struct RunRecord {
     pub finished_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub counts: RunCounts,
+    /// What went wrong (or why the run waits, or what it held back), for people: a short message, never the
+    /// internal cause chain (that is in the logs).
     #[serde(default)]
     pub error: Option<String>,
+    /// A stable code for `error`: `quota_wait`, `rate_limited`, `atlassian_error`, `store_error`, `token_refused`,
+    /// `token_refresh_failed`, `deletions_held`, `not_available`, `needs_reauth`, `internal_error`. (A `waiting` run
+    /// with `atlassian_error` or `store_error` retries after a backoff.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
     /// Epoch milliseconds until which a running record is owned by its run.
     #[serde(default)]
     pub lease_until_ms: i64,
@@ -91,6 +98,7 @@ impl RunRecord {
             finished_at: None,
             counts: RunCounts::default(),
             error: None,
+            error_code: None,
             lease_until_ms,
             waiting_until: None,
             last_succeeded_at: None,

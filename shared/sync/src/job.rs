@@ -10,6 +10,7 @@
 
 use crate::access::{Refreshing, TokenSource};
 use crate::budget::Budget;
+use crate::budget::BudgetError;
 use crate::engine::{self, DeletionGuard, Pacing, Resume, Step, SyncError, Wait};
 use crate::queue::{Job, JobQueue, QueueError};
 use crate::sources::{AdminSource, OauthSource};
@@ -152,6 +153,7 @@ where
         Ok(Step::Done(counts, held)) => {
             (record.status, record.counts) = (RunStatus::Succeeded, counts);
             record.last_succeeded_at = Some(ended);
+            record.error_code = held.as_ref().map(|_| "deletions_held".to_owned());
             record.error = held.as_ref().map(|h| {
                 format!(
                     "{} of {} {} are gone upstream: more than {:.0} % at once, so they are not marked deleted until \
@@ -175,6 +177,7 @@ where
         }
         Ok(Step::Waiting { counts, until, why }) => {
             record.counts = counts;
+            record.error_code = Some(if why == Wait::Budget { "quota_wait" } else { "rate_limited" }.to_owned());
             record.error = Some(match why {
                 Wait::Budget => "waiting for the app's Atlassian points budget to refill".to_owned(),
                 Wait::RateLimited(Some(reason)) => format!("waiting: Atlassian rate-limited the app ({reason})"),
@@ -196,20 +199,26 @@ where
             return Ok(Outcome::Skipped);
         }
         Err(Failure::NotAvailable(why)) => {
-            (record.status, record.error) = (RunStatus::NotAvailable, Some(why.to_string()))
+            (record.status, record.error) = (RunStatus::NotAvailable, Some(why.to_string()));
+            record.error_code = Some("not_available".into());
         }
-        Err(Failure::NeedsReauth(reason)) => (record.status, record.error) = (RunStatus::NeedsReauth, Some(reason)),
+        Err(Failure::NeedsReauth(reason)) => {
+            (record.status, record.error) = (RunStatus::NeedsReauth, Some(reason));
+            record.error_code = Some("needs_reauth".into());
+        }
+        // The cause chain goes to the logs; the record keeps a code and a short message for the API's clients.
         Err(Failure::Transient(cause)) if job.attempt + 1 < MAX_ATTEMPTS => {
             let backoff = FIRST_BACKOFF.saturating_mul(1 << job.attempt.min(10)).min(crate::queue::MAX_DELAY);
-            let reason = error_chain(&cause);
-            tracing::warn!(connection_id, object_type = object_type.as_str(), attempt = job.attempt + 1, error = %reason, "sync run failed transiently; it resumes after a backoff");
-            record.error = Some(format!("retrying after: {reason}"));
+            tracing::warn!(connection_id, object_type = object_type.as_str(), attempt = job.attempt + 1, error = %error_chain(&cause), "sync run failed transiently; it resumes after a backoff");
+            let (code, message) = cause.summary();
+            record.error = Some(format!("retrying after: {message}"));
+            record.error_code = Some(code.into());
             wait = Some((ended + backoff, job.attempt + 1));
         }
         Err(Failure::Transient(cause) | Failure::Failed(cause)) => {
-            let reason = error_chain(&cause);
-            tracing::warn!(connection_id, object_type = object_type.as_str(), error = %reason, "sync run failed");
-            (record.status, record.error) = (RunStatus::Failed, Some(reason))
+            tracing::warn!(connection_id, object_type = object_type.as_str(), error = %error_chain(&cause), "sync run failed");
+            let (code, message) = cause.summary();
+            (record.status, record.error, record.error_code) = (RunStatus::Failed, Some(message), Some(code.into()));
         }
     }
     if let Some((until, attempt)) = wait {
@@ -299,6 +308,29 @@ enum RunError {
     NoOrgId,
     #[error("marking the connection needs_reauth failed")]
     MarkNeedsReauth(#[source] StoreError),
+}
+
+impl RunError {
+    /// A stable code and a short message for the run record (what a client may see; the chain is in the logs).
+    fn summary(&self) -> (&'static str, String) {
+        let sync = |error: &SyncError| match error {
+            SyncError::Atlassian(api) => ("atlassian_error", api.to_string()),
+            SyncError::Store(_) | SyncError::Budget(BudgetError::Store(_)) => {
+                ("store_error", "the connector's state store failed".into())
+            }
+            SyncError::Token(e) => ("token_refresh_failed", e.to_string()),
+            other => ("internal_error", other.to_string()),
+        };
+        match self {
+            Self::Sync(error) => sync(error),
+            Self::TokenRefused(_) => ("token_refused", self.to_string()),
+            Self::Sites(api) => ("atlassian_error", format!("accessible-resources: {api}")),
+            Self::SaveSites(_) | Self::MarkNeedsReauth(_) => {
+                ("store_error", "the connector's state store failed".into())
+            }
+            Self::Credentials(_) | Self::NoOrgId => ("internal_error", self.to_string()),
+        }
+    }
 }
 
 /// How an engine error ends the run.
