@@ -314,3 +314,37 @@ async fn a_disconnect_during_a_sync_wins_and_nothing_of_the_org_is_left() {
         assert!(world.mirrored(&id, object_type).await.0.is_empty(), "{object_type:?}");
     }
 }
+
+#[tokio::test]
+async fn a_sync_through_every_fault_of_the_answers_ends_exact() {
+    // A 500 every 7th request, a connection dropped mid-answer every 9th, JSON cut off every 11th, an HTML page
+    // instead of JSON every 13th: each a transient failure the client retries (quickly, here), and the mirror ends
+    // exactly the org, object by object.
+    let faults = tests::sandbox::Faults {
+        error_every: 7,
+        drop_every: 9,
+        truncate_every: 11,
+        garbage_every: 13,
+        ..Default::default()
+    };
+    let mut world = World::new(SandboxConfig { faults, ..SandboxConfig::default() }).await;
+    let fast = atlassian::RetryPolicy {
+        max_retries: 6,
+        min_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+    };
+    world.client = world.client.clone().with_retry(fast);
+    let sites = sites(OrgSize::default().sites);
+    let id = world.connect(&sites).await;
+    let deps = world.deps(&Unlimited, Pacing::default());
+    let org = world.org().await;
+    for object_type in ObjectType::ALL {
+        let counts = succeeded(harness::run_through(&deps, Job::new(&id, object_type)).await.0);
+        let expected = harness::expected_mirror(&org, object_type.as_str(), &sites);
+        assert_eq!(counts.created as usize, expected.len(), "{object_type:?}: each object counted once");
+        assert_eq!(world.mirrored(&id, object_type).await, (expected, 0), "{object_type:?}: exactly the org");
+    }
+    let stats = harness::sandbox_stats(&world.sandbox).await.unwrap();
+    let requests: u64 = stats["rest_requests"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert!(requests >= 13, "every fault was met ({requests} requests)");
+}

@@ -632,9 +632,16 @@ mod client {
     async fn the_client_rides_out_rate_limits_server_errors_and_dropped_connections() {
         let (base, token) = sandbox(None).await;
         // Burst 429s with `Retry-After: 0` (clamped to 1 s) every 40th request, a 500 every 7th, a connection dropped
-        // mid-answer every 5th.
-        let faults =
-            Faults { rate_limit_every: 40, retry_after_secs: 0, error_every: 7, drop_every: 5, ..Faults::default() };
+        // mid-answer every 5th, JSON cut off every 11th, an HTML page instead of JSON every 13th.
+        let faults = Faults {
+            rate_limit_every: 40,
+            retry_after_secs: 0,
+            error_every: 7,
+            drop_every: 5,
+            truncate_every: 11,
+            garbage_every: 13,
+            ..Faults::default()
+        };
         set_faults(&base, &faults).await;
         let site = tests::sandbox::site_id(0);
         let started = Instant::now();

@@ -24,6 +24,8 @@ atlassian-sandbox: Atlassian's OAuth 2.0 (3LO), Jira, Confluence and Admin APIs 
   --retry-after S           the Retry-After of those 429s (0 is sent as 0)
   --error-every N           every Nth REST request answers 500
   --drop-every N            every Nth REST request drops its connection mid-answer
+  --truncate-every N        every Nth REST request answers 200 with JSON cut off mid-way
+  --garbage-every N         every Nth REST request answers 200 with an HTML page instead of JSON
   --lose-refresh-replies N  the next N refreshes rotate the tokens, then drop the connection before the answer
   --quota-points N          the app's global points pool per quota window (unlimited)
   --tenant-quota-points N   each cloud id's own points pool per window (none)
@@ -57,6 +59,8 @@ async fn main() -> anyhow::Result<()> {
             "--retry-after" => config.faults.retry_after_secs = value()?.parse().context("--retry-after")?,
             "--error-every" => config.faults.error_every = value()?.parse().context("--error-every")?,
             "--drop-every" => config.faults.drop_every = value()?.parse().context("--drop-every")?,
+            "--truncate-every" => config.faults.truncate_every = value()?.parse().context("--truncate-every")?,
+            "--garbage-every" => config.faults.garbage_every = value()?.parse().context("--garbage-every")?,
             "--lose-refresh-replies" => {
                 config.faults.lose_refresh_replies = value()?.parse().context("--lose-refresh-replies")?
             }

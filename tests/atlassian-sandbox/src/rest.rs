@@ -48,6 +48,11 @@ pub struct Faults {
     pub error_every: u64,
     /// Every Nth REST request drops its connection mid-answer: no complete response arrives (0: never).
     pub drop_every: u64,
+    /// Every Nth REST request answers `200` with JSON cut off mid-way (a complete response whose body ends early,
+    /// as a proxy that gave up would send it) (0: never).
+    pub truncate_every: u64,
+    /// Every Nth REST request answers `200` with an HTML error page instead of JSON (0: never).
+    pub garbage_every: u64,
     /// The next N successful refreshes (`grant_type=refresh_token`) rotate the grant's tokens as usual, then lose
     /// the answer: the connection drops mid-answer, so the client never sees the new refresh token.
     pub lose_refresh_replies: u64,
@@ -130,6 +135,14 @@ impl Sandbox {
         }
         if faults.drop_every > 0 && n % faults.drop_every == 0 {
             return Err(dropped_connection());
+        }
+        if faults.truncate_every > 0 && n % faults.truncate_every == 0 {
+            let cut = r#"{"startAt": 0, "isLast": false, "values": [{"accountId": "5b10ac8d82e05b22cc7d4ef5", "displ"#;
+            return Err((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], cut).into_response());
+        }
+        if faults.garbage_every > 0 && n % faults.garbage_every == 0 {
+            let page = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+            return Err((StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], page).into_response());
         }
         Ok(())
     }
