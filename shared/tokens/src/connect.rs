@@ -163,6 +163,12 @@ impl AuthorizeSettings {
     }
 }
 
+/// Whether `value` can be a session id or a state this connector issued (`ids::random_secret`: a short prefix and
+/// 43 base64url characters), so that nothing longer or stranger reaches the store.
+fn issued_shape(value: &str) -> bool {
+    (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The name of the cookie that binds a connect flow to the browser that opened the link (RFC 9700 §4.7).
 pub const BROWSER_COOKIE: &str = "atlassian_connect_browser";
 
@@ -183,6 +189,10 @@ pub async fn begin<S: SessionStore + StateStore>(
     now: OffsetDateTime,
 ) -> Result<Begun, ConnectError> {
     let session_id = session_id.filter(|s| !s.is_empty()).ok_or(ConnectError::SessionMissing)?;
+    if !issued_shape(session_id) {
+        // Not one this connector issued (too long, or characters it never uses): unknown, without a lookup.
+        return Err(ConnectError::SessionUnknown);
+    }
     let session = store.get_session(&ids::sha256_hex(session_id)).await?.ok_or(ConnectError::SessionUnknown)?;
     if session.used_at.is_some() {
         return Err(ConnectError::SessionUsed);
@@ -247,8 +257,10 @@ where
     S: SessionStore + StateStore + ConnectionStore,
     A: AtlassianApi,
 {
-    // Consume the state first, whatever else the callback says: it is single-use in every outcome.
+    // Consume the state first, whatever else the callback says: it is single-use in every outcome. (One that this
+    // connector cannot have issued is unknown without a lookup.)
     let state = match &params.state {
+        Some(state) if !issued_shape(state.expose_secret()) => None,
         Some(state) => store
             .take_state(&ids::sha256_hex(state.expose_secret()))
             .await

@@ -367,3 +367,18 @@ async fn a_flow_ends_only_in_the_browser_that_opened_the_link() {
     }
     assert!(atlassian.calls().is_empty(), "refused before any Atlassian call");
 }
+
+#[tokio::test]
+async fn session_ids_and_states_it_never_issued_are_unknown_without_a_lookup() {
+    let h = Harness::new();
+    let long = "cs_".to_owned() + &"a".repeat(10_000);
+    for session in [long.as_str(), "cs_<script>", "cs_a b"] {
+        let error = connect::begin(&h.store, &authorize_settings(), Some(session), h.now).await.unwrap_err();
+        assert!(matches!(error, ConnectError::SessionUnknown), "{error:?}");
+    }
+    let atlassian = FakeAtlassian::granting(&required());
+    let state = SecretString::from("st_".to_owned() + &"b".repeat(10_000));
+    let failure = h.complete(&atlassian, Some(&state), Some("the-code"), None, h.now).await.unwrap_err();
+    assert!(matches!(failure.error, ConnectError::StateUnknown), "{:?}", failure.error);
+    assert!(atlassian.calls().is_empty());
+}
