@@ -11,7 +11,9 @@ FUNCTIONS = ["connect", "callback", "api", "sync-scheduler", "sync-worker"]
 
 
 def main() -> int:
-    root = sys.argv[1] if len(sys.argv) > 1 else "target/lambda"
+    # Where `cargo lambda build` put them: under CARGO_TARGET_DIR when it is set (as CI sets it), else ./target.
+    default = os.path.join(os.environ.get("CARGO_TARGET_DIR") or "target", "lambda")
+    root = sys.argv[1] if len(sys.argv) > 1 else default
     print("| function | bootstrap | zip |\n|---|---|---|")
     for name in FUNCTIONS:
         path = os.path.join(root, name, "bootstrap")
