@@ -81,51 +81,11 @@ impl ConnectionStore for DynamoStore {
         connection: &Connection,
         token_version: u64,
     ) -> Result<Option<Connection>, StoreError> {
-        let upsert = connection_upsert(&self.table, connection)?;
-        let mut values = upsert.expression_attribute_values().cloned().unwrap_or_default();
-        values.insert(":expected".into(), AttributeValue::N(token_version.to_string()));
-        values.insert(":revoked".into(), AttributeValue::S("revoked".into()));
-        let mut names = upsert.expression_attribute_names().cloned().unwrap_or_default();
-        names.insert("#state".into(), "status".into());
-        let output = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(connection_pk(&connection.connection_id)))
-            .key("sk", AttributeValue::S("CONN".into()))
-            .update_expression(upsert.update_expression())
-            .condition_expression("#version = :expected AND #state <> :revoked")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match output {
-            Ok(output) => output.attributes.map(from_item).transpose(),
-            Err(e) if is_condition_failure(&e) => Ok(None),
-            Err(e) => Err(StoreError::dynamo(e)),
-        }
+        self.write_connection(connection, Some(token_version)).await
     }
 
     async fn upsert_connection(&self, connection: &Connection) -> Result<Connection, StoreError> {
-        let upsert = connection_upsert(&self.table, connection)?;
-        let output = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(connection_pk(&connection.connection_id)))
-            .key("sk", AttributeValue::S("CONN".into()))
-            .update_expression(upsert.update_expression())
-            .set_expression_attribute_names(upsert.expression_attribute_names().cloned())
-            .set_expression_attribute_values(upsert.expression_attribute_values().cloned())
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(StoreError::dynamo)?;
-        output
-            .attributes
-            .map(from_item)
-            .transpose()?
+        (self.write_connection(connection, None).await?)
             .ok_or(StoreError::Inconsistent("the upsert returned no item".into()))
     }
 
@@ -176,6 +136,42 @@ impl ConnectionStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Writes a connection whole ([`connection_upsert`]) and answers it as stored. With `expected`, only while the
+    /// stored one is still at that `token_version` and not revoked: `None` when it is not, and nothing is written.
+    async fn write_connection(
+        &self,
+        connection: &Connection,
+        expected: Option<u64>,
+    ) -> Result<Option<Connection>, StoreError> {
+        let upsert = connection_upsert(&self.table, connection)?;
+        let mut names = upsert.expression_attribute_names().cloned().unwrap_or_default();
+        let mut values = upsert.expression_attribute_values().cloned().unwrap_or_default();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(connection_pk(&connection.connection_id)))
+            .key("sk", AttributeValue::S("CONN".into()))
+            .update_expression(upsert.update_expression());
+        if let Some(version) = expected {
+            values.insert(":expected".into(), AttributeValue::N(version.to_string()));
+            values.insert(":revoked".into(), AttributeValue::S("revoked".into()));
+            names.insert("#state".into(), "status".into());
+            request = request.condition_expression("#version = :expected AND #state <> :revoked");
+        }
+        let output = request
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match output {
+            Ok(output) => output.attributes.map(from_item).transpose(),
+            Err(e) if expected.is_some() && is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(StoreError::dynamo(e)),
+        }
+    }
+
     /// See [`ConnectionStore::revoke_connection`].
     pub(crate) async fn revoke(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
         self.update_connection_if(
