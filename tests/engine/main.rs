@@ -108,38 +108,12 @@ impl World {
 
     /// The live objects of a connection's type, and how many are marked deleted.
     async fn mirrored(&self, id: &str, object_type: ObjectType) -> (HashMap<String, Value>, usize) {
-        let scope = Scope::new(id, object_type);
-        let (mut live, mut deleted, mut cursor) = (HashMap::new(), 0, None);
-        loop {
-            let (page, next) = self.store.list(&scope, cursor.as_deref(), 500).await.unwrap();
-            for object in page {
-                if object.deleted {
-                    deleted += 1;
-                } else {
-                    live.insert(object.key, Value::Object(object.record));
-                }
-            }
-            cursor = next;
-            if cursor.is_none() {
-                return (live, deleted);
-            }
-        }
+        harness::mirrored(&self.store, &Scope::new(id, object_type)).await
     }
 
     /// Every member the mirror holds under `key` (a group's chunks, or a run's staged parts), sorted.
     async fn members(&self, id: &str, key: &str) -> Vec<String> {
-        let scope = Scope::new(id, ObjectType::Groups);
-        let (mut ids, mut cursor) = (Vec::new(), None::<String>);
-        loop {
-            let (page, next) = self.store.members(&scope, key, cursor.as_deref(), 1000).await.unwrap();
-            ids.extend(page);
-            match next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        ids.sort();
-        ids
+        harness::all_members(&self.store, &Scope::new(id, ObjectType::Groups), key).await
     }
 }
 

@@ -12,17 +12,7 @@ use tests::sandbox::{OrgSize, Quota};
 
 /// Every member the mirror holds for `group` (chunk by chunk, or staged parts), sorted.
 async fn all_members(mirror: &impl MirrorStore, scope: &Scope, group: String) -> Vec<String> {
-    let (mut ids, mut cursor) = (Vec::new(), None::<String>);
-    loop {
-        let (page, next) = mirror.members(scope, &group, cursor.as_deref(), 1000).await.unwrap();
-        ids.extend(page);
-        match next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    ids.sort();
-    ids
+    harness::all_members(mirror, scope, &group).await
 }
 
 #[tokio::test]

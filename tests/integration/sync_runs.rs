@@ -78,24 +78,7 @@ fn expected(org: &Value, object_type: ObjectType, sites: &[String]) -> HashMap<S
     harness::expected_mirror(org, object_type.as_str(), sites)
 }
 
-/// The live (not deleted) objects of the mirror, and how many are marked deleted.
-pub(crate) async fn mirrored(mirror: &impl MirrorStore, scope: &Scope) -> (HashMap<String, Value>, usize) {
-    let (mut live, mut deleted, mut cursor) = (HashMap::new(), 0, None);
-    loop {
-        let (page, next) = mirror.list(scope, cursor.as_deref(), 500).await.unwrap();
-        for object in page {
-            if object.deleted {
-                deleted += 1;
-            } else {
-                live.insert(object.key, Value::Object(object.record));
-            }
-        }
-        cursor = next;
-        if cursor.is_none() {
-            return (live, deleted);
-        }
-    }
-}
+pub(crate) use harness::mirrored;
 
 #[tokio::test]
 async fn syncing_mirrors_the_org_writes_only_changes_and_marks_deletions() {

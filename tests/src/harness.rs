@@ -405,3 +405,37 @@ pub fn expected_admin_mirror(org: &Value, object_type: &str, site: Option<&str>)
         other => panic!("no object type {other}"),
     }
 }
+
+/// The live (not deleted) objects of a mirror's scope by key, and how many are marked deleted.
+pub async fn mirrored(mirror: &impl store::MirrorStore, scope: &store::Scope) -> (HashMap<String, Value>, usize) {
+    let (mut live, mut deleted, mut cursor) = (HashMap::new(), 0, None);
+    loop {
+        let (page, next) = mirror.list(scope, cursor.as_deref(), 500).await.unwrap();
+        for object in page {
+            if object.deleted {
+                deleted += 1;
+            } else {
+                live.insert(object.key, Value::Object(object.record));
+            }
+        }
+        cursor = next;
+        if cursor.is_none() {
+            return (live, deleted);
+        }
+    }
+}
+
+/// Every member the mirror holds under `key` in a groups scope (a group's chunks, or a run's staged parts), sorted.
+pub async fn all_members(mirror: &impl store::MirrorStore, scope: &store::Scope, key: &str) -> Vec<String> {
+    let (mut ids, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let (page, next) = mirror.members(scope, key, cursor.as_deref(), 1000).await.unwrap();
+        ids.extend(page);
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    ids.sort();
+    ids
+}
