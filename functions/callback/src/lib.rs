@@ -77,12 +77,9 @@ where
         }
     };
     // The binding has served (or failed): the browser forgets it.
-    let loopback = request
-        .uri()
-        .host()
-        .or_else(|| request.headers().get("host")?.to_str().ok())
-        .is_some_and(|h| h.starts_with("127.0.0.1") || h.starts_with("localhost") || h.starts_with("[::1]"));
-    http::set_cookie(&mut response, connect::BROWSER_COOKIE, "", request.uri().path(), !loopback, 0);
+    let host = request.uri().host().or_else(|| request.headers().get("host")?.to_str().ok());
+    let secure = !host.is_some_and(http::is_loopback_host);
+    http::set_cookie(&mut response, connect::BROWSER_COOKIE, "", request.uri().path(), secure, 0);
     Ok(response)
 }
 

@@ -11,8 +11,8 @@ use runtime::answers::ApiError;
 pub const MAX_BODY: usize = 64 * 1024;
 /// Connection ids, group ids, org ids.
 pub const MAX_ID: usize = 128;
-/// A tenant id: what the product calls its customer.
-pub const MAX_TENANT: usize = 200;
+/// A tenant id: what the product calls its customer (the connect flow's own rule).
+pub const MAX_TENANT: usize = tokens::connect::MAX_TENANT;
 /// Return URLs and site URLs.
 pub const MAX_URL: usize = 2048;
 /// An admin API key or a site API token (Atlassian's are a few hundred characters).
@@ -65,10 +65,10 @@ pub fn id<'a>(field: &'static str, value: &'a str) -> Result<&'a str, ApiError> 
     ))
 }
 
-/// A tenant id: 1 to [`MAX_TENANT`] characters, none of them a control character.
+/// A tenant id, trimmed, as the connect flow takes it ([`tokens::connect::valid_tenant`]), in either connect mode.
 pub fn tenant(value: &str) -> Result<&str, ApiError> {
     let value = value.trim();
-    if (1..=MAX_TENANT).contains(&value.chars().count()) && !value.chars().any(char::is_control) {
+    if tokens::connect::valid_tenant(value) {
         return Ok(value);
     }
     Err(ApiError::bad_request(

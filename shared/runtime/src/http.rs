@@ -47,7 +47,18 @@ pub fn cookie<'a>(request: &'a lambda_http::Request, name: &str) -> Option<&'a s
 
 /// Whether `url` is served from this machine (the local stack), where cookies cannot be `Secure`.
 pub fn is_loopback(url: &url::Url) -> bool {
-    matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
+    url.host_str().is_some_and(is_loopback_host)
+}
+
+/// [`is_loopback`] for a host as a `Host` header gives it (with or without a port).
+pub fn is_loopback_host(host: &str) -> bool {
+    // `[::1]:9000` → `[::1]`; `127.0.0.1:9000` → `127.0.0.1`.
+    let name = match host.starts_with('[') {
+        true => host.split_inclusive(']').next(),
+        false => host.split(':').next(),
+    };
+    let name = name.unwrap_or(host);
+    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 /// A link shown on a page.
@@ -145,6 +156,11 @@ mod tests {
         assert_eq!(cookie(&request, "third"), Some("3"));
         assert_eq!(cookie(&request, "missing"), None);
         assert!(is_loopback(&url::Url::parse("http://127.0.0.1:9000/").unwrap()));
+        assert!(is_loopback(&url::Url::parse("http://[::1]:9000/").unwrap()));
+        for host in ["127.0.0.1:9000", "localhost", "[::1]:9000", "[::1]"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        assert!(!is_loopback_host("127.0.0.1.example.com") && !is_loopback_host("connector.example:443"));
         assert!(!is_loopback(&url::Url::parse("https://connector.example/").unwrap()));
     }
 

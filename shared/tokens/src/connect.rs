@@ -106,8 +106,12 @@ fn join(base: &Url, path: &str) -> Url {
     url
 }
 
-fn valid_tenant(tenant_id: &str) -> bool {
-    (1..=200).contains(&tenant_id.chars().count()) && !tenant_id.chars().any(char::is_control)
+/// The longest tenant id, in characters.
+pub const MAX_TENANT: usize = 200;
+
+/// A tenant id (what the product calls its customer): 1 to [`MAX_TENANT`] characters, none a control character.
+pub fn valid_tenant(tenant_id: &str) -> bool {
+    (1..=MAX_TENANT).contains(&tenant_id.chars().count()) && !tenant_id.chars().any(char::is_control)
 }
 
 pub async fn create_session(
