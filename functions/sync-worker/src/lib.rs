@@ -133,7 +133,7 @@ where
     let mut failures = Vec::new();
     for message in event.records {
         let id = message.message_id.clone().unwrap_or_default();
-        let Some(job) = message.body.as_deref().and_then(|b| serde_json::from_str::<Job>(b).ok()) else {
+        let Some(job) = message.body.as_deref().and_then(Job::parse) else {
             // A malformed message never becomes valid: drop it rather than retry it into the DLQ.
             tracing::error!(message_id = %id, "dropping a sync message that is not a job");
             continue;

@@ -380,12 +380,32 @@ pub fn site_url(login: &SiteLogin, path_and_query: &str) -> Result<Url, ApiError
         return Err(ApiError::Status { status: 400 });
     }
     let base = login.site_url.as_str().trim_end_matches('/');
-    Url::parse(&format!("{base}{path_and_query}")).map_err(|_| ApiError::Status { status: 400 })
+    let url = Url::parse(&format!("{base}{path_and_query}")).map_err(|_| ApiError::Status { status: 400 })?;
+    // Parsing resolves `..`: a `next` link that climbed above the site URL is refused, as on the gateway.
+    let prefix = format!("{}/", login.site_url.path().trim_end_matches('/'));
+    match url.origin() == login.site_url.origin() && url.path().starts_with(&prefix) {
+        true => Ok(url),
+        false => Err(ApiError::Status { status: 400 }),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_site_path_never_climbs_above_the_site_url() {
+        let login = SiteLogin {
+            site_url: Url::parse("https://sandbox.example/site/acme").unwrap(),
+            email: "a@b.c".into(),
+            api_token: SecretString::from("t"),
+        };
+        let ok = site_url(&login, "/wiki/api/v2/spaces?cursor=a").unwrap();
+        assert_eq!(ok.as_str(), "https://sandbox.example/site/acme/wiki/api/v2/spaces?cursor=a");
+        for climbing in ["/wiki/../../other/wiki", "/%2e%2e/other", "//evil.example/wiki", "wiki", "/../acme-evil/x"] {
+            assert!(site_url(&login, climbing).is_err(), "{climbing}");
+        }
+    }
 
     #[test]
     fn users_of_both_generations_read_alike() {

@@ -187,8 +187,15 @@ impl crate::AtlassianClient {
         }
         let base = self.endpoints().api_base.as_str().trim_end_matches('/');
         let cloud_id: String = url::form_urlencoded::byte_serialize(cloud_id.as_bytes()).collect();
-        url::Url::parse(&format!("{base}/ex/{product}/{cloud_id}{path_and_query}"))
-            .map_err(|_| ApiError::Status { status: 400 })
+        let site = url::Url::parse(&format!("{base}/ex/{product}/{cloud_id}/"))
+            .map_err(|_| ApiError::Status { status: 400 })?;
+        let url = url::Url::parse(&format!("{base}/ex/{product}/{cloud_id}{path_and_query}"))
+            .map_err(|_| ApiError::Status { status: 400 })?;
+        // Parsing resolves `..` (and `%2e%2e`): a path that climbed out of the site's gateway is refused.
+        match url.origin() == site.origin() && url.path().starts_with(site.path()) {
+            true => Ok(url),
+            false => Err(ApiError::Status { status: 400 }),
+        }
     }
 }
 

@@ -32,6 +32,19 @@ impl Job {
         Self { connection_id: connection_id.to_owned(), object_type, run_id: None, attempt: 0 }
     }
 
+    /// A job message as the queue delivers it, if it is one: JSON of a [`Job`] whose connection id and run id have
+    /// the shape this connector gives them (1 to 128 of `A-Z a-z 0-9 . _ : -`; connection ids are `con_…`, run ids
+    /// SQS message ids). Anything else can never succeed, whoever sent it: the worker drops it instead of letting it
+    /// retry into the dead-letter queue (an id past DynamoDB's key limit would fail every attempt).
+    pub fn parse(body: &str) -> Option<Self> {
+        let id = |value: &str| {
+            (1..=128).contains(&value.len())
+                && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        };
+        let job: Self = serde_json::from_str(body).ok()?;
+        (id(&job.connection_id) && job.run_id.as_deref().is_none_or(id)).then_some(job)
+    }
+
     /// The continuation of run `run_id` of this job's (connection, type), at `attempt`.
     pub fn continuation(&self, run_id: &str, attempt: u32) -> Self {
         Self { run_id: Some(run_id.to_owned()), attempt, ..self.clone() }
@@ -118,3 +131,27 @@ impl JobQueue for SqsQueue {
 mod memory;
 #[cfg(feature = "testing")]
 pub use memory::MemoryQueue;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_messages_shaped_like_this_connectors_jobs_are_jobs() {
+        let job = Job::parse(r#"{"connection_id": "con_0a1b", "object_type": "users", "run_id": "m-1", "attempt": 2}"#);
+        assert_eq!(job, Some(Job::new("con_0a1b", ObjectType::Users).continuation("m-1", 2)));
+        let long = "c".repeat(129);
+        for body in [
+            "not json".to_owned(),
+            r#"{"connection_id": "con_1", "object_type": "widgets"}"#.to_owned(),
+            r#"{"connection_id": "", "object_type": "users"}"#.to_owned(),
+            r#"{"connection_id": "con/1", "object_type": "users"}"#.to_owned(),
+            r#"{"connection_id": "con\u0000", "object_type": "users"}"#.to_owned(),
+            format!(r#"{{"connection_id": "{long}", "object_type": "users"}}"#),
+            r#"{"connection_id": "con_1", "object_type": "users", "run_id": "a b"}"#.to_owned(),
+            r#"{"connection_id": "con_1", "object_type": "users", "attempt": -1}"#.to_owned(),
+        ] {
+            assert_eq!(Job::parse(&body), None, "{body}");
+        }
+    }
+}

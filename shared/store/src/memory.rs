@@ -57,8 +57,28 @@ impl MemoryStore {
     }
 }
 
+/// What DynamoDB refuses, refused here too (as DynamoDB's `ValidationException` would be): tests of the layers above
+/// then meet the limits that their input checks exist for.
+#[derive(Debug, thiserror::Error)]
+#[error("DynamoDB would refuse this: {0}")]
+pub struct BeyondDynamoLimits(&'static str);
+
+/// A partition key is at most 2,048 bytes; an item at most 400 KB (approximated by its JSON).
+fn within_limits(keys: &[&str], item: Option<&impl serde::Serialize>) -> Result<(), StoreError> {
+    // The longest prefix the DynamoDB layout puts before a key (`SESSION#`, `TENANT#`…).
+    const PREFIX: usize = 8;
+    if keys.iter().any(|key| key.len() + PREFIX > 2048) {
+        return Err(StoreError::dynamo(BeyondDynamoLimits("a key over 2,048 bytes")));
+    }
+    if item.is_some_and(|item| serde_json::to_vec(item).map_or(true, |bytes| bytes.len() > 400 * 1024)) {
+        return Err(StoreError::dynamo(BeyondDynamoLimits("an item over 400 KB")));
+    }
+    Ok(())
+}
+
 impl SessionStore for MemoryStore {
     async fn put_session(&self, session: &ConnectSession) -> Result<(), StoreError> {
+        within_limits(&[&session.id_hash, &session.tenant_id], Some(session))?;
         let mut inner = self.lock();
         if inner.sessions.contains_key(&session.id_hash) {
             return Err(StoreError::Exists("session"));
@@ -68,12 +88,14 @@ impl SessionStore for MemoryStore {
     }
 
     async fn get_session(&self, id_hash: &str) -> Result<Option<ConnectSession>, StoreError> {
+        within_limits(&[id_hash], None::<&()>)?;
         Ok(self.lock().sessions.get(id_hash).cloned())
     }
 }
 
 impl StateStore for MemoryStore {
     async fn put_state(&self, state: &OAuthState) -> Result<(), StoreError> {
+        within_limits(&[&state.state_hash], Some(state))?;
         let mut inner = self.lock();
         if inner.states.contains_key(&state.state_hash) {
             return Err(StoreError::Exists("state"));
@@ -83,16 +105,19 @@ impl StateStore for MemoryStore {
     }
 
     async fn take_state(&self, state_hash: &str) -> Result<Option<OAuthState>, StoreError> {
+        within_limits(&[state_hash], None::<&()>)?;
         Ok(self.lock().states.remove(state_hash))
     }
 }
 
 impl ConnectionStore for MemoryStore {
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
+        within_limits(&[id], None::<&()>)?;
         Ok(self.lock().connections.get(id).cloned())
     }
 
     async fn list_connections(&self, tenant_id: &str) -> Result<Vec<Connection>, StoreError> {
+        within_limits(&[tenant_id], None::<&()>)?;
         let mut found: Vec<_> =
             self.lock().connections.values().filter(|c| c.tenant_id == tenant_id).cloned().collect();
         found.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
@@ -104,6 +129,7 @@ impl ConnectionStore for MemoryStore {
         session_id_hash: &str,
         connection: &Connection,
     ) -> Result<Connection, CompleteError> {
+        within_limits(&[&connection.connection_id, &connection.tenant_id], Some(connection))?;
         let mut inner = self.lock();
         match inner.sessions.get_mut(session_id_hash) {
             Some(session) if session.used_at.is_none() => session.used_at = Some(connection.updated_at),
@@ -113,6 +139,7 @@ impl ConnectionStore for MemoryStore {
     }
 
     async fn upsert_connection(&self, connection: &Connection) -> Result<Connection, StoreError> {
+        within_limits(&[&connection.connection_id, &connection.tenant_id], Some(connection))?;
         Ok(upsert(&mut self.lock(), connection))
     }
 
@@ -121,6 +148,7 @@ impl ConnectionStore for MemoryStore {
         connection: &Connection,
         token_version: u64,
     ) -> Result<Option<Connection>, StoreError> {
+        within_limits(&[&connection.connection_id, &connection.tenant_id], Some(connection))?;
         let mut inner = self.lock();
         match at_version(&mut inner, &connection.connection_id, token_version) {
             Some(stored) if stored.status != ConnectionStatus::Revoked => Ok(Some(upsert(&mut inner, connection))),
@@ -150,6 +178,7 @@ impl ConnectionStore for MemoryStore {
     }
 
     async fn revoke_connection(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        within_limits(&[id], None::<&()>)?;
         let mut inner = self.lock();
         let Some(connection) = inner.connections.get_mut(id) else { return Ok(false) };
         connection.credentials = SealedCredentials::default();
@@ -284,6 +313,9 @@ impl crate::MirrorStore for MemoryStore {
     }
 
     async fn write(&self, scope: &crate::Scope, objects: &[crate::MirrorObject]) -> Result<(), StoreError> {
+        for object in objects {
+            within_limits(&[&scope.connection_id, &object.key], Some(object))?;
+        }
         let mut inner = self.lock();
         let partition = inner.mirror.entry(scope.clone()).or_default();
         for object in objects {

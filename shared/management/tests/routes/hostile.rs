@@ -4,7 +4,7 @@
 use super::*;
 
 /// A request as a client may send it: any method, path, content type and body bytes.
-fn raw(method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Request {
+pub(super) fn raw(method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Request {
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let mut builder = lambda_http::http::Request::builder()
         .method(method)
@@ -26,7 +26,7 @@ fn json_bytes(value: Value) -> Vec<u8> {
 }
 
 /// Everything a refused request must leave as it was.
-async fn snapshot(deps: &Deps<MemoryStore, MemoryStore, MemoryQueue, FakeAtlassian>) -> String {
+pub(super) async fn snapshot(deps: &Deps<MemoryStore, MemoryStore, MemoryQueue, FakeAtlassian>) -> String {
     let connections: Vec<String> = deps.store.connections().iter().map(|c| format!("{c:?}")).collect();
     let jobs = deps.queue.jobs.lock().unwrap().len();
     let mirrored =

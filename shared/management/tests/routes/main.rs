@@ -5,6 +5,7 @@ mod basics;
 mod hostile;
 mod lifecycle;
 mod objects;
+mod properties;
 mod runs;
 
 use atlassian::fake::FakeAtlassian;
