@@ -2,6 +2,10 @@
 //! whatever a case says: any status, any rate-limit and quota headers, any body. Whatever comes back, the client
 //! answers without a panic and with the error the status means; pages with their fields shuffled, extra fields and
 //! nulls read the same as plain ones; a `next` link never takes the token off the site's gateway.
+//!
+//! `browser.rs`: the same for the connect link and the OAuth callback.
+
+mod browser;
 
 use atlassian::rest::{ConfluenceSpace, JiraUser};
 use atlassian::{AccessToken, ApiError, AtlassianClient, DirectoryApi, Endpoints, QuotaWatch, RetryPolicy};
