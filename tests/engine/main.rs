@@ -322,3 +322,37 @@ async fn a_sync_through_every_fault_of_the_answers_ends_exact() {
     let requests: u64 = stats["rest_requests"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert!(requests >= 13, "every fault was met ({requests} requests)");
 }
+
+#[tokio::test]
+async fn an_org_changing_while_a_run_pages_through_it_misses_nobody_and_the_next_run_ends_exact() {
+    // Users and projects are offset listings. The org changes twice mid-run (users, projects added, renamed and
+    // removed, before and after the run's offset): a removal before the offset would shift a record past it unread,
+    // never mirrored, or marked deleted. Every page starts at the last record read, sees the list moved, and the
+    // site is read again: nobody of the org as it ends is missed, and the next run ends exactly the org.
+    // (Users are on every site: one site, so that another site's listing cannot hide what the first one skipped.)
+    for (object_type, every, site_count) in [(ObjectType::Users, 3, 1), (ObjectType::Projects, 2, 2)] {
+        let faults = tests::sandbox::Faults { mutate_every: every, mutations: 2, ..Default::default() };
+        let org = OrgSize { users: 60, groups: 6, projects: 300, spaces: 4, sites: site_count };
+        let config = SandboxConfig { org, faults, users_page_cap: 10, ..SandboxConfig::default() };
+        let world = World::new(config).await;
+        let sites = sites(org.sites);
+        let id = world.connect(&sites).await;
+        let deps = world.deps(&Unlimited, Pacing::default());
+        let before = world.org().await;
+        succeeded(harness::run_through(&deps, Job::new(&id, object_type)).await.0);
+        let after = world.org().await;
+        assert_ne!(
+            before[object_type.as_str()],
+            after[object_type.as_str()],
+            "{object_type:?}: the org changed mid-run"
+        );
+        let expected = harness::expected_mirror(&after, object_type.as_str(), &sites);
+        let (mirrored, _) = world.mirrored(&id, object_type).await;
+        let missed: Vec<&String> = expected.keys().filter(|key| !mirrored.contains_key(*key)).collect();
+        assert!(missed.is_empty(), "{object_type:?}: missed or marked deleted: {missed:?}");
+
+        let counts = succeeded(harness::run_through(&deps, Job::new(&id, object_type)).await.0);
+        assert_eq!(world.mirrored(&id, object_type).await.0, expected, "{object_type:?}: the next run ends exact");
+        assert_eq!(counts.held, 0, "{object_type:?}: a settled run holds nothing");
+    }
+}

@@ -35,9 +35,8 @@ async fn begun(store: &MemoryStore) -> (String, String, String) {
         return_urls: ReturnUrlAllowList::parse("https://app.example/").unwrap(),
     };
     let now = OffsetDateTime::now_utc();
-    let session = connect::create_session(store, &settings, "tenant", Some("https://app.example/done"), now)
-        .await
-        .unwrap();
+    let session =
+        connect::create_session(store, &settings, "tenant", Some("https://app.example/done"), now).await.unwrap();
     let session_id = session.session_id.expose_secret().to_owned();
     let begun = connect::begin(store, &authorize_settings(), Some(&session_id), now).await.unwrap();
     let state = begun.authorize_url.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
@@ -75,7 +74,11 @@ impl Value {
     }
 }
 
-fn resolve(query: &[(&'static str, Value)], cookie: &Option<Value>, real: &[&str]) -> (Vec<(&'static str, String)>, Option<String>) {
+fn resolve(
+    query: &[(&'static str, Value)],
+    cookie: &Option<Value>,
+    real: &[&str],
+) -> (Vec<(&'static str, String)>, Option<String>) {
     (query.iter().map(|(k, v)| (*k, v.resolve(real))).collect(), cookie.as_ref().map(|c| c.resolve(real)))
 }
 
@@ -95,7 +98,8 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 fn request(path: &str, method: Method, query: &[(&str, String)], cookie: Option<String>) -> Request {
-    let mut builder = lambda_http::http::Request::builder().method(method).uri(format!("https://connector.example{path}"));
+    let mut builder =
+        lambda_http::http::Request::builder().method(method).uri(format!("https://connector.example{path}"));
     if let Some(cookie) = cookie
         && lambda_http::http::HeaderValue::from_str(&cookie).is_ok()
     {

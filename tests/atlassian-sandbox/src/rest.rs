@@ -53,6 +53,11 @@ pub struct Faults {
     pub truncate_every: u64,
     /// Every Nth REST request answers `200` with an HTML error page instead of JSON (0: never).
     pub garbage_every: u64,
+    /// Every Nth REST request first changes the org (one round of [`crate::org::Org::mutate`]: users, groups,
+    /// projects and spaces added, renamed and removed, before and after where a run is reading), at most
+    /// [`Faults::mutations`] times (0: never): an org that changes while a run pages through it.
+    pub mutate_every: u64,
+    pub mutations: u64,
     /// The next N successful refreshes (`grant_type=refresh_token`) rotate the grant's tokens as usual, then lose
     /// the answer: the connection drops mid-answer, so the client never sees the new refresh token.
     pub lose_refresh_replies: u64,
@@ -114,6 +119,9 @@ impl Sandbox {
             *inner.rest_requests.entry(route).or_default() += 1;
             (inner.faults.clone(), inner.rest_counter)
         };
+        if faults.mutate_every > 0 && n % faults.mutate_every == 0 && n / faults.mutate_every <= faults.mutations {
+            self.org.write().unwrap_or_else(|p| p.into_inner()).mutate();
+        }
         if faults.latency_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
         }

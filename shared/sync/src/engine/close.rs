@@ -6,7 +6,8 @@
 //! silently stops) looks exactly like a mass deletion. When a run would mark more than
 //! [`DeletionGuard::max_share`] of the live objects deleted (and at least [`DeletionGuard::min_count`]), it holds
 //! them, records what it held (count and a digest of the keys) and says so in its run record. A later complete run
-//! that would delete the very same set confirms them; a different set is held afresh.
+//! that would delete the very same set confirms them; a different set is held afresh. A run whose listing kept moving
+//! under it (see [`crate::sources::overlap`]) holds its deletions whatever their share.
 
 use super::{Run, SyncError};
 use crate::seen::SeenSet;
@@ -52,10 +53,11 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
     pub(super) async fn close(
         &self,
         scope: &Scope,
-        sites: &[String],
+        progress: &super::Progress,
         seen: &SeenSet,
         counts: &mut RunCounts,
     ) -> Result<Option<HeldDeletions>, SyncError> {
+        let sites = &progress.sites;
         if !self.gate.open().await? {
             return Err(SyncError::Revoked);
         }
@@ -91,13 +93,15 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
             return Ok(None);
         }
         let found = HeldDeletions { count: gone.len() as u64, of: live, digest: digest(&gone) };
-        if self.guard.holds(&found) {
+        // A run whose listing moved more often than it read again cannot tell what it skipped from what is gone.
+        if progress.unsettled || self.guard.holds(&found) {
             tracing::warn!(
                 connection_id = self.connection_id,
                 object_type = self.object_type.as_str(),
                 held = found.count,
                 of = found.of,
-                "deletions held: too many at once; a later run that sees the same confirms them"
+                unsettled = progress.unsettled,
+                "deletions held: too many at once, or the listing moved; a later run that sees the same confirms them"
             );
             counts.held = found.count;
             return Ok(Some(found));

@@ -175,8 +175,16 @@ struct Progress {
     site: usize,
     /// The next offset on that site (users, groups, projects).
     offset: usize,
-    /// The next cursor on that site (spaces).
+    /// The next cursor on that site (spaces); or the key of the record before `offset`, which the next page must
+    /// start with (users, projects: see [`crate::sources::overlap`]).
     cursor: Option<String>,
+    /// How many times a listing moved under this run and a site was read again from its start.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    rereads: u32,
+    /// A listing moved more often than the run reads a site again: what it did not see may have been skipped, not
+    /// removed, so its deletions are held (see [`close`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    unsettled: bool,
     /// Groups: the site's listing is read, and the giants it found that are left to read.
     #[serde(default)]
     listed: bool,
@@ -187,7 +195,27 @@ struct Progress {
     started_at: OffsetDateTime,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How many times a run reads a site again when its listing moves (an org that changes faster than a run reads it
+/// settles for held deletions instead).
+const MAX_REREADS: u32 = 3;
+
 impl Progress {
+    /// The site's listing moved under the run: read it again from its start (what was read stays seen, and writes
+    /// nothing twice), or past [`MAX_REREADS`] read on from `after` and hold the run's deletions.
+    fn moved(&mut self, after: usize) {
+        if self.rereads < MAX_REREADS {
+            self.rereads += 1;
+            (self.offset, self.cursor) = (0, None);
+        } else {
+            self.unsettled = true;
+            (self.offset, self.cursor) = (after, None);
+        }
+    }
+
     fn next_site(&mut self) {
         (self.site, self.offset, self.cursor, self.listed) = (self.site + 1, 0, None, false);
         self.giants.clear();
@@ -269,6 +297,8 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
                     site: 0,
                     offset: 0,
                     cursor: None,
+                    rereads: 0,
+                    unsettled: false,
                     listed: false,
                     giants: Vec::new(),
                     counts: Counts::default(),
@@ -314,7 +344,7 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
         }
         state.seen.seal();
         let mut counts = state.progress.counts;
-        let held = self.close(&scope, &state.progress.sites, &state.seen, &mut counts).await?;
+        let held = self.close(&scope, &state.progress, &state.seen, &mut counts).await?;
         if state.checkpoint.version > 0 {
             self.checkpoints.clear_checkpoint(self.connection_id, self.object_type).await?;
         }
@@ -372,8 +402,9 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
                 self.pacing.must_pause(state.pages + 1, state.progress.counts.points + points - state.points_before);
             let ahead = match &next {
                 Next::Offset(start) => Some((*start, None)),
+                Next::After(start, anchor) => Some((*start, Some(anchor.clone()))),
                 Next::Cursor(cursor) => Some((0, Some(cursor.clone()))),
-                Next::Last => None,
+                Next::Last | Next::Moved(_) => None,
             };
             let prefetch = async {
                 match &ahead {
@@ -383,9 +414,15 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
             };
             let (applied, prefetched) = join(self.apply(scope, state, records, (pages, points)), prefetch).await;
             applied?;
+            let moved = matches!(next, Next::Moved(_));
             match next {
                 Next::Offset(start) => state.progress.offset = start,
+                Next::After(start, anchor) => (state.progress.offset, state.progress.cursor) = (start, Some(anchor)),
                 Next::Cursor(cursor) => state.progress.cursor = Some(cursor),
+                Next::Moved(after) => {
+                    tracing::warn!(object_type = self.object_type.as_str(), site, "the listing moved under the run");
+                    state.progress.moved(after);
+                }
                 Next::Last => state.progress.next_site(),
             }
             if let Some(paused) = self.after_page(state).await? {
@@ -394,8 +431,43 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
             fetched = match (prefetched, ahead) {
                 (Some(result), _) => result?,
                 (None, Some((start, cursor))) => fetch(start, cursor).await?,
+                (None, None) if moved => fetch(state.progress.offset, state.progress.cursor.clone()).await?,
                 (None, None) => return Ok(Flow::SiteDone),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_that_keeps_moving_is_read_again_a_few_times_then_settles_for_held_deletions() {
+        let mut progress = Progress {
+            sites: vec!["site".into()],
+            site: 0,
+            offset: 40,
+            cursor: Some("u39".into()),
+            rereads: 0,
+            unsettled: false,
+            listed: false,
+            giants: Vec::new(),
+            counts: Counts::default(),
+            started_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        for reread in 1..=MAX_REREADS {
+            progress.moved(50);
+            assert_eq!((progress.offset, progress.cursor.as_deref(), progress.rereads), (0, None, reread));
+            progress.offset = 40;
+        }
+        progress.moved(50);
+        assert!(progress.unsettled, "past the rereads, the run reads on and holds its deletions");
+        assert_eq!((progress.offset, progress.cursor.as_deref()), (50, None));
+        // A checkpoint from before these fields reads as a settled run that has not moved.
+        let mut old = serde_json::to_value(&progress).unwrap();
+        old.as_object_mut().unwrap().retain(|field, _| field != "rereads" && field != "unsettled");
+        let parsed: Progress = serde_json::from_value(old).unwrap();
+        assert_eq!((parsed.rereads, parsed.unsettled), (0, false));
     }
 }

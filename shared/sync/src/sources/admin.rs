@@ -57,10 +57,12 @@ impl<'a, D: DirectoryApi + AdminApi> AdminSource<'a, D> {
             }
             ObjectType::Projects => {
                 let login = self.site.ok_or(SyncError::NotAvailable)?;
-                let page: Page<JiraProject> = self.directory.site_projects_page(login, offset).await?;
-                let next = if page.is_last() { Next::Last } else { Next::Offset(offset + page.values.len()) };
-                let records = page.values.iter().map(|p| records::project(site, p)).collect();
-                Ok(fetched(records, next, 1, 1 + page.values.len() as u64))
+                let (from, anchor) = super::overlap(offset, cursor);
+                let page: Page<JiraProject> = self.directory.site_projects_page(login, from).await?;
+                let (last, points) = (page.is_last(), 1 + page.values.len() as u64);
+                let (projects, next) = super::settle(page.values, from, anchor, last, |p| p.id.as_str());
+                let records = projects.iter().map(|p| records::project(site, p)).collect();
+                Ok(fetched(records, next, 1, points))
             }
             ObjectType::Spaces => {
                 let login = self.site.ok_or(SyncError::NotAvailable)?;

@@ -36,8 +36,50 @@ pub const MEMBER_CONCURRENCY: usize = 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
     Offset(usize),
+    /// At an offset, after the record with this key (the anchor, see [`overlap`]).
+    After(usize, String),
     Cursor(String),
     Last,
+    /// The list moved under the run (the page did not start with its anchor): its position is lost. The page's
+    /// records are current all the same; the offset after them, were the run to read on from there.
+    Moved(usize),
+}
+
+/// Offset listings move under a run: a user removed before the run's offset shifts every later one down a place,
+/// and one of them would never be read (then marked deleted); one added before it is read twice. So every page after
+/// a site's first asks from one record earlier, the last one read (its key kept as the position's anchor), and
+/// [`settle`] checks that it comes back first. Answers the offset to ask from, and the anchor to check.
+pub fn overlap(offset: usize, anchor: Option<&str>) -> (usize, Option<&str>) {
+    match anchor {
+        Some(anchor) if offset > 0 => (offset - 1, Some(anchor)),
+        _ => (offset, None),
+    }
+}
+
+/// A page asked for with [`overlap`]: the records after the anchor and where the next page is (after the last of
+/// them; the end if none is left, or if `last` says so), or [`Next::Moved`] if the page did not start with the
+/// anchor.
+pub fn settle<T>(
+    mut values: Vec<T>,
+    asked_from: usize,
+    anchor: Option<&str>,
+    last: bool,
+    key: impl Fn(&T) -> &str,
+) -> (Vec<T>, Next) {
+    if let Some(anchor) = anchor {
+        if values.first().is_none_or(|first| key(first) != anchor) {
+            let after = asked_from + values.len();
+            return (values, Next::Moved(after));
+        }
+        values.remove(0);
+    }
+    let next = match values.last() {
+        Some(record) if !last => {
+            Next::After(asked_from + usize::from(anchor.is_some()) + values.len(), key(record).to_owned())
+        }
+        _ => Next::Last,
+    };
+    (values, next)
 }
 
 /// A page read from a source.
@@ -109,4 +151,31 @@ pub trait MemberSource: Send + Sync {
         group_id: &'a str,
         at: usize,
     ) -> BoxFuture<'a, (Segment, Option<SyncError>)>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_must_start_at_its_anchor() {
+        fn key<'a>(s: &'a &'static str) -> &'a str {
+            s
+        }
+        assert_eq!(overlap(0, Some("a")), (0, None), "a site's first page has nothing to overlap");
+        assert_eq!(overlap(20, Some("u19")), (19, Some("u19")));
+        // It starts with the anchor: the rest is the page, and the next one starts after its last.
+        assert_eq!(
+            settle(vec!["u19", "u20", "u21"], 19, Some("u19"), false, key),
+            (vec!["u20", "u21"], Next::After(22, "u21".into()))
+        );
+        // Only the anchor came back: the end of a bare array.
+        assert_eq!(settle(vec!["u19"], 19, Some("u19"), false, key), (vec![], Next::Last));
+        // Something else first (a record removed or added before it), or nothing at all: the list moved.
+        assert_eq!(settle(vec!["u20", "u21"], 19, Some("u19"), false, key), (vec!["u20", "u21"], Next::Moved(21)));
+        assert_eq!(settle(Vec::<&str>::new(), 19, Some("u19"), false, key), (vec![], Next::Moved(19)));
+        // A first page, and a last one.
+        assert_eq!(settle(vec!["u0", "u1"], 0, None, false, key), (vec!["u0", "u1"], Next::After(2, "u1".into())));
+        assert_eq!(settle(vec!["u19", "u20"], 19, Some("u19"), true, key), (vec!["u20"], Next::Last));
+    }
 }

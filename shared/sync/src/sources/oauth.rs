@@ -91,21 +91,24 @@ impl<'a, D: DirectoryApi, B: Budget> OauthSource<'a, D, B> {
         match object_type {
             ObjectType::Users => {
                 let estimate = 1 + 2 * self.served.load(Ordering::Relaxed);
-                let call = self.directory.users_page(&token, cloud, offset);
+                let (from, anchor) = super::overlap(offset, cursor);
+                let call = self.directory.users_page(&token, cloud, from);
                 let (page, points) = self.metered(cloud, estimate, call, |p| 1 + 2 * p.len() as u64).await?;
                 self.served.fetch_max(page.len() as u64, Ordering::Relaxed);
                 // A bare array: only an empty page ends it, and the next page starts after what came back (Jira
                 // serves 100 users a page whatever `maxResults` asks, and may serve fewer mid-list).
-                let next = if page.is_empty() { Next::Last } else { Next::Offset(offset + page.len()) };
-                Ok(fetched(page.iter().map(records::user).collect(), next, points))
+                let (users, next) = super::settle(page, from, anchor, false, |u| u.account_id.as_str());
+                Ok(fetched(users.iter().map(records::user).collect(), next, points))
             }
             ObjectType::Projects => {
                 let estimate = 1 + atlassian::rest::PROJECTS_PAGE as u64;
-                let call = self.directory.projects_page(&token, cloud, offset);
+                let (from, anchor) = super::overlap(offset, cursor);
+                let call = self.directory.projects_page(&token, cloud, from);
                 let (page, points) =
                     self.metered(cloud, estimate, call, |p: &Page<JiraProject>| 1 + p.values.len() as u64).await?;
-                let next = if page.is_last() { Next::Last } else { Next::Offset(offset + page.values.len()) };
-                Ok(fetched(page.values.iter().map(|p| records::project(cloud, p)).collect(), next, points))
+                let last = page.is_last();
+                let (projects, next) = super::settle(page.values, from, anchor, last, |p| p.id.as_str());
+                Ok(fetched(projects.iter().map(|p| records::project(cloud, p)).collect(), next, points))
             }
             ObjectType::Spaces => {
                 let estimate = 1 + atlassian::rest::SPACES_PAGE as u64;
