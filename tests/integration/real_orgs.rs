@@ -146,7 +146,9 @@ async fn a_spent_quota_is_waited_for_and_never_exceeded() {
     let (outcome, _, waits) = harness::run_through(&deps, Job::new(&id, ObjectType::Users)).await;
     let Outcome::Finished(RunStatus::Succeeded, counts) = outcome else { panic!("{outcome:?}") };
     assert_eq!(counts.created, 1100);
-    assert!(waits.len() >= 2, "the run waited for the quota: {waits:?}");
+    // (At least one wait: ~4,400 points cannot fit one 1,500-point window, though on a loaded machine the run's own
+    // pace may let a window or two pass without waiting.)
+    assert!(!waits.is_empty(), "the run waited for the quota: {waits:?}");
     assert!(waits.iter().all(|w| w.error.as_deref().is_some_and(|e| e.contains("points budget"))));
     let stats = flow.sandbox_stats().await;
     assert_eq!(stats["quota_429s"], 0, "the budget kept the run inside Atlassian's quota: {stats}");
