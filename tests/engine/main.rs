@@ -356,3 +356,39 @@ async fn an_org_changing_while_a_run_pages_through_it_misses_nobody_and_the_next
         assert_eq!(counts.held, 0, "{object_type:?}: a settled run holds nothing");
     }
 }
+
+#[tokio::test]
+async fn answers_slower_than_the_client_timeout_are_retried_and_the_sync_ends_exact() {
+    // Every 4th request stalls a second; the client gives up after 250 ms (20 s in production), a transport error
+    // it retries like a dropped connection. Every type ends exactly the org, each object counted once.
+    let faults = tests::sandbox::Faults { stall_every: 4, stall_ms: 1000, ..Default::default() };
+    let mut world = World::new(SandboxConfig { faults, ..SandboxConfig::default() }).await;
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(250)).build().unwrap();
+    let fast = atlassian::RetryPolicy {
+        max_retries: 6,
+        min_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+    };
+    world.client = AtlassianClient::new(
+        impatient,
+        Endpoints { auth_base: world.sandbox.clone(), api_base: world.sandbox.clone() },
+        ClientCredentials {
+            client_id: ClientId::new("sandbox-client-id".into()),
+            client_secret: ClientSecret::new("sandbox-client-secret".into()),
+        },
+        Url::parse("https://connector.test/oauth/callback").unwrap(),
+    )
+    .with_retry(fast);
+    let sites = sites(OrgSize::default().sites);
+    let id = world.connect(&sites).await;
+    let deps = world.deps(&Unlimited, Pacing::default());
+    let org = world.org().await;
+    for object_type in ObjectType::ALL {
+        let counts = succeeded(harness::run_through(&deps, Job::new(&id, object_type)).await.0);
+        let expected = harness::expected_mirror(&org, object_type.as_str(), &sites);
+        assert_eq!(counts.created as usize, expected.len(), "{object_type:?}: each object counted once");
+        assert_eq!(world.mirrored(&id, object_type).await, (expected, 0), "{object_type:?}: exactly the org");
+    }
+    let stats = harness::sandbox_stats(&world.sandbox).await.unwrap();
+    assert!(stats["stalled"].as_u64().is_some_and(|n| n >= 5), "the client gave up on stalled answers: {stats}");
+}

@@ -135,6 +135,8 @@ struct Inner {
     /// 429s from `Faults::rate_limit_every` (burst limits), apart from the quota's.
     burst_429s: u64,
     lost_refresh_replies: u64,
+    /// Requests stalled by `Faults::stall_every`.
+    stalled: u64,
     quota: quota::QuotaState,
     admin: admin::AdminState,
 }
@@ -561,6 +563,7 @@ async fn stats(State(sandbox): State<Sandbox>) -> Response {
         "points": inner.points,
         "burst_429s": inner.burst_429s,
         "lost_refresh_replies": inner.lost_refresh_replies,
+        "stalled": inner.stalled,
     });
     if let (Some(stats), Value::Object(quota)) = (stats.as_object_mut(), inner.quota.stats()) {
         stats.extend(quota);

@@ -26,6 +26,8 @@ atlassian-sandbox: Atlassian's OAuth 2.0 (3LO), Jira, Confluence and Admin APIs 
   --drop-every N            every Nth REST request drops its connection mid-answer
   --truncate-every N        every Nth REST request answers 200 with JSON cut off mid-way
   --garbage-every N         every Nth REST request answers 200 with an HTML page instead of JSON
+  --stall-every N           every Nth REST request stalls --stall-ms before it answers (past a client's timeout)
+  --stall-ms MS             how long those requests stall
   --mutate-every N          every Nth REST request first changes the org (one round of mutation), --mutations times
   --mutations N             how many times --mutate-every changes the org (0: never)
   --lose-refresh-replies N  the next N refreshes rotate the tokens, then drop the connection before the answer
@@ -63,6 +65,8 @@ async fn main() -> anyhow::Result<()> {
             "--drop-every" => config.faults.drop_every = value()?.parse().context("--drop-every")?,
             "--truncate-every" => config.faults.truncate_every = value()?.parse().context("--truncate-every")?,
             "--garbage-every" => config.faults.garbage_every = value()?.parse().context("--garbage-every")?,
+            "--stall-every" => config.faults.stall_every = value()?.parse().context("--stall-every")?,
+            "--stall-ms" => config.faults.stall_ms = value()?.parse().context("--stall-ms")?,
             "--mutate-every" => config.faults.mutate_every = value()?.parse().context("--mutate-every")?,
             "--mutations" => config.faults.mutations = value()?.parse().context("--mutations")?,
             "--lose-refresh-replies" => {

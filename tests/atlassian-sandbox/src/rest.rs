@@ -53,6 +53,10 @@ pub struct Faults {
     pub truncate_every: u64,
     /// Every Nth REST request answers `200` with an HTML error page instead of JSON (0: never).
     pub garbage_every: u64,
+    /// Every Nth REST request stalls [`Faults::stall_ms`] before it answers (0: never): slower than a client's
+    /// timeout, it is a request the client gives up on.
+    pub stall_every: u64,
+    pub stall_ms: u64,
     /// Every Nth REST request first changes the org (one round of [`crate::org::Org::mutate`]: users, groups,
     /// projects and spaces added, renamed and removed, before and after where a run is reading), at most
     /// [`Faults::mutations`] times (0: never): an org that changes while a run pages through it.
@@ -121,6 +125,10 @@ impl Sandbox {
         };
         if faults.mutate_every > 0 && n % faults.mutate_every == 0 && n / faults.mutate_every <= faults.mutations {
             self.org.write().unwrap_or_else(|p| p.into_inner()).mutate();
+        }
+        if faults.stall_every > 0 && n % faults.stall_every == 0 {
+            self.lock().stalled += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(faults.stall_ms)).await;
         }
         if faults.latency_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
