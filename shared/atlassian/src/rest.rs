@@ -191,8 +191,11 @@ impl crate::AtlassianClient {
             .map_err(|_| ApiError::Status { status: 400 })?;
         let url = url::Url::parse(&format!("{base}/ex/{product}/{cloud_id}{path_and_query}"))
             .map_err(|_| ApiError::Status { status: 400 })?;
-        // Parsing resolves `..` (and `%2e%2e`): a path that climbed out of the site's gateway is refused.
-        match url.origin() == site.origin() && url.path().starts_with(site.path()) {
+        // Parsing resolves `..` (and `%2e%2e`): a path that climbed out of the API it names (`/wiki/…`,
+        // `/rest/…`) on the site's gateway is refused.
+        let root = path_and_query.trim_start_matches('/').split(['/', '?']).next().unwrap_or_default();
+        let within = format!("{}{root}/", site.path());
+        match url.origin() == site.origin() && !root.is_empty() && url.path().starts_with(&within) {
             true => Ok(url),
             false => Err(ApiError::Status { status: 400 }),
         }
