@@ -376,17 +376,7 @@ impl crate::AtlassianClient {
 
 /// `{site_url}{path}`, keeping any path prefix of the site URL.
 pub fn site_url(login: &SiteLogin, path_and_query: &str) -> Result<Url, ApiError> {
-    if !path_and_query.starts_with('/') || path_and_query.starts_with("//") {
-        return Err(ApiError::Status { status: 400 });
-    }
-    let base = login.site_url.as_str().trim_end_matches('/');
-    let url = Url::parse(&format!("{base}{path_and_query}")).map_err(|_| ApiError::Status { status: 400 })?;
-    // Parsing resolves `..`: a `next` link that climbed above the site URL is refused, as on the gateway.
-    let prefix = format!("{}/", login.site_url.path().trim_end_matches('/'));
-    match url.origin() == login.site_url.origin() && url.path().starts_with(&prefix) {
-        true => Ok(url),
-        false => Err(ApiError::Status { status: 400 }),
-    }
+    crate::rest::within(&login.site_url, path_and_query)
 }
 
 #[cfg(test)]

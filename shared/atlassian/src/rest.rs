@@ -181,24 +181,30 @@ use std::future::Future;
 
 impl crate::AtlassianClient {
     fn gateway(&self, product: &str, cloud_id: &str, path_and_query: &str) -> Result<url::Url, ApiError> {
-        // Only a site-relative path may follow the cloud id: a `next` link cannot send the token elsewhere.
-        if !path_and_query.starts_with('/') || path_and_query.starts_with("//") {
-            return Err(ApiError::Status { status: 400 });
-        }
         let base = self.endpoints().api_base.as_str().trim_end_matches('/');
         let cloud_id: String = url::form_urlencoded::byte_serialize(cloud_id.as_bytes()).collect();
-        let site = url::Url::parse(&format!("{base}/ex/{product}/{cloud_id}/"))
+        let site = url::Url::parse(&format!("{base}/ex/{product}/{cloud_id}"))
             .map_err(|_| ApiError::Status { status: 400 })?;
-        let url = url::Url::parse(&format!("{base}/ex/{product}/{cloud_id}{path_and_query}"))
-            .map_err(|_| ApiError::Status { status: 400 })?;
-        // Parsing resolves `..` (and `%2e%2e`): a path that climbed out of the API it names (`/wiki/…`,
-        // `/rest/…`) on the site's gateway is refused.
-        let root = path_and_query.trim_start_matches('/').split(['/', '?']).next().unwrap_or_default();
-        let within = format!("{}{root}/", site.path());
-        match url.origin() == site.origin() && !root.is_empty() && url.path().starts_with(&within) {
-            true => Ok(url),
-            false => Err(ApiError::Status { status: 400 }),
-        }
+        within(&site, path_and_query)
+    }
+}
+
+/// `{base}{path_and_query}`, if it stays inside the API the path names under `base` (`/wiki/…`, `/rest/…`): only a
+/// site-relative path is taken, and since parsing resolves `..` (and `%2e%2e`), one that climbs out is refused. A
+/// `next` link then cannot send the credential off the site, nor elsewhere on it.
+pub(crate) fn within(base: &url::Url, path_and_query: &str) -> Result<url::Url, ApiError> {
+    let refused = ApiError::Status { status: 400 };
+    if !path_and_query.starts_with('/') || path_and_query.starts_with("//") {
+        return Err(refused);
+    }
+    let base_path = base.path().trim_end_matches('/');
+    let url = url::Url::parse(&format!("{}{path_and_query}", base.as_str().trim_end_matches('/')))
+        .map_err(|_| ApiError::Status { status: 400 })?;
+    let root = path_and_query.trim_start_matches('/').split(['/', '?']).next().unwrap_or_default();
+    let inside = format!("{base_path}/{root}/");
+    match url.origin() == base.origin() && !root.is_empty() && url.path().starts_with(&inside) {
+        true => Ok(url),
+        false => Err(refused),
     }
 }
 
