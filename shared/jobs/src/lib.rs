@@ -33,16 +33,12 @@ impl Job {
     }
 
     /// A job message as the queue delivers it, if it is one: JSON of a [`Job`] whose connection id and run id have
-    /// the shape this connector gives them (1 to 128 of `A-Z a-z 0-9 . _ : -`; connection ids are `con_…`, run ids
+    /// the shape this connector gives them ([`store::valid_id`]; connection ids are `con_…`, run ids
     /// SQS message ids). Anything else can never succeed, whoever sent it: the worker drops it instead of letting it
     /// retry into the dead-letter queue (an id past DynamoDB's key limit would fail every attempt).
     pub fn parse(body: &str) -> Option<Self> {
-        let id = |value: &str| {
-            (1..=128).contains(&value.len())
-                && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-        };
         let job: Self = serde_json::from_str(body).ok()?;
-        (id(&job.connection_id) && job.run_id.as_deref().is_none_or(id)).then_some(job)
+        (store::valid_id(&job.connection_id) && job.run_id.as_deref().is_none_or(store::valid_id)).then_some(job)
     }
 
     /// The continuation of run `run_id` of this job's (connection, type), at `attempt`.

@@ -10,7 +10,7 @@ use runtime::answers::ApiError;
 /// The largest body a route reads (the biggest legitimate one, an admin-key connection, is well under 16 KB).
 pub const MAX_BODY: usize = 64 * 1024;
 /// Connection ids, group ids, org ids.
-pub const MAX_ID: usize = 128;
+pub const MAX_ID: usize = store::MAX_ID;
 /// A tenant id: what the product calls its customer (the connect flow's own rule).
 pub const MAX_TENANT: usize = tokens::connect::MAX_TENANT;
 /// Return URLs and site URLs.
@@ -53,10 +53,9 @@ pub fn check(request: &Request) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// An id in a path or a body: 1 to [`MAX_ID`] of `A-Z a-z 0-9 . _ : -`.
+/// An id in a path or a body, as the store keys by them ([`store::valid_id`]).
 pub fn id<'a>(field: &'static str, value: &'a str) -> Result<&'a str, ApiError> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
-    if (1..=MAX_ID).contains(&value.len()) && value.chars().all(allowed) {
+    if store::valid_id(value) {
         return Ok(value);
     }
     Err(ApiError::bad_request(

@@ -38,6 +38,16 @@ pub use runs::{HeldDeletions, RunCounts, RunRecord, RunStatus};
 use std::future::Future;
 use time::OffsetDateTime;
 
+/// The longest id this connector keys items by (connection, group, org and run ids).
+pub const MAX_ID: usize = 128;
+
+/// An id as this connector keys items by it: 1 to [`MAX_ID`] of `A-Z a-z 0-9 . _ : -` (well inside DynamoDB's key
+/// limit, and never a separator of the table's composite keys).
+pub fn valid_id(value: &str) -> bool {
+    (1..=MAX_ID).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// Connect sessions, created by the management API and opened by `/connect`.
 pub trait SessionStore: Send + Sync {
     /// Stores a new session; never overwrites one.
