@@ -31,9 +31,14 @@ struct World {
 
 impl World {
     async fn new(config: SandboxConfig) -> Self {
+        Self::with_http(config, atlassian::http_client().unwrap()).await
+    }
+
+    /// A world whose client talks through `http` (a shorter timeout, say).
+    async fn with_http(config: SandboxConfig, http: reqwest::Client) -> Self {
         let sandbox = harness::spawn_sandbox(config).await.unwrap();
         let client = AtlassianClient::new(
-            atlassian::http_client().unwrap(),
+            http,
             Endpoints { auth_base: sandbox.clone(), api_base: sandbox.clone() },
             ClientCredentials {
                 client_id: ClientId::new("sandbox-client-id".into()),
@@ -119,6 +124,27 @@ impl World {
 
 fn sites(n: usize) -> Vec<String> {
     (0..n).map(tests::sandbox::site_id).collect()
+}
+
+/// Retries as the client makes them, quickly (for tests whose faults each cost a retry).
+const QUICK_RETRIES: atlassian::RetryPolicy = atlassian::RetryPolicy {
+    max_retries: 6,
+    min_delay: Duration::from_millis(5),
+    max_delay: Duration::from_millis(50),
+};
+
+/// Connects the default org's sites and syncs every type once: each ends exactly the org, each object counted once.
+async fn every_type_ends_exactly_the_org(world: &World) {
+    let sites = sites(OrgSize::default().sites);
+    let id = world.connect(&sites).await;
+    let deps = world.deps(&Unlimited, Pacing::default());
+    let org = world.org().await;
+    for object_type in ObjectType::ALL {
+        let counts = succeeded(harness::run_through(&deps, Job::new(&id, object_type)).await.0);
+        let expected = harness::expected_mirror(&org, object_type.as_str(), &sites);
+        assert_eq!(counts.created as usize, expected.len(), "{object_type:?}: each object counted once");
+        assert_eq!(world.mirrored(&id, object_type).await, (expected, 0), "{object_type:?}: exactly the org");
+    }
 }
 
 fn succeeded(outcome: Outcome) -> store::RunCounts {
@@ -302,22 +328,8 @@ async fn a_sync_through_every_fault_of_the_answers_ends_exact() {
         ..Default::default()
     };
     let mut world = World::new(SandboxConfig { faults, ..SandboxConfig::default() }).await;
-    let fast = atlassian::RetryPolicy {
-        max_retries: 6,
-        min_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(50),
-    };
-    world.client = world.client.clone().with_retry(fast);
-    let sites = sites(OrgSize::default().sites);
-    let id = world.connect(&sites).await;
-    let deps = world.deps(&Unlimited, Pacing::default());
-    let org = world.org().await;
-    for object_type in ObjectType::ALL {
-        let counts = succeeded(harness::run_through(&deps, Job::new(&id, object_type)).await.0);
-        let expected = harness::expected_mirror(&org, object_type.as_str(), &sites);
-        assert_eq!(counts.created as usize, expected.len(), "{object_type:?}: each object counted once");
-        assert_eq!(world.mirrored(&id, object_type).await, (expected, 0), "{object_type:?}: exactly the org");
-    }
+    world.client = world.client.clone().with_retry(QUICK_RETRIES);
+    every_type_ends_exactly_the_org(&world).await;
     let stats = harness::sandbox_stats(&world.sandbox).await.unwrap();
     let requests: u64 = stats["rest_requests"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert!(requests >= 13, "every fault was met ({requests} requests)");
@@ -362,33 +374,10 @@ async fn answers_slower_than_the_client_timeout_are_retried_and_the_sync_ends_ex
     // Every 4th request stalls a second; the client gives up after 250 ms (20 s in production), a transport error
     // it retries like a dropped connection. Every type ends exactly the org, each object counted once.
     let faults = tests::sandbox::Faults { stall_every: 4, stall_ms: 1000, ..Default::default() };
-    let mut world = World::new(SandboxConfig { faults, ..SandboxConfig::default() }).await;
     let impatient = reqwest::Client::builder().timeout(Duration::from_millis(250)).build().unwrap();
-    let fast = atlassian::RetryPolicy {
-        max_retries: 6,
-        min_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(50),
-    };
-    world.client = AtlassianClient::new(
-        impatient,
-        Endpoints { auth_base: world.sandbox.clone(), api_base: world.sandbox.clone() },
-        ClientCredentials {
-            client_id: ClientId::new("sandbox-client-id".into()),
-            client_secret: ClientSecret::new("sandbox-client-secret".into()),
-        },
-        Url::parse("https://connector.test/oauth/callback").unwrap(),
-    )
-    .with_retry(fast);
-    let sites = sites(OrgSize::default().sites);
-    let id = world.connect(&sites).await;
-    let deps = world.deps(&Unlimited, Pacing::default());
-    let org = world.org().await;
-    for object_type in ObjectType::ALL {
-        let counts = succeeded(harness::run_through(&deps, Job::new(&id, object_type)).await.0);
-        let expected = harness::expected_mirror(&org, object_type.as_str(), &sites);
-        assert_eq!(counts.created as usize, expected.len(), "{object_type:?}: each object counted once");
-        assert_eq!(world.mirrored(&id, object_type).await, (expected, 0), "{object_type:?}: exactly the org");
-    }
+    let mut world = World::with_http(SandboxConfig { faults, ..SandboxConfig::default() }, impatient).await;
+    world.client = world.client.clone().with_retry(QUICK_RETRIES);
+    every_type_ends_exactly_the_org(&world).await;
     let stats = harness::sandbox_stats(&world.sandbox).await.unwrap();
     assert!(stats["stalled"].as_u64().is_some_and(|n| n >= 5), "the client gave up on stalled answers: {stats}");
 }
