@@ -16,6 +16,8 @@ use tokens::connect::{self, AuthorizeSettings, ReturnUrlAllowList, SessionSettin
 use tokens::{KeyRing, scopes};
 use url::Url;
 
+use super::text;
+
 fn authorize_settings() -> AuthorizeSettings {
     AuthorizeSettings {
         authorize_url: Url::parse("https://auth.example/authorize").unwrap(),
@@ -41,10 +43,6 @@ async fn begun(store: &MemoryStore) -> (String, String, String) {
     let begun = connect::begin(store, &authorize_settings(), Some(&session_id), now).await.unwrap();
     let state = begun.authorize_url.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
     (session_id, state, begun.browser.expose_secret().to_owned())
-}
-
-fn text(max: usize) -> impl Strategy<Value = String> {
-    vec(any::<char>(), 0..max).prop_map(String::from_iter)
 }
 
 /// A value: `real` (a live session id, state or binding) or a hostile one.
@@ -112,6 +110,11 @@ fn request(path: &str, method: Method, query: &[(&str, String)], cookie: Option<
     builder.body(Body::Empty).unwrap().with_query_string_parameters(params)
 }
 
+/// Whether `value` holds a tag (`<` then a letter, `/` or `!`): a lone `<` is in every page already.
+fn is_markup(value: &str) -> bool {
+    value.as_bytes().windows(2).any(|w| w[0] == b'<' && (w[1].is_ascii_alphabetic() || matches!(w[1], b'/' | b'!')))
+}
+
 /// The answer is a redirect (to `allowed`) or an HTML page without any of the generated markup.
 fn check(response: &Response<Body>, query: &[(&str, String)], allowed: &[&str]) -> Result<(), TestCaseError> {
     let status = response.status().as_u16();
@@ -125,7 +128,7 @@ fn check(response: &Response<Body>, query: &[(&str, String)], allowed: &[&str]) 
     prop_assert!(content_type.starts_with("text/html"), "{} {}", status, content_type);
     let Body::Text(html) = response.body() else { return Err(TestCaseError::fail("a page has a text body")) };
     for (_, value) in query {
-        prop_assert!(!(value.contains('<') && html.contains(value.as_str())), "reflected {:?}", value);
+        prop_assert!(!(is_markup(value) && html.contains(value.as_str())), "reflected {:?}", value);
     }
     Ok(())
 }
