@@ -337,14 +337,17 @@ async fn a_sync_through_every_fault_of_the_answers_ends_exact() {
 
 #[tokio::test]
 async fn an_org_changing_while_a_run_pages_through_it_misses_nobody_and_the_next_run_ends_exact() {
-    // Users and projects are offset listings. The org changes twice mid-run (users, projects added, renamed and
+    // Users, groups and projects are offset listings. The org changes twice mid-run (each added, renamed and
     // removed, before and after the run's offset): a removal before the offset would shift a record past it unread,
     // never mirrored, or marked deleted. Every page starts at the last record read, sees the list moved, and the
     // site is read again: nobody of the org as it ends is missed, and the next run ends exactly the org.
-    // (Users are on every site: one site, so that another site's listing cannot hide what the first one skipped.)
-    for (object_type, every, site_count) in [(ObjectType::Users, 3, 1), (ObjectType::Projects, 2, 2)] {
+    // (Users and groups are on every site: one site, so that another site's listing cannot hide what the first one
+    // skipped.)
+    for (object_type, every, site_count) in
+        [(ObjectType::Users, 3, 1), (ObjectType::Groups, 3, 1), (ObjectType::Projects, 2, 2)]
+    {
         let faults = tests::sandbox::Faults { mutate_every: every, mutations: 2, ..Default::default() };
-        let org = OrgSize { users: 60, groups: 6, projects: 300, spaces: 4, sites: site_count };
+        let org = OrgSize { users: 60, groups: 150, projects: 300, spaces: 4, sites: site_count };
         let config = SandboxConfig { org, faults, users_page_cap: 10, ..SandboxConfig::default() };
         let world = World::new(config).await;
         let sites = sites(org.sites);

@@ -37,6 +37,11 @@ impl SeenSet {
         self.sites.iter().take(site).flatten().copied().collect()
     }
 
+    /// The fingerprints `site` saw.
+    pub fn at(&self, site: usize) -> std::collections::HashSet<u64> {
+        self.sites.get(site).into_iter().flatten().copied().collect()
+    }
+
     /// Sorts and dedupes, for lookups (idempotent).
     pub fn seal(&mut self) {
         for seen in &mut self.sites {

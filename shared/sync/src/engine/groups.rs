@@ -8,7 +8,8 @@
 
 use super::{Flow, Run, State, SyncError};
 use crate::records;
-use crate::sources::{MEMBER_CONCURRENCY, MemberSource, Members, SEGMENT_MEMBERS};
+use crate::sources::{MEMBER_CONCURRENCY, MemberSource, Members, Next, SEGMENT_MEMBERS};
+use atlassian::ApiError;
 use atlassian::rest::{JiraGroup, JiraUser};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,14 @@ impl Giant {
     }
 }
 
+/// How a pass over a site's group listing ended.
+enum Listing {
+    Done,
+    Paused,
+    /// The listing moved under the run (see [`crate::sources::overlap`]), and the offset after the page that showed it.
+    Moved(usize),
+}
+
 /// What a group's member fetch came back with.
 enum Read {
     /// Its members, and the pages and points they took.
@@ -50,6 +59,10 @@ enum Read {
     Giant(u64, u64),
     /// An earlier site listed it: its members are in the mirror already.
     Known,
+    /// This site listed it already in this run (the listing moved and is read again): counted once already.
+    Again,
+    /// Deleted since the listing named it.
+    Gone,
     /// Not fetched: the invocation was pausing.
     Dropped,
 }
@@ -64,8 +77,15 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
     ) -> Result<Flow, SyncError> {
         let cloud_id = state.progress.sites[state.progress.site].clone();
         if !state.progress.listed {
-            if let Flow::Paused = self.group_listing(scope, state, source, &cloud_id).await? {
-                return Ok(Flow::Paused);
+            loop {
+                match self.group_listing(scope, state, source, &cloud_id).await? {
+                    Listing::Paused => return Ok(Flow::Paused),
+                    Listing::Moved(after) => {
+                        tracing::warn!(object_type = "groups", site = cloud_id, "the listing moved under the run");
+                        state.progress.moved(after);
+                    }
+                    Listing::Done => break,
+                }
             }
             state.progress.listed = true;
         }
@@ -80,14 +100,16 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
 
     /// Group pages feed one member pipeline: `MEMBER_CONCURRENCY` member fetches stay in flight across page
     /// boundaries (the next page of groups is read while the last members of the previous one are), and the
-    /// results are applied in page-sized chunks. Giants are noted for later.
+    /// results are applied in page-sized chunks. Giants are noted for later. Like every offset listing, each page
+    /// after the first starts at the last group read (the checkpoint's anchor): one that does not has moved under
+    /// the run, which ends this pass with what it read so far.
     async fn group_listing(
         &self,
         scope: &Scope,
         state: &mut State,
         source: &dyn MemberSource,
         cloud_id: &str,
-    ) -> Result<Flow, SyncError> {
+    ) -> Result<Listing, SyncError> {
         let group_pages = AtomicU64::new(0);
         let group_points = AtomicU64::new(0);
         // Set when this invocation is about to pause: no new group page or member fetch starts, and the fetches
@@ -96,17 +118,31 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
         // Groups are org-wide: one an earlier site listed already has its members in the mirror, and reading
         // them again would cost every one of its points again.
         let known = &state.seen.before(state.progress.site);
-        let groups = stream::try_unfold(Some(state.progress.offset), |start| {
+        // Groups this site listed before the listing moved, when it is read again.
+        let again = &state.seen.at(state.progress.site);
+        // Where the listing moved under the run: its page's groups are current and read all the same, and the
+        // pass ends after them.
+        let moved = &std::sync::Mutex::new(None::<usize>);
+        let first = Some((state.progress.offset, state.progress.cursor.clone()));
+        let groups = stream::try_unfold(first, |at| {
             let (group_pages, group_points) = (&group_pages, &group_points);
             async move {
-                let Some(start) = start.filter(|_| !stopping.load(Ordering::Relaxed)) else {
+                let Some((start, anchor)) = at.filter(|_| !stopping.load(Ordering::Relaxed)) else {
                     return Ok::<_, SyncError>(None);
                 };
-                let (page, points) = source.groups_page(cloud_id, start).await?;
+                let (page, next, points) = source.groups_page(cloud_id, start, anchor.as_deref()).await?;
                 group_pages.fetch_add(1, Ordering::Relaxed);
                 group_points.fetch_add(points, Ordering::Relaxed);
-                let next = (!page.is_last()).then_some(start + page.values.len());
-                Ok(Some((stream::iter(page.values.into_iter().map(Ok::<_, SyncError>)), next)))
+                let next = match next {
+                    Next::After(start, anchor) => Some((start, Some(anchor))),
+                    Next::Offset(start) => Some((start, None)),
+                    Next::Moved(after) => {
+                        *moved.lock().unwrap_or_else(|p| p.into_inner()) = Some(after);
+                        None
+                    }
+                    Next::Last | Next::Cursor(_) => None,
+                };
+                Ok(Some((stream::iter(page.into_iter().map(Ok::<_, SyncError>)), next)))
             }
         })
         .try_flatten();
@@ -123,12 +159,17 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
                     if stopping.load(Ordering::Relaxed) {
                         return (index, Ok((group, Read::Dropped)));
                     }
-                    if known.contains(&fingerprint(&group.group_id)) {
+                    let print = fingerprint(&group.group_id);
+                    if again.contains(&print) {
+                        return (index, Ok((group, Read::Again)));
+                    }
+                    if known.contains(&print) {
                         return (index, Ok((group, Read::Known)));
                     }
                     let read = source.group_members(cloud_id, &group.group_id).await.map(|members| match members {
                         Members::All(members, pages, points) => Read::Members(members, pages, points),
                         Members::Giant(pages, points) => Read::Giant(pages, points),
+                        Members::Gone => Read::Gone,
                     });
                     (index, read.map(|read| (group, read)))
                 })
@@ -178,7 +219,7 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
                 (done.iter())
                     .map(|(_, read)| match read {
                         Read::Members(_, _, p) | Read::Giant(_, p) => *p,
-                        Read::Known | Read::Dropped => 0,
+                        Read::Known | Read::Again | Read::Gone | Read::Dropped => 0,
                     })
                     .sum::<u64>()
                     + group_points.load(Ordering::Relaxed)
@@ -198,9 +239,12 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
                     done.push((group, read));
                 }
             }
-            let (mut records, mut again, mut giants) = (Vec::with_capacity(done.len()), Vec::new(), 0);
+            let (mut records, mut again) = (Vec::with_capacity(done.len()), Vec::new());
             let (mut pages, mut points) = (0, 0);
+            let anchor = done.last().map(|(group, _)| group.group_id.clone());
+            let mut applied = 0;
             for (group, read) in done.drain(..) {
+                applied += 1;
                 match read {
                     Read::Members(members, member_pages, member_points) => {
                         pages += member_pages;
@@ -210,30 +254,33 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
                     Read::Giant(probe_pages, probe_points) => {
                         pages += probe_pages;
                         points += probe_points;
-                        state.progress.giants.push(Giant::new(&group));
-                        giants += 1;
+                        // (Noted once: a listing read again after it moved meets its giants again.)
+                        if !state.progress.giants.iter().any(|giant| giant.id == group.group_id) {
+                            state.progress.giants.push(Giant::new(&group));
+                        }
                     }
                     Read::Known => again.push(group.group_id),
-                    Read::Dropped => {}
+                    Read::Again | Read::Gone => {}
+                    Read::Dropped => applied -= 1,
                 }
             }
             // The group pages read so far are charged with the groups that follow them.
             pages += group_pages.swap(0, Ordering::Relaxed);
             points += group_points.swap(0, Ordering::Relaxed);
-            let applied = records.len() + again.len() + giants;
             self.apply(scope, state, records, (pages, points)).await?;
             for key in &again {
                 state.seen.insert(state.progress.site, key);
             }
             state.progress.counts.unchanged += again.len() as u64;
             state.progress.offset += applied;
-            if let Some(paused) = self.after_page(state).await? {
-                return Ok(paused);
+            state.progress.cursor = anchor;
+            if self.after_page(state).await?.is_some() {
+                return Ok(Listing::Paused);
             }
             if stopping.load(Ordering::Relaxed) {
                 // (Only a pause stops the fetches; should the pacing have changed its mind, pause all the same.)
                 self.save(state).await?;
-                return Ok(Flow::Paused);
+                return Ok(Listing::Paused);
             }
             if let Some(error) = error {
                 return Err(error);
@@ -244,7 +291,10 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
         }
         state.progress.counts.pages += group_pages.load(Ordering::Relaxed);
         state.progress.counts.points += group_points.load(Ordering::Relaxed);
-        Ok(Flow::SiteDone)
+        Ok(match moved.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(after) => Listing::Moved(after),
+            None => Listing::Done,
+        })
     }
 
     /// Reads the site's first giant on from where the run is in it, a segment at a time, and applies it; or
@@ -276,6 +326,13 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
                 None
             } else {
                 let (segment, error) = source.segment(cloud_id, &giant.id, giant.at).await;
+                if matches!(error, Some(SyncError::Atlassian(ApiError::NotFound))) {
+                    // Deleted while the run read it: not seen, so the closing pass deletes it.
+                    tracing::info!(group = giant.id, "a group was deleted while the run read its members");
+                    state.progress.giants.remove(0);
+                    self.drop_staged(scope, state, &key, giant.staged).await?;
+                    return Ok(None);
+                }
                 state.progress.counts.pages += segment.pages;
                 state.progress.counts.points += segment.points;
                 members.extend(segment.ids);
@@ -308,14 +365,19 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
         let record = records::group_with_ids(&giant.id, &giant.name, &members);
         state.progress.giants.remove(0);
         self.apply(scope, state, vec![record], (0, 0)).await?;
-        if giant.staged > 0 {
-            // The checkpoint moves past the group before its staged parts go, so a crash between the two leaves
-            // only parts nobody reads.
-            self.save(state).await?;
-            let parts: Vec<u32> = (0..giant.staged).collect();
-            self.mirror.write_members(scope, &key, &[], &parts).await?;
-        }
+        self.drop_staged(scope, state, &key, giant.staged).await?;
         self.after_page(state).await
+    }
+
+    /// Removes a giant's `staged` parts, once the checkpoint has moved past the group (so that a crash between the
+    /// two leaves only parts nobody reads).
+    async fn drop_staged(&self, scope: &Scope, state: &mut State, key: &str, staged: u32) -> Result<(), SyncError> {
+        if staged > 0 {
+            self.save(state).await?;
+            let parts: Vec<u32> = (0..staged).collect();
+            self.mirror.write_members(scope, key, &[], &parts).await?;
+        }
+        Ok(())
     }
 
     /// The `count` members staged in earlier invocations; `None` if they are not all there.

@@ -176,7 +176,7 @@ struct Progress {
     /// The next offset on that site (users, groups, projects).
     offset: usize,
     /// The next cursor on that site (spaces); or the key of the record before `offset`, which the next page must
-    /// start with (users, projects: see [`crate::sources::overlap`]).
+    /// start with (users, groups, projects: see [`crate::sources::overlap`]).
     cursor: Option<String>,
     /// How many times a listing moved under this run and a site was read again from its start.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -16,7 +16,7 @@ pub use oauth::OauthSource;
 
 use crate::engine::SyncError;
 use crate::records::Record;
-use atlassian::rest::{JiraGroup, JiraUser, Page};
+use atlassian::rest::{JiraGroup, JiraUser};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use store::mirror::ObjectType;
@@ -99,6 +99,9 @@ pub enum Members {
     All(Vec<JiraUser>, u64, u64),
     /// Too many to read with the others (the pages and points of finding out): read after the listing.
     Giant(u64, u64),
+    /// Deleted since the listing named it (Jira answers its members `404`): not seen, so the closing pass deletes
+    /// it.
+    Gone,
 }
 
 /// A segment of a giant's members.
@@ -133,12 +136,14 @@ pub trait Source: Send + Sync {
 
 /// The reads of a group listing that comes without members (Jira's).
 pub trait MemberSource: Send + Sync {
-    /// A page of `site`'s groups, and its points.
+    /// A page of `site`'s groups from `start`, which must begin after `anchor` (the last group read: see
+    /// [`overlap`]); where the next page is, and its points.
     fn groups_page<'a>(
         &'a self,
         site: &'a str,
         start: usize,
-    ) -> BoxFuture<'a, Result<(Page<JiraGroup>, u64), SyncError>>;
+        anchor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(Vec<JiraGroup>, Next, u64), SyncError>>;
 
     /// Every member of a group; or, past [`GIANT_MEMBERS`], only that it is a giant.
     fn group_members<'a>(&'a self, site: &'a str, group_id: &'a str) -> BoxFuture<'a, Result<Members, SyncError>>;

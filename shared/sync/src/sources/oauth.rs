@@ -123,8 +123,16 @@ impl<'a, D: DirectoryApi, B: Budget> OauthSource<'a, D, B> {
         }
     }
 
-    /// Every member of a group, with the pages and points it took; or, for a giant, only that it is one.
+    /// Every member of a group, with the pages and points it took; or, for a giant, only that it is one; or that
+    /// it is gone.
     async fn read_members(&self, cloud_id: &str, group_id: &str) -> Result<Members, SyncError> {
+        match self.members_of(cloud_id, group_id).await {
+            Err(SyncError::Atlassian(ApiError::NotFound)) => Ok(Members::Gone),
+            other => other,
+        }
+    }
+
+    async fn members_of(&self, cloud_id: &str, group_id: &str) -> Result<Members, SyncError> {
         let (first, mut points) = self.member_page(cloud_id, group_id, 0).await?;
         let (served, total, mut pages) = (first.values.len(), first.total, 1);
         let mut last = first.is_last();
@@ -260,12 +268,17 @@ impl<D: DirectoryApi, B: Budget> MemberSource for OauthSource<'_, D, B> {
         &'a self,
         site: &'a str,
         start: usize,
-    ) -> BoxFuture<'a, Result<(Page<JiraGroup>, u64), SyncError>> {
+        anchor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(Vec<JiraGroup>, Next, u64), SyncError>> {
         Box::pin(async move {
             let token = self.token().await?;
-            let call = self.directory.groups_page(&token, site, start);
+            let (from, anchor) = super::overlap(start, anchor);
+            let call = self.directory.groups_page(&token, site, from);
             let estimate = 1 + 2 * atlassian::rest::GROUPS_PAGE as u64;
-            self.metered(site, estimate, call, |p| 1 + 2 * p.values.len() as u64).await
+            let (page, points) = self.metered(site, estimate, call, |p| 1 + 2 * p.values.len() as u64).await?;
+            let last = page.is_last();
+            let (groups, next) = super::settle(page.values, from, anchor, last, |g| g.group_id.as_str());
+            Ok((groups, next, points))
         })
     }
 
