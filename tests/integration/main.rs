@@ -3,6 +3,7 @@
 //! connect flow in-process, a sync job's surroundings) is here.
 
 mod admin_key;
+mod aws_faults;
 mod big_groups;
 mod connect_flow;
 mod jobs;

@@ -50,9 +50,14 @@ impl Stack {
 
     /// The SDK configuration of the stack's moto endpoint.
     fn sdk_config(&self) -> aws_config::SdkConfig {
+        Self::sdk_config_at(&self.aws_endpoint)
+    }
+
+    /// The stack's SDK configuration, with its endpoint at `endpoint` (a fault proxy in front of moto).
+    pub fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
         aws_config::SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&self.aws_endpoint)
+            .endpoint_url(endpoint)
             .region(Region::new("us-east-1"))
             .credentials_provider(SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "tests")))
             .build()

@@ -1,33 +1,45 @@
 use callback::{Config, Deps, handle};
 use lambda_http::{run, service_fn};
 use runtime::config::{Env, ProcessEnv};
-use runtime::secrets;
-use secrecy::ExposeSecret;
+use runtime::{Deferred, secrets};
+use std::sync::Arc;
 use store::DynamoStore;
-use tokens::KeyRing;
 use tokens::connect::CompleteSettings;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     runtime::init_tracing();
-    let config = Config::from_env(&Env(ProcessEnv))?;
+    let config = Arc::new(Config::from_env(&Env(ProcessEnv))?);
     // The Atlassian client's root certificates load on a thread of their own, and need not be ready for the init
     // to end: the first request waits for them only if it comes first.
     let http = atlassian::Http::in_background();
     let aws = runtime::aws_config().await;
-    let secretsmanager = runtime::secretsmanager(&aws);
-    // The two secrets at once: each read is a round trip of the cold start.
-    let (credentials, keys) = tokio::try_join!(
-        secrets::oauth_credentials(&secretsmanager, &config.oauth_client_secret_id),
-        secrets::read(&secretsmanager, &config.token_keys_secret_id),
-    )?;
-    let keys = KeyRing::from_json(keys.expose_secret())?;
-    let atlassian = atlassian::AtlassianClient::new(http, config.endpoints.clone(), credentials, config.redirect_uri());
-    let deps = Deps {
-        store: DynamoStore::new(runtime::dynamodb(&aws), &config.table),
-        atlassian,
-        keys,
-        settings: CompleteSettings { required_scopes: config.required_scopes },
-    };
-    run(service_fn(|request| handle(&deps, request))).await
+    let (secretsmanager, dynamodb) = (runtime::secretsmanager(&aws), runtime::dynamodb(&aws));
+    // Built from the secrets; deferred to the next request if Secrets Manager cannot answer now (the callback's
+    // code stays good: the page says to reload).
+    let deps = Deferred::new(move || {
+        let (secretsmanager, dynamodb, config, http) =
+            (secretsmanager.clone(), dynamodb.clone(), config.clone(), http.clone());
+        async move {
+            let (oauth, keys) = (&config.oauth_client_secret_id, &config.token_keys_secret_id);
+            let app = secrets::oauth_app(&secretsmanager, oauth, keys).await?;
+            let atlassian =
+                atlassian::AtlassianClient::new(http, config.endpoints.clone(), app.credentials, config.redirect_uri());
+            Ok(Deps {
+                store: DynamoStore::new(dynamodb, &config.table),
+                atlassian,
+                keys: app.keys,
+                settings: CompleteSettings { required_scopes: config.required_scopes.clone() },
+            })
+        }
+    })
+    .await;
+    let deps = &deps;
+    run(service_fn(|request| async move {
+        match deps.get().await {
+            Some(deps) => handle(deps, request).await,
+            None => Ok(runtime::deferred::unavailable_page()),
+        }
+    }))
+    .await
 }

@@ -1,19 +1,35 @@
 use connect::{Config, Deps, handle};
 use lambda_http::{run, service_fn};
 use runtime::config::{Env, ProcessEnv};
-use runtime::{OAuthClient, secrets};
+use runtime::{Deferred, OAuthClient, secrets};
+use std::sync::Arc;
 use store::DynamoStore;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     runtime::init_tracing();
-    let config = Config::from_env(&Env(ProcessEnv))?;
+    let config = Arc::new(Config::from_env(&Env(ProcessEnv))?);
     let aws = runtime::aws_config().await;
-    let secret = secrets::read(&runtime::secretsmanager(&aws), &config.oauth_client_secret_id).await?;
-    let client = OAuthClient::parse(&config.oauth_client_secret_id, &secret)?;
-    let deps = Deps {
-        store: DynamoStore::new(runtime::dynamodb(&aws), &config.table),
-        authorize: config.authorize_settings(client.client_id),
-    };
-    run(service_fn(|request| handle(&deps, request))).await
+    let (secretsmanager, dynamodb) = (runtime::secretsmanager(&aws), runtime::dynamodb(&aws));
+    // Built from the OAuth app's secret; deferred to the next request if Secrets Manager cannot answer now.
+    let deps = Deferred::new(move || {
+        let (secretsmanager, dynamodb, config) = (secretsmanager.clone(), dynamodb.clone(), config.clone());
+        async move {
+            let secret = secrets::read(&secretsmanager, &config.oauth_client_secret_id).await?;
+            let client = OAuthClient::parse(&config.oauth_client_secret_id, &secret)?;
+            Ok(Deps {
+                store: DynamoStore::new(dynamodb, &config.table),
+                authorize: config.authorize_settings(client.client_id),
+            })
+        }
+    })
+    .await;
+    let deps = &deps;
+    run(service_fn(|request| async move {
+        match deps.get().await {
+            Some(deps) => handle(deps, request).await,
+            None => Ok(runtime::deferred::unavailable_page()),
+        }
+    }))
+    .await
 }

@@ -145,13 +145,51 @@ where
             }
             Err(error @ (JobError::Continuation(_) | JobError::Store(_))) => {
                 tracing::warn!(connection_id = %job.connection_id, object_type = job.object_type.as_str(), error = %runtime::error_chain(&error), "sync job failed; it will be retried");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                failures.push(failure);
+                failures.push(failure(id));
             }
         }
     }
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failures;
     response
+}
+
+/// What the worker builds from its secrets: the Atlassian client (with the OAuth app's credentials) and the token
+/// keys. Deferred ([`runtime::Deferred`]) when Secrets Manager cannot answer at cold start.
+pub struct Secured {
+    pub atlassian: atlassian::AtlassianClient,
+    pub keys: tokens::KeyRing,
+}
+
+impl Secured {
+    /// Reads the secrets and builds the client on `http`, reporting Atlassian's quota headers to `quota`.
+    pub async fn read(
+        secretsmanager: &aws_sdk_secretsmanager::Client,
+        config: &Config,
+        http: atlassian::Http,
+        quota: atlassian::QuotaWatch,
+    ) -> Result<Self, runtime::deferred::BuildError> {
+        let (oauth, keys) = (&config.oauth_client_secret_id, &config.token_keys_secret_id);
+        let app = runtime::secrets::oauth_app(secretsmanager, oauth, keys).await?;
+        let callback = tokens::connect::callback_url(&config.public_base_url);
+        let atlassian = atlassian::AtlassianClient::new(http, config.endpoints.clone(), app.credentials, callback)
+            .with_quota_watch(quota);
+        Ok(Self { atlassian, keys: app.keys })
+    }
+}
+
+/// The answer while the secrets cannot be read: every message goes back to the queue, to come again after its
+/// visibility timeout, untouched (no job of it has started).
+pub fn unavailable(event: &SqsEvent) -> SqsBatchResponse {
+    let ids = event.records.iter().map(|message| message.message_id.clone().unwrap_or_default());
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = ids.map(failure).collect();
+    response
+}
+
+/// A message handed back to the queue.
+fn failure(message_id: String) -> BatchItemFailure {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = message_id;
+    failure
 }

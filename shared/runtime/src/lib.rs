@@ -4,10 +4,12 @@
 #[cfg(feature = "answers")]
 pub mod answers;
 pub mod config;
+pub mod deferred;
 pub mod http;
 pub mod secrets;
 
 pub use config::ConfigError;
+pub use deferred::Deferred;
 pub use secrets::{OAuthClient, SecretError};
 
 /// JSON logs through the Lambda runtime's subscriber (JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, as the SAM template
@@ -43,8 +45,18 @@ pub fn dynamodb(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(config)
 }
 
+/// Secrets Manager, with its reads bounded: a read that has not answered in a few seconds (the SDK's retries
+/// included) will not answer inside the init's 10 s either, and the function starts without it (see [`Deferred`]).
 pub fn secretsmanager(config: &aws_config::SdkConfig) -> aws_sdk_secretsmanager::Client {
-    aws_sdk_secretsmanager::Client::new(config)
+    use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
+    use std::time::Duration;
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(4))
+        .build();
+    let config = aws_sdk_secretsmanager::config::Builder::from(config).timeout_config(timeouts).build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
 }
 
 /// An error with every cause under it, `outer: inner: …`, for logs (the client sees only a code and a message).

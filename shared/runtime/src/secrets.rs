@@ -70,6 +70,27 @@ pub async fn oauth_credentials(
     })
 }
 
+/// What a function that talks OAuth to Atlassian reads from its secrets: the OAuth app's credentials and the key
+/// ring that seals tokens.
+#[cfg(feature = "atlassian")]
+pub struct OAuthApp {
+    pub credentials: atlassian::ClientCredentials,
+    pub keys: tokens::KeyRing,
+}
+
+/// Reads the OAuth app's secret and the key ring's at once (each read is a round trip of the cold start).
+#[cfg(feature = "atlassian")]
+pub async fn oauth_app(
+    client: &aws_sdk_secretsmanager::Client,
+    oauth_client_id: &str,
+    token_keys_id: &str,
+) -> Result<OAuthApp, crate::deferred::BuildError> {
+    use secrecy::ExposeSecret;
+    let (credentials, keys) =
+        tokio::try_join!(oauth_credentials(client, oauth_client_id), read(client, token_keys_id))?;
+    Ok(OAuthApp { credentials, keys: tokens::KeyRing::from_json(keys.expose_secret())? })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

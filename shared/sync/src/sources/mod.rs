@@ -134,6 +134,9 @@ pub trait Source: Send + Sync {
     fn user_sites(&self, seen_on: Vec<String>) -> Value;
 }
 
+/// A page of groups (without members), where the next one is, and its points.
+pub type GroupsPage = (Vec<JiraGroup>, Next, u64);
+
 /// The reads of a group listing that comes without members (Jira's).
 pub trait MemberSource: Send + Sync {
     /// A page of `site`'s groups from `start`, which must begin after `anchor` (the last group read: see
@@ -143,7 +146,7 @@ pub trait MemberSource: Send + Sync {
         site: &'a str,
         start: usize,
         anchor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<(Vec<JiraGroup>, Next, u64), SyncError>>;
+    ) -> BoxFuture<'a, Result<GroupsPage, SyncError>>;
 
     /// Every member of a group; or, past [`GIANT_MEMBERS`], only that it is a giant.
     fn group_members<'a>(&'a self, site: &'a str, group_id: &'a str) -> BoxFuture<'a, Result<Members, SyncError>>;

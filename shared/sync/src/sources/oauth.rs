@@ -10,7 +10,7 @@ use crate::access::TokenSource;
 use crate::budget::Budget;
 use crate::engine::{DEFAULT_RATE_LIMIT_WAIT, Pacing, SyncError};
 use crate::records;
-use atlassian::rest::{JiraGroup, JiraProject, JiraUser, Page, SpacesPage};
+use atlassian::rest::{JiraProject, JiraUser, Page, SpacesPage};
 use atlassian::{AccessToken, ApiError, DirectoryApi};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -269,7 +269,7 @@ impl<D: DirectoryApi, B: Budget> MemberSource for OauthSource<'_, D, B> {
         site: &'a str,
         start: usize,
         anchor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<(Vec<JiraGroup>, Next, u64), SyncError>> {
+    ) -> BoxFuture<'a, Result<super::GroupsPage, SyncError>> {
         Box::pin(async move {
             let token = self.token().await?;
             let (from, anchor) = super::overlap(start, anchor);
