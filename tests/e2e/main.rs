@@ -225,6 +225,30 @@ async fn the_management_api_refuses_without_its_key() {
     assert_eq!(body["error"]["code"], "unauthorized");
 }
 
+#[tokio::test]
+async fn a_body_that_is_not_utf8_is_the_functions_to_refuse_end_to_end() {
+    // API Gateway may hand a body over base64-encoded (`isBase64Encoded`), and so does the local emulator for a
+    // content type it does not take for text: a mixed-case `Application/JSON`, which the function does take for
+    // JSON (media types are case-insensitive). Invalid UTF-8 inside a string then reaches the function, which
+    // answers it 400 in its JSON shape. (The emulator answers such a body sent as `application/json` with a 500 of
+    // its own before any function runs: see README, "Input limits".)
+    let stack = Stack::from_env();
+    let tenant = unique("e2e-utf8");
+    let (start, end) = (format!(r#"{{"tenant_id": "{tenant}"#), br#""}"#.as_slice());
+    let body = [start.as_bytes(), b"\xff\xfe".as_slice(), end].concat();
+    let response = harness::client()
+        .post(stack.url("/connect-sessions"))
+        .bearer_auth(&stack.management_key)
+        .header("content-type", "Application/JSON")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_body")), "{answer}");
+}
+
 /// Every object of a type through the objects API, following `next_cursor`.
 async fn all_objects(stack: &Stack, connection_id: &str, object_type: &str) -> Vec<Value> {
     let (mut objects, mut cursor) = (Vec::new(), None::<String>);
