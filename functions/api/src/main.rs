@@ -1,7 +1,6 @@
 mod config;
 
 use config::Config;
-use lambda_http::{run, service_fn};
 use management::{Deps, ManagementKeys, handle};
 use runtime::config::{Env, ProcessEnv};
 use runtime::{Deferred, secrets};
@@ -56,13 +55,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         }
     })
     .await;
-    let deps = &deps;
-    run(service_fn(|request| async move {
-        match deps.get().await {
-            Some(deps) => handle(deps, request).await,
-            None => Ok(runtime::deferred::unavailable_json()),
-        }
-    }))
+    runtime::deferred::serve_http(deps, runtime::deferred::unavailable_json, |deps, request| {
+        Box::pin(handle(deps, request))
+    })
     .await
 }
 

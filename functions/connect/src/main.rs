@@ -1,5 +1,4 @@
 use connect::{Config, Deps, handle};
-use lambda_http::{run, service_fn};
 use runtime::config::{Env, ProcessEnv};
 use runtime::{Deferred, OAuthClient, secrets};
 use std::sync::Arc;
@@ -24,12 +23,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         }
     })
     .await;
-    let deps = &deps;
-    run(service_fn(|request| async move {
-        match deps.get().await {
-            Some(deps) => handle(deps, request).await,
-            None => Ok(runtime::deferred::unavailable_page()),
-        }
-    }))
+    runtime::deferred::serve_http(deps, runtime::deferred::unavailable_page, |deps, request| {
+        Box::pin(handle(deps, request))
+    })
     .await
 }

@@ -50,6 +50,26 @@ impl<T: Send + Sync> Deferred<T> {
     }
 }
 
+/// Serves HTTP requests with `handle` once the secrets are in, and with `unavailable` until then.
+pub async fn serve_http<T, F>(
+    deps: Deferred<T>,
+    unavailable: fn() -> Response<Body>,
+    handle: F,
+) -> Result<(), lambda_http::Error>
+where
+    T: Send + Sync,
+    F: for<'a> Fn(&'a T, lambda_http::Request) -> BoxFuture<'a, Result<Response<Body>, lambda_http::Error>> + Sync,
+{
+    let (deps, handle) = (&deps, &handle);
+    lambda_http::run(lambda_http::service_fn(|request| async move {
+        match deps.get().await {
+            Some(deps) => handle(deps, request).await,
+            None => Ok(unavailable()),
+        }
+    }))
+    .await
+}
+
 /// How long a caller is told to wait before retrying while the secrets cannot be read.
 pub const RETRY_AFTER_SECONDS: u32 = 5;
 
