@@ -370,6 +370,9 @@ The local stack is up (logs in .dev/logs, variables in .dev/stack.env).
 {admin}
   Management API:  {stack['STACK_FUNCTIONS_URL']}   (Authorization: Bearer {stack['STACK_MANAGEMENT_API_KEY']})
     curl -s -H 'Authorization: Bearer {stack['STACK_MANAGEMENT_API_KEY']}' '{stack['STACK_FUNCTIONS_URL']}/connections?tenant_id=dev-tenant'
+  Proxy (once connected: the connection id from the listing above, a cloud id from its sites):
+    curl -s -H 'Authorization: Bearer {stack['STACK_MANAGEMENT_API_KEY']}' \\
+      '{stack['STACK_FUNCTIONS_URL']}/connections/<connection id>/proxy/jira/rest/api/3/search/jql?jql=order%20by%20key&maxResults=5&cloud_id=<cloud id>'
   Atlassian:       {stack['STACK_ATLASSIAN_URL']}
   AWS (moto):      {stack['STACK_AWS_ENDPOINT']}   table {stack['STACK_STATE_TABLE']}
 

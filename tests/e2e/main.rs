@@ -10,6 +10,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokens::KeyRing;
 
+mod proxy;
+
 struct Connected {
     connection_id: String,
     session_id: String,
@@ -484,6 +486,24 @@ async fn an_admin_key_connection_end_to_end() {
     let shown = connection.to_string();
     assert!(!shown.contains(&key) && !shown.contains(&token), "credentials are never returned");
     let id = connection["connection_id"].as_str().unwrap().to_owned();
+
+    // The proxy reaches the Admin API with the org key and the site with its token; not the OAuth gateway.
+    for (path, status) in [
+        (format!("/connections/{id}/proxy/admin/v1/orgs"), 200),
+        (format!("/connections/{id}/proxy/site/rest/api/3/myself"), 200),
+        (format!("/connections/{id}/proxy/jira/rest/api/3/myself"), 400),
+    ] {
+        let response = harness::client().get(stack.url(&path)).bearer_auth(&stack.management_key).send().await.unwrap();
+        let got = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(got, status, "{path}: {answer}");
+        if path.ends_with("/orgs") {
+            assert_eq!(answer["data"][0]["id"], tests::sandbox::ORG_ID, "{answer}");
+        }
+        if path.ends_with("/myself") && status == 200 {
+            assert_eq!(answer["accountId"], harness::ADMIN, "{answer}");
+        }
+    }
 
     // All four syncs; the objects API serves the Admin API's view of the org, hidden emails included.
     let (connection, _) = sync_all(&stack, &id, &Value::Null).await;

@@ -17,6 +17,10 @@ pub struct Config {
     pub session_ttl: time::Duration,
     /// How often each type is scheduled (`SYNC_SCHEDULES`), for each run's `next_due_at`.
     pub cadences: Cadences,
+    /// The OAuth app's secret: the proxy refreshes OAuth connections' tokens.
+    pub oauth_client_secret_id: String,
+    /// The proxy: writes allowed (`PROXY_ALLOW_WRITES`), and the app's quota (`ATLASSIAN_QUOTA_*`, as the syncs').
+    pub proxy: proxy::Settings,
 }
 
 impl Config {
@@ -38,6 +42,8 @@ impl Config {
             session_ttl: env.seconds_or("SESSION_TTL_SECONDS", 900)?.try_into().unwrap_or(time::Duration::MINUTE * 15),
             cadences: Cadences::parse(&env.optional("SYNC_SCHEDULES").unwrap_or_else(|| Cadences::DEFAULT.into()))
                 .map_err(|e| ConfigError::unparsable("SYNC_SCHEDULES", e))?,
+            oauth_client_secret_id: env.required("OAUTH_CLIENT_SECRET_ID")?,
+            proxy: proxy::Settings::new(allow_writes(env)?, budget::QuotaConfig::from_env(env)?),
         })
     }
 
@@ -47,5 +53,14 @@ impl Config {
             ttl: self.session_ttl,
             return_urls: self.return_urls.clone(),
         }
+    }
+}
+
+/// `PROXY_ALLOW_WRITES`: `true` lets `POST`, `PUT` and `DELETE` through the proxy; `false` (the default) refuses them.
+fn allow_writes<S: Source>(env: &Env<S>) -> Result<bool, ConfigError> {
+    match env.optional("PROXY_ALLOW_WRITES").as_deref().map(str::trim) {
+        None | Some("" | "false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ConfigError::Invalid { name: "PROXY_ALLOW_WRITES", reason: "expected true or false".into() }),
     }
 }

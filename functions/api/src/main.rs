@@ -19,12 +19,16 @@ async fn main() -> Result<(), lambda_http::Error> {
         let (secretsmanager, dynamodb, sqs, config) =
             (secretsmanager.clone(), dynamodb.clone(), sqs.clone(), config.clone());
         async move {
-            // The two secrets at once: each read is a round trip of the cold start.
-            let (management_key, keys) = tokio::try_join!(
-                secrets::read(&secretsmanager, &config.management_key_secret_id),
-                secrets::read(&secretsmanager, &config.token_keys_secret_id),
+            // The secrets at once: each read is a round trip of the cold start.
+            let (management_key, app) = tokio::try_join!(
+                async {
+                    Ok::<_, runtime::deferred::BuildError>(
+                        secrets::read(&secretsmanager, &config.management_key_secret_id).await?,
+                    )
+                },
+                secrets::oauth_app(&secretsmanager, &config.oauth_client_secret_id, &config.token_keys_secret_id),
             )?;
-            let keys = tokens::KeyRing::from_json(secrecy::ExposeSecret::expose_secret(&keys))?;
+            let keys = app.keys;
             let management_keys = Arc::new(RwLock::new(ManagementKeys::parse(&management_key)?));
             tokio::spawn(refresh_keys(
                 secretsmanager,
@@ -35,13 +39,17 @@ async fn main() -> Result<(), lambda_http::Error> {
                 store: DynamoStore::new(dynamodb.clone(), &config.table),
                 mirror: DynamoMirror::new(dynamodb, &config.mirror_table),
                 queue: jobs::SqsQueue::new(sqs, &config.sync_queue_url),
-                // A person waits on validation, inside API Gateway's 30 s: retry briefly, then answer 502. Only
-                // admin-key requests call Atlassian: its HTTP client is built at the first of them, not in the cold
-                // start.
-                atlassian: atlassian::AtlassianClient::without_oauth(
+                // A person waits on validation, inside API Gateway's 30 s: retry briefly, then answer 502 (the proxy
+                // does not retry: its caller sees Atlassian's answer). Only admin-key requests and the proxy call
+                // Atlassian: its HTTP client is built at the first of them, not in the cold start. Atlassian's
+                // quota headers reach the proxy's budget.
+                atlassian: atlassian::AtlassianClient::new(
                     atlassian::Http::on_first_use(),
                     config.endpoints.clone(),
+                    app.credentials,
+                    tokens::connect::callback_url(&config.public_base_url),
                 )
+                .with_quota_watch(atlassian::QuotaWatch::default())
                 .with_retry(atlassian::RetryPolicy {
                     max_retries: 2,
                     min_delay: std::time::Duration::from_millis(300),
@@ -51,6 +59,7 @@ async fn main() -> Result<(), lambda_http::Error> {
                 management_keys,
                 sessions: config.session_settings(),
                 cadences: config.cadences.clone(),
+                proxy: config.proxy.clone(),
             })
         }
     })

@@ -9,7 +9,7 @@ use runtime::config::{ConfigError, Env, Source};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::mirror::MirrorStore;
 use store::{CheckpointStore, ConnectionStore, CredentialStore, RunStore};
-use sync::budget::{QuotaConfig, QuotaMode, TenantQuota};
+use sync::budget::QuotaConfig;
 use sync::engine::{DeletionGuard, Pacing};
 use sync::job::{self, Deps, JobError};
 use sync::queue::{Job, JobQueue};
@@ -36,7 +36,7 @@ pub struct Config {
 impl Config {
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
         Ok(Self {
-            quota: quota_config(env)?,
+            quota: QuotaConfig::from_env(env)?,
             quota_sleep: match env.optional("SYNC_QUOTA_SLEEP_SECONDS") {
                 None => Duration::from_secs(5),
                 Some(value) => value.parse().map(Duration::from_secs).map_err(|_| ConfigError::Invalid {
@@ -68,48 +68,6 @@ impl Config {
             },
         })
     }
-}
-
-/// The quota settings: `ATLASSIAN_QUOTA_MODE` (`global` or `tenant`), `ATLASSIAN_QUOTA_POINTS` (per window: the
-/// global pool, or each tenant's), `ATLASSIAN_TENANT_QUOTAS` (`cloudId=points|edition[:users],…` for tenants Atlassian sized
-/// otherwise), `ATLASSIAN_QUOTA_WINDOW_SECONDS` and `ATLASSIAN_QUOTA_RESERVE_PERCENT`.
-fn quota_config<S: Source>(env: &Env<S>) -> Result<QuotaConfig, ConfigError> {
-    let defaults = QuotaConfig::default();
-    let invalid = |name, reason: &str| ConfigError::Invalid { name, reason: reason.into() };
-    let mode = match env.optional("ATLASSIAN_QUOTA_MODE").as_deref() {
-        None | Some("global") => QuotaMode::Global,
-        Some("tenant") => QuotaMode::Tenant,
-        Some(_) => return Err(invalid("ATLASSIAN_QUOTA_MODE", "expected global or tenant")),
-    };
-    let mut tenant_points = std::collections::HashMap::new();
-    let pairs = env.optional("ATLASSIAN_TENANT_QUOTAS").unwrap_or_default();
-    for pair in pairs.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let parsed =
-            pair.split_once('=').and_then(|(site, quota)| Some((site.trim(), TenantQuota::parse(quota.trim())?)));
-        let Some((site, quota)) = parsed else {
-            return Err(invalid(
-                "ATLASSIAN_TENANT_QUOTAS",
-                "expected cloudId=quota pairs, comma-separated, each quota points or an edition (free, standard, \
-                 premium, enterprise) with :users optionally; cloudId * for every other tenant",
-            ));
-        };
-        tenant_points.insert(site.to_owned(), quota);
-    }
-    let reserve = match env.optional("ATLASSIAN_QUOTA_RESERVE_PERCENT") {
-        None => 5,
-        Some(value) => value
-            .parse::<u64>()
-            .ok()
-            .filter(|p| *p < 100)
-            .ok_or_else(|| invalid("ATLASSIAN_QUOTA_RESERVE_PERCENT", "expected a whole number from 0 to 99"))?,
-    };
-    Ok(QuotaConfig {
-        mode,
-        points: env.number_or("ATLASSIAN_QUOTA_POINTS", defaults.points)?,
-        tenant_points,
-        window: env.seconds_or("ATLASSIAN_QUOTA_WINDOW_SECONDS", defaults.window.as_secs())?,
-        reserve: reserve as f64 / 100.0,
-    })
 }
 
 /// Lambda's deadline (epoch milliseconds) as an instant on this machine's clock.

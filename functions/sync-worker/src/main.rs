@@ -28,7 +28,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let store = DynamoStore::new(dynamodb.clone(), &config.table);
     let mirror = DynamoMirror::new(dynamodb, &config.mirror_table);
     let refresh = RefreshPolicy::default();
-    let mut budget = sync::budget::SharedBudget::new(&store, "atlassian-app", config.quota.clone()).watching(quota);
+    let mut budget =
+        sync::budget::SharedBudget::new(&store, sync::budget::APP_POOL, config.quota.clone()).watching(quota);
     budget.max_wait = config.quota_sleep;
     let queue = sync::queue::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
     let (store, mirror, budget, queue, refresh, config, secured) =

@@ -172,6 +172,20 @@ impl AtlassianClient {
         self
     }
 
+    /// The HTTP client, built now if it is not yet.
+    pub(crate) fn http(&self) -> Result<&reqwest::Client, ApiError> {
+        self.http.get()
+    }
+
+    /// Reports an answer's quota headers to whoever budgets the quota.
+    pub(crate) fn report_quota(&self, headers: &reqwest::header::HeaderMap, cloud_id: Option<String>) {
+        if let Some(watch) = &self.quota
+            && let Some(report) = crate::quota::QuotaReport::from_headers(headers, cloud_id)
+        {
+            watch.record(report);
+        }
+    }
+
     /// A GET with the retry policy: exponential backoff with jitter, at least the server's `Retry-After`.
     pub(crate) async fn get_json<T: DeserializeOwned>(&self, url: Url, auth: Auth<'_>) -> Result<T, ApiError> {
         self.with_retries(|| self.send_once(reqwest::Method::GET, url.clone(), auth, None)).await
@@ -218,8 +232,7 @@ impl AtlassianClient {
         auth: Auth<'_>,
         body: Option<&serde_json::Value>,
     ) -> Result<T, ApiError> {
-        let mut request =
-            self.http.get()?.request(method, url.clone()).header(reqwest::header::ACCEPT, "application/json");
+        let mut request = self.http()?.request(method, url.clone()).header(reqwest::header::ACCEPT, "application/json");
         request = match auth {
             Auth::Bearer(secret) => request.bearer_auth(secret),
             Auth::Basic { user, password } => request.basic_auth(user, Some(password)),
@@ -234,11 +247,7 @@ impl AtlassianClient {
             true => ApiError::Unsendable(e),
             false => ApiError::Transport(e),
         })?;
-        if let Some(watch) = &self.quota
-            && let Some(report) = crate::quota::QuotaReport::from_headers(response.headers(), cloud_id)
-        {
-            watch.record(report);
-        }
+        self.report_quota(response.headers(), cloud_id);
         let status = response.status();
         match status.as_u16() {
             200..=299 => response.json().await.map_err(ApiError::Decode),

@@ -44,6 +44,9 @@ pub enum ApiError {
     /// The request could not be built from what it was given (a header value with a line break, …): not sent.
     #[error("the request to Atlassian could not be built from its inputs")]
     Unsendable(#[source] reqwest::Error),
+    /// The answer was longer than the caller would read (the proxy's limit).
+    #[error("Atlassian's answer is longer than {limit} bytes")]
+    TooLarge { limit: usize },
     /// The HTTP client could not be built (its TLS setup failed): no request was made.
     #[error("the HTTP client could not be built: {0}")]
     Setup(String),
@@ -56,7 +59,11 @@ impl ApiError {
         match self {
             Self::RateLimited { .. } | Self::Transport(_) | Self::Decode(_) => true,
             Self::Status { status } => *status >= 500 || *status == 409,
-            Self::Unauthorized { .. } | Self::NotFound | Self::Setup(_) | Self::Unsendable(_) => false,
+            Self::Unauthorized { .. }
+            | Self::NotFound
+            | Self::Setup(_)
+            | Self::Unsendable(_)
+            | Self::TooLarge { .. } => false,
         }
     }
 

@@ -23,6 +23,20 @@ pub struct FakeAtlassian {
     pub refresh_latency: Duration,
     /// The orgs an admin API key administers.
     pub admin_orgs: Vec<crate::admin::AdminOrg>,
+    /// The answer every forwarded request gets (a 200 with `{"ok": true}` unless set).
+    pub forward_answer: Mutex<Result<crate::Forwarded, ApiError>>,
+    forwarded: Mutex<Vec<Forwarded>>,
+}
+
+/// A request the fake was asked to forward, as it would have gone out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    pub method: String,
+    /// The API and credential: `gateway:{product}:{cloud_id}:{token}`, `admin:{key}` or `site:{email}`.
+    pub target: String,
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 /// A grant with the given scopes, and a refresh token when `refresh`.
@@ -58,7 +72,24 @@ impl FakeAtlassian {
             refresh_count: Default::default(),
             refresh_latency: Duration::ZERO,
             admin_orgs: Vec::new(),
+            forward_answer: Mutex::new(Ok(crate::Forwarded {
+                status: 200,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: br#"{"ok": true}"#.to_vec(),
+            })),
+            forwarded: Mutex::default(),
         }
+    }
+
+    /// Sets the answer of every forwarded request.
+    pub fn answering(self, answer: Result<crate::Forwarded, ApiError>) -> Self {
+        *self.forward_answer.lock().unwrap_or_else(|p| p.into_inner()) = answer;
+        self
+    }
+
+    /// The requests forwarded so far, in order.
+    pub fn forwarded(&self) -> Vec<Forwarded> {
+        self.forwarded.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Queues the answer of the next refresh.
@@ -229,5 +260,33 @@ impl crate::admin::AdminApi for FakeAtlassian {
         _: Option<&str>,
     ) -> Result<crate::rest::SpacesPage, ApiError> {
         Ok(crate::rest::SpacesPage { results: Vec::new(), next: None })
+    }
+}
+
+impl crate::ForwardApi for FakeAtlassian {
+    async fn forward(&self, request: crate::Forward<'_>) -> Result<crate::Forwarded, ApiError> {
+        use secrecy::ExposeSecret;
+        let target = match request.target {
+            crate::Target::Gateway { product, cloud_id, token } => {
+                format!("gateway:{product}:{cloud_id}:{}", token.secret())
+            }
+            crate::Target::Admin { key } => format!("admin:{}", key.expose()),
+            crate::Target::Site { login } => format!("site:{}:{}", login.email, login.api_token.expose_secret()),
+        };
+        self.forwarded.lock().unwrap_or_else(|p| p.into_inner()).push(Forwarded {
+            method: request.method.to_string(),
+            target,
+            path_and_query: request.path_and_query.to_owned(),
+            headers: request.headers.to_vec(),
+            body: request.body,
+        });
+        match &*self.forward_answer.lock().unwrap_or_else(|p| p.into_inner()) {
+            Ok(answer) => Ok(answer.clone()),
+            Err(ApiError::RateLimited { retry_after, reason }) => {
+                Err(ApiError::RateLimited { retry_after: *retry_after, reason: reason.clone() })
+            }
+            Err(ApiError::TooLarge { limit }) => Err(ApiError::TooLarge { limit: *limit }),
+            Err(_) => Err(ApiError::Status { status: 502 }),
+        }
     }
 }

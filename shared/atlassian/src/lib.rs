@@ -12,6 +12,7 @@ mod client;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod forward;
 pub mod quota;
 pub mod rest;
 mod types;
@@ -20,6 +21,7 @@ pub use admin::{AdminApi, AdminKey, SiteLogin};
 pub use client::RetryPolicy;
 pub use client::{AtlassianClient, ClientCredentials, Endpoints, Http, http_client};
 pub use error::{ApiError, OAuthError};
+pub use forward::{Forward, ForwardApi, Forwarded, Target};
 pub use oauth2::{AccessToken, AuthorizationCode, ClientId, ClientSecret, RefreshToken};
 pub use quota::{QuotaReport, QuotaWatch};
 pub use rest::DirectoryApi;

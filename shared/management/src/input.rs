@@ -23,9 +23,18 @@ pub const MAX_EMAIL: usize = 320;
 pub const MAX_CURSOR: usize = 512;
 
 /// The checks every request passes before its route: a body no bigger than [`MAX_BODY`]; on a route that takes
-/// JSON, a body that says it is JSON and is UTF-8; a cursor of printable ASCII no longer than [`MAX_CURSOR`].
+/// JSON, a body that says it is JSON and is UTF-8; a cursor of printable ASCII no longer than [`MAX_CURSOR`]. The
+/// proxy's requests pass as sent, up to [`proxy::MAX_BODY`].
 pub fn check(request: &Request) -> Result<(), ApiError> {
     let body = request.body().as_ref();
+    if is_proxy(request.uri().path()) {
+        // Passed through as sent: any type, up to what Lambda carries; its path and query are the proxy's to check.
+        if body.len() > proxy::MAX_BODY {
+            let message = format!("A proxied request body is at most {} bytes.", proxy::MAX_BODY);
+            return Err(ApiError::new(413, "body_too_large", message));
+        }
+        return Ok(());
+    }
     if body.len() > MAX_BODY {
         return Err(ApiError::new(413, "body_too_large", format!("A request body is at most {MAX_BODY} bytes.")));
     }
@@ -51,6 +60,12 @@ pub fn check(request: &Request) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Whether a path is the proxy's (`/connections/{id}/proxy/…`).
+pub fn is_proxy(path: &str) -> bool {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    segments.next() == Some("connections") && segments.nth(1) == Some("proxy")
 }
 
 /// An id in a path or a body, as the store keys by them ([`store::valid_id`]).

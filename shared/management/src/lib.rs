@@ -14,15 +14,17 @@
 //!   "next_cursor", "member_count"}`: every member of a group of any size
 //! - `POST /connections/{id}/sync` `{"object_types": [...]}` (default: all) → `202`, one job per type queued
 //! - `DELETE /connections/{id}` → disconnects: tokens destroyed at once, mirrored data removed, status `revoked`
+//! - `{GET,POST,PUT,DELETE} /connections/{id}/proxy/{jira|confluence|admin|site}/{path…}` → Atlassian's answer
+//!   (status, body, rate-limit headers) to the call passed through the connection (`routes::proxy`)
 //!
-//! Every error is JSON `{"error": {"code", "message"}}`.
+//! Every error of the connector's own is JSON `{"error": {"code", "message"}}`.
 
 use jobs::JobQueue;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use runtime::http;
 use store::mirror::MirrorStore;
-use store::{ConnectionStore, RunStore, SessionStore};
+use store::{BudgetStore, ConnectionStore, CredentialStore, RunStore, SessionStore};
 use tokens::connect::SessionSettings;
 
 mod cadences;
@@ -40,7 +42,8 @@ pub struct Deps<S, M, Q, A> {
     pub store: S,
     pub mirror: M,
     pub queue: Q,
-    /// The Admin API and sites, to validate admin-key connections.
+    /// Atlassian: the Admin API and sites to validate admin-key connections, the token endpoint and everything
+    /// else for the proxy.
     pub atlassian: A,
     /// Seals the credentials of admin-key connections.
     pub keys: tokens::KeyRing,
@@ -49,14 +52,16 @@ pub struct Deps<S, M, Q, A> {
     /// How often each type is scheduled, for the status API's `next_due_at`.
     pub cadences: Cadences,
     pub sessions: SessionSettings,
+    /// How the proxy runs: writes allowed or not, the quota it draws from.
+    pub proxy: proxy::Settings,
 }
 
 pub async fn handle<S, M, Q, A>(deps: &Deps<S, M, Q, A>, request: Request) -> Result<Response<Body>, lambda_http::Error>
 where
-    S: SessionStore + ConnectionStore + RunStore,
+    S: SessionStore + ConnectionStore + RunStore + CredentialStore + BudgetStore,
     M: MirrorStore,
     Q: JobQueue,
-    A: atlassian::AdminApi,
+    A: atlassian::AdminApi + atlassian::AtlassianApi + atlassian::ForwardApi,
 {
     if !authorized(deps, &request) {
         let mut response = http::json_error(401, "unauthorized", "A valid management API key is required.");
@@ -72,12 +77,12 @@ where
 
 async fn route<S, M, Q, A>(deps: &Deps<S, M, Q, A>, request: &Request) -> routes::Answer
 where
-    S: SessionStore + ConnectionStore + RunStore,
+    S: SessionStore + ConnectionStore + RunStore + CredentialStore + BudgetStore,
     M: MirrorStore,
     Q: JobQueue,
-    A: atlassian::AdminApi,
+    A: atlassian::AdminApi + atlassian::AtlassianApi + atlassian::ForwardApi,
 {
-    use routes::{connections, objects, sessions, sync};
+    use routes::{connections, objects, proxy, sessions, sync};
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     // Every id in the path, checked once (a malformed one is a 400, whichever route it would have gone to).
@@ -102,6 +107,7 @@ where
             objects::members(deps, id, group_id, request).await
         }
         (["connections", id, "sync"], &Method::POST) => sync::request(deps, id, request).await,
+        (["connections", id, "proxy", product, ..], _) => proxy::forward(deps, id, product, request).await,
         (
             ["connect-sessions"]
             | ["connections"]

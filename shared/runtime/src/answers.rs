@@ -19,11 +19,19 @@ pub struct ApiError {
     pub status: u16,
     pub code: Cow<'static, str>,
     pub message: Cow<'static, str>,
+    /// Seconds for a `Retry-After` header (a 429 or 503 that will pass).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: u16, code: impl Into<Cow<'static, str>>, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, code: code.into(), message: message.into() }
+        Self { status, code: code.into(), message: message.into(), retry_after: None }
+    }
+
+    /// Tells the client when to come back.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
@@ -37,7 +45,11 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        http::json_error(self.status, &self.code, &self.message)
+        let mut response = http::json_error(self.status, &self.code, &self.message);
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(lambda_http::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -38,6 +38,7 @@ mod admin;
 mod org;
 mod quota;
 mod rest;
+mod work;
 
 pub use admin::{FOREIGN_SITE, ORG_ID, ORG_NAME};
 pub use org::{Group, Org, OrgSize, Project, SiteDef, Space, TenantSize, User, site_id};
@@ -191,6 +192,7 @@ impl Sandbox {
             .route("/__sandbox/grants/{account_id}/revoke", post(revoke))
             .route("/__sandbox/grants/{account_id}/sites/{cloud_id}/remove", post(remove_site))
             .merge(rest::routes())
+            .merge(work::routes())
             .merge(admin::routes())
             .layer(axum::middleware::from_fn_with_state(self.clone(), quota::headers))
             .with_state(self)

@@ -44,6 +44,9 @@ pub struct Faults {
     pub rate_limit_every: u64,
     /// The `Retry-After` of those answers, in seconds (0 is sent as 0: clients must clamp it).
     pub retry_after_secs: u64,
+    /// Only this route answers those `429`s (a route's name as `/__sandbox/stats` counts it, e.g. `search/jql`);
+    /// empty: every route.
+    pub rate_limit_route: String,
     /// Every Nth REST request answers `500` (0: never).
     pub error_every: u64,
     /// Every Nth REST request drops its connection mid-answer: no complete response arrives (0: never).
@@ -94,7 +97,7 @@ pub(super) fn dropped_connection() -> Response {
 
 impl Sandbox {
     /// What every REST request goes through: faults, the Bearer token, the site and the scopes, then the quota.
-    async fn gate(
+    pub(super) async fn gate(
         &self,
         headers: &HeaderMap,
         cloud_id: &str,
@@ -133,7 +136,8 @@ impl Sandbox {
         if faults.latency_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
         }
-        if faults.rate_limit_every > 0 && n % faults.rate_limit_every == 0 {
+        let limited_route = faults.rate_limit_route.is_empty() || faults.rate_limit_route == route;
+        if faults.rate_limit_every > 0 && limited_route && n % faults.rate_limit_every == 0 {
             self.lock().burst_429s += 1;
             let body = axum::Json(json!({"code": 429, "message": "Rate limit exceeded."}));
             if product == "admin" {
@@ -173,7 +177,7 @@ impl Sandbox {
         if every > 0 && inner.users_pages.is_multiple_of(every) { (size / 2).max(1) } else { size }
     }
 
-    fn site_url(&self, cloud_id: &str) -> String {
+    pub(super) fn site_url(&self, cloud_id: &str) -> String {
         self.read_org().sites.iter().find(|s| s.id == cloud_id).map(|s| s.url.clone()).unwrap_or_default()
     }
 }

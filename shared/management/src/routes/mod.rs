@@ -2,6 +2,7 @@
 
 pub mod connections;
 pub mod objects;
+pub mod proxy;
 pub mod sessions;
 pub mod sync;
 

@@ -6,6 +6,7 @@ mod hostile;
 mod lifecycle;
 mod objects;
 mod properties;
+mod proxied;
 mod runs;
 
 use atlassian::fake::FakeAtlassian;
@@ -37,6 +38,7 @@ fn deps() -> Deps<MemoryStore, MemoryStore, MemoryQueue, FakeAtlassian> {
             ttl: time::Duration::minutes(15),
             return_urls: ReturnUrlAllowList::parse("https://app.example/").unwrap(),
         },
+        proxy: proxy::Settings::new(false, proxy::QuotaConfig::default()),
     }
 }
 

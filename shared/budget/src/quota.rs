@@ -1,6 +1,7 @@
 //! The quota as Atlassian grants it, as a deployment configures it: the app-wide pool or one per tenant, sized by
 //! the tenant's edition and users or by the number Atlassian granted.
 
+use runtime::config::{ConfigError, Env, Source};
 use std::collections::HashMap;
 use std::time::Duration;
 use store::budget::BudgetLimits;
@@ -91,6 +92,54 @@ impl Default for QuotaConfig {
 }
 
 impl QuotaConfig {
+    /// The quota settings: `ATLASSIAN_QUOTA_MODE` (`global` or `tenant`), `ATLASSIAN_QUOTA_POINTS` (per window: the
+    /// global pool, or each tenant's), `ATLASSIAN_TENANT_QUOTAS` (`cloudId=points|edition[:users],…` for tenants Atlassian sized
+    /// otherwise), `ATLASSIAN_QUOTA_WINDOW_SECONDS` and `ATLASSIAN_QUOTA_RESERVE_PERCENT`.
+    pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let invalid = |name, reason: &str| ConfigError::Invalid { name, reason: reason.into() };
+        let mode = match env.optional("ATLASSIAN_QUOTA_MODE").as_deref() {
+            None | Some("global") => QuotaMode::Global,
+            Some("tenant") => QuotaMode::Tenant,
+            Some(_) => return Err(invalid("ATLASSIAN_QUOTA_MODE", "expected global or tenant")),
+        };
+        let mut tenant_points = std::collections::HashMap::new();
+        let pairs = env.optional("ATLASSIAN_TENANT_QUOTAS").unwrap_or_default();
+        for pair in pairs.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let parsed =
+                pair.split_once('=').and_then(|(site, quota)| Some((site.trim(), TenantQuota::parse(quota.trim())?)));
+            let Some((site, quota)) = parsed else {
+                return Err(invalid(
+                    "ATLASSIAN_TENANT_QUOTAS",
+                    "expected cloudId=quota pairs, comma-separated, each quota points or an edition (free, standard, \
+                     premium, enterprise) with :users optionally; cloudId * for every other tenant",
+                ));
+            };
+            tenant_points.insert(site.to_owned(), quota);
+        }
+        let reserve =
+            match env.optional("ATLASSIAN_QUOTA_RESERVE_PERCENT") {
+                None => 5,
+                Some(value) => value.parse::<u64>().ok().filter(|p| *p < 100).ok_or_else(|| {
+                    invalid("ATLASSIAN_QUOTA_RESERVE_PERCENT", "expected a whole number from 0 to 99")
+                })?,
+            };
+        Ok(Self {
+            mode,
+            points: env.number_or("ATLASSIAN_QUOTA_POINTS", defaults.points)?,
+            tenant_points,
+            window: env.seconds_or("ATLASSIAN_QUOTA_WINDOW_SECONDS", defaults.window.as_secs())?,
+            reserve: reserve as f64 / 100.0,
+        })
+    }
+
+    /// The proxy's view of the same pools: it may also spend half of the reserve that syncs leave, so a product's
+    /// own calls still go through while syncs have drawn all they may (the other half stays for other clients and
+    /// requests in flight as a window ends).
+    pub fn for_proxy(&self) -> Self {
+        Self { reserve: self.reserve / 2.0, ..self.clone() }
+    }
+
     /// The pool a request to `site` draws from in this deployment's mode, and Atlassian's size of it.
     pub(super) fn pool(&self, prefix: &str, site: &str) -> (String, u64) {
         self.pool_of(self.mode, prefix, site)

@@ -1,5 +1,5 @@
-//! The worker's side of the points quota (`store::budget` holds the pools). Before each Atlassian request the
-//! worker needs a balance that covers the request's likely cost, drawn from the shared pool in chunks (one
+//! The spending side of the points quota (`store::budget` holds the pools), for sync workers and the proxy alike.
+//! Before each Atlassian request the worker needs a balance that covers the request's likely cost, drawn from the shared pool in chunks (one
 //! DynamoDB write per chunk, not per request); after it, the request's actual points are charged. When the pool is
 //! dry the run does not fail: [`BudgetError::Exhausted`] says how long until the window resets, and the run waits
 //! for it through a delayed continuation.
@@ -24,6 +24,10 @@ use time::OffsetDateTime;
 mod quota;
 
 pub use quota::{Edition, QuotaConfig, QuotaMode, TenantQuota};
+
+/// The app's pools' name in the store (the global one; tenant pools add `:tenant:{cloudId}`): syncs and the proxy
+/// draw from the same.
+pub const APP_POOL: &str = "atlassian-app";
 
 #[derive(Debug, Error)]
 pub enum BudgetError {
@@ -53,7 +57,7 @@ pub trait Budget: Send + Sync {
     /// names grants nothing until `until`.
     fn blocked(&self, site: &str, reason: &str, until: OffsetDateTime) -> impl Future<Output = ()> + Send;
 
-    /// Gives back what was drawn and not spent (an invocation ends).
+    /// Gives back what was drawn and not spent, and charges what was spent beyond it (an invocation ends).
     fn release(&self) -> impl Future<Output = ()> + Send;
 }
 
@@ -287,13 +291,18 @@ impl<S: BudgetStore> Budget for SharedBudget<'_, S> {
 
     async fn release(&self) {
         let now = OffsetDateTime::now_utc();
-        let unspent: Vec<(String, Balance)> = self.balances().drain().filter(|(_, b)| b.points > 0).collect();
-        for (pool, balance) in unspent {
+        let unsettled: Vec<(String, Balance)> = self.balances().drain().filter(|(_, b)| b.points != 0).collect();
+        for (pool, balance) in unsettled {
             let limits = self.config.limits(balance.quota);
             if limits.window_of(now).0 != balance.window {
                 continue;
             }
-            let draw = Draw { give_back: balance.points as u64, ..Draw::default() };
+            // A balance below zero is what answers cost beyond what was set aside for them: charged now (as much
+            // as the pool has left), so the pool does not believe it has more than Atlassian does.
+            let draw = match u64::try_from(balance.points) {
+                Ok(unspent) => Draw { give_back: unspent, ..Draw::default() },
+                Err(_) => Draw { wanted: balance.points.unsigned_abs(), ..Draw::default() },
+            };
             if let Err(error) = self.store.take_points(&pool, limits, draw, now).await {
                 tracing::warn!(error = %runtime::error_chain(&error), "could not give unspent points back to the shared pool");
             }
@@ -333,6 +342,19 @@ mod tests {
         let other = SharedBudget::new(&store, "app", config(1000));
         other.before("site", 799, None).await.unwrap();
         assert!(matches!(other.before("site", 900, None).await, Err(BudgetError::Exhausted(_))));
+    }
+
+    #[tokio::test]
+    async fn what_an_answer_cost_beyond_its_estimate_is_charged_when_the_invocation_ends() {
+        let store = MemoryStore::new();
+        let mut budget = SharedBudget::new(&store, "app", config(1000));
+        budget.chunk = 0;
+        let reserved = budget.before("site", 1, None).await.unwrap(); // a proxied search: 1 point set aside
+        budget.spent("site", reserved, 301); // it answered 300 issues
+        budget.release().await;
+        let other = SharedBudget::new(&store, "app", config(1000));
+        other.before("site", 699, None).await.unwrap();
+        assert!(matches!(other.before("site", 2, None).await, Err(BudgetError::Exhausted(_))), "301 were charged");
     }
 
     #[tokio::test]
