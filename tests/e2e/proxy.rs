@@ -54,8 +54,31 @@ async fn proxied(
     (status, headers, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn rest_requests(stack: &Stack) -> Value {
-    sandbox_stats(stack).await["rest_requests"].clone()
+/// A GET whose path goes out byte for byte (an HTTP client would resolve its `..` and `%2e%2e` first): the status
+/// and the body.
+async fn raw_get(stack: &Stack, path: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let (url, key, path) = (stack.url("/"), stack.management_key.clone(), path.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let host = format!("{}:{}", url.host_str().unwrap(), url.port_or_known_default().unwrap());
+        let mut socket = std::net::TcpStream::connect(&host).unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n");
+        socket.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).unwrap();
+        let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = answer.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    })
+    .await
+    .unwrap()
+}
+
+/// The sandbox's count of the routes this test calls through the proxy (other tests run meanwhile, on others).
+async fn rest_requests(stack: &Stack) -> Vec<Value> {
+    let stats = sandbox_stats(stack).await;
+    ["search/jql", "content", "pages"].iter().map(|route| stats["rest_requests"][route].clone()).collect()
 }
 
 #[tokio::test]
@@ -82,7 +105,6 @@ async fn proxying_jira_and_confluence_through_an_oauth_connection_end_to_end() {
     assert_eq!(keys, [format!("{key}-1"), format!("{key}-2")]);
     assert_eq!(page["isLast"], false);
     assert!(headers.get("set-cookie").is_none());
-    assert!(headers.contains_key("ratelimit-policy") || headers.contains_key("beta-ratelimit-policy"), "{headers:?}");
     // The next page, by Atlassian's own token, with the site named by header instead.
     let token = page["nextPageToken"].as_str().unwrap();
     let next =
@@ -109,8 +131,6 @@ async fn proxying_jira_and_confluence_through_an_oauth_connection_end_to_end() {
     let base = format!("/connections/{id}/proxy");
     for (method, path, status, code) in [
         (reqwest::Method::GET, format!("{base}/bitbucket/2.0/repositories"), 404, "unknown_product"),
-        (reqwest::Method::GET, format!("{base}/jira/rest/api/3/../../../admin/v1/orgs"), 400, "invalid_path"),
-        (reqwest::Method::GET, format!("{base}/jira/rest/%2e%2e/%2e%2e/x"), 400, "invalid_path"),
         (reqwest::Method::GET, format!("{base}/jira/rest%2Fapi%2F3%2Fmyself"), 400, "invalid_path"),
         (reqwest::Method::GET, format!("{base}/jira/rest/api/3/myself"), 400, "site_required"),
         (reqwest::Method::GET, format!("{base}/jira/rest/api/3/myself?cloud_id=not-a-site"), 400, "unknown_site"),
@@ -125,6 +145,18 @@ async fn proxying_jira_and_confluence_through_an_oauth_connection_end_to_end() {
     ] {
         let (got, _, answer) = proxied(&stack, method.clone(), &path, &[]).await;
         assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{method} {path}: {answer}");
+    }
+    // Paths that climb out, sent as written: refused, and nothing reaches Atlassian (checked below). Which refusal
+    // depends on who sees the path first: `cargo lambda watch` answers a bare 404 for a `..` segment and resolves
+    // `%2e%2e` before the function runs (so the function sees another route); API Gateway may hand either on as
+    // sent, and then the function's own `400 invalid_path` answers (`shared/management/tests/routes/proxied.rs`).
+    for path in [
+        format!("{base}/jira/rest/api/3/../../../admin/v1/orgs?cloud_id={}", sites[0]),
+        format!("{base}/jira/rest/%2e%2e/%2e%2e/x?cloud_id={}", sites[0]),
+        format!("{base}/confluence/wiki/..%2f..%2fadmin?cloud_id={}", sites[0]),
+    ] {
+        let (status, answer) = raw_get(&stack, &path).await;
+        assert!((400..500).contains(&status), "{path}: {status} {answer}");
     }
     assert_eq!((stored_item(&stack, &id).await, rest_requests(&stack).await), before, "refusals change nothing");
 
@@ -150,4 +182,11 @@ async fn proxying_jira_and_confluence_through_an_oauth_connection_end_to_end() {
     let (status, _, answer) =
         proxied(&stack, reqwest::Method::GET, &format!("{search}&cloud_id={}", sites[0]), &[]).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("connection_revoked")), "{answer}");
+
+    // Every call is logged, never with a token (the refreshed ones included).
+    let log = std::fs::read_to_string(&stack.function_log).unwrap_or_default();
+    assert!(log.contains("proxied") && log.contains(&id), "the log capture must see the calls");
+    for secret in issued_secrets(&stack).await {
+        assert!(!log.contains(&secret), "a token reached the function logs");
+    }
 }

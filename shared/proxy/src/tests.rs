@@ -103,7 +103,11 @@ async fn a_call_with_an_expired_token_refreshes_once_and_passes_atlassians_answe
     assert_eq!(atlassian.refresh_count(), 1);
     let sent = atlassian.forwarded();
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].target, format!("gateway:jira:{CLOUD}:access-refreshed-1"), "the refreshed token, not the expired one");
+    assert_eq!(
+        sent[0].target,
+        format!("gateway:jira:{CLOUD}:access-refreshed-1"),
+        "the refreshed token, not the expired one"
+    );
     assert_eq!(sent[0].path_and_query, "/rest/api/3/search/jql?jql=project%3DA");
     assert_eq!(
         sent[0].headers,

@@ -23,7 +23,8 @@ where
     let prefix = format!("/connections/{id}/proxy/{product}");
     let path = raw.strip_prefix(&prefix).unwrap_or_default();
     let headers = request.headers().iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
-    let owner = request.extensions().get::<lambda_http::Context>().map_or_else(|| "proxy".into(), |c| c.request_id.clone());
+    let owner =
+        request.extensions().get::<lambda_http::Context>().map_or_else(|| "proxy".into(), |c| c.request_id.clone());
     let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes())
         .map_err(|_| ApiError::new(405, "method_not_allowed", "This method is not proxied."))?;
     let call = proxy::Request {
