@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """The local stack, for `make dev` and `make test`.
 
-Starts moto (DynamoDB + Secrets Manager + SQS on one port), creates the tables **from infra/template.yaml** and the
-secrets, starts the Atlassian sandbox (unless ATLASSIAN_AUTH_BASE_URL points elsewhere) and runs every function
-under `cargo lambda watch` on the production paths. Everything it starts is stopped when it ends.
+Starts moto (DynamoDB + Secrets Manager + SQS + EventBridge on one port), creates the tables **from
+infra/template.yaml** (with their streams), the event bus and the secrets, starts the Atlassian sandbox (unless
+ATLASSIAN_AUTH_BASE_URL points elsewhere) and runs every function under `cargo lambda watch` on the production
+paths; what Lambda's event sources do in AWS (SQS to the sync worker, the tables' streams to the event publisher) is
+done by threads here. The bus's events land on a tap queue (`STACK_EVENTS_QUEUE_URL`): `make dev` prints them as
+they come, tests read them. Everything it starts is stopped when it ends.
 
     stack.py dev              bring the stack up, print a connect URL, stay in the foreground until Ctrl-C
     stack.py run -- CMD...    bring the stack up, run CMD with the stack's variables in its environment, stop
@@ -110,6 +113,8 @@ def template_tables():
                 {"IndexName": g["IndexName"], "KeySchema": g["KeySchema"], "Projection": g["Projection"]}
                 for g in props["GlobalSecondaryIndexes"]
             ]
+        if "StreamSpecification" in props:
+            args["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
         ttl = props.get("TimeToLiveSpecification")
         tables[logical_id] = (args, ttl)
     return tables
@@ -172,6 +177,15 @@ def create_resources(aws_endpoint, prefix, oauth_client, management_key):
             attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receives)})
         url = sqs.create_queue(QueueName=f"{prefix}-{logical_id}", Attributes=attributes)["QueueUrl"]
         names[logical_id] = url
+    # The template's bus, and a tap on it: every event of the connector, on a queue of its own.
+    events = session.client("events", endpoint_url=aws_endpoint)
+    names["EventBus"] = events.create_event_bus(Name=f"{prefix}-events")["EventBusArn"].rsplit("/", 1)[-1]
+    tap = sqs.create_queue(QueueName=f"{prefix}-EventsTap")["QueueUrl"]
+    tap_arn = sqs.get_queue_attributes(QueueUrl=tap, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=f"{prefix}-tap", EventBusName=names["EventBus"],
+                    EventPattern=json.dumps({"source": ["atlassian-connector"]}))
+    events.put_targets(Rule=f"{prefix}-tap", EventBusName=names["EventBus"], Targets=[{"Id": "tap", "Arn": tap_arn}])
+    names["EventsTap"] = tap
     return names, ids
 
 
@@ -202,6 +216,111 @@ def deliver(aws_endpoint, queue_url, functions_url, stop):
                 log(f"sync worker invocation failed: {e}")
                 continue
             if not failures:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def lambda_image(value):
+    """A stream image as Lambda hands it over: binary attributes base64-encoded (boto3 gives bytes)."""
+    import base64
+
+    if isinstance(value, dict):
+        return {k: (base64.b64encode(v).decode() if k == "B" else
+                    [base64.b64encode(b).decode() for b in v] if k == "BS" else lambda_image(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [lambda_image(v) for v in value]
+    return value
+
+
+def state_filter(record):
+    """The template's FilterCriteria on the state table's stream: connections and runs only."""
+    sk = record["dynamodb"].get("Keys", {}).get("sk", {}).get("S", "")
+    return sk == "CONN" or sk.startswith("RUN#")
+
+
+def publish_stream(aws_endpoint, table, functions_url, stop, keep=lambda record: True):
+    """What Lambda's DynamoDB event source does for the event publisher: read the table's stream shard by shard,
+    in order, and invoke with each batch (the same batch again while it fails, as Lambda retries it)."""
+    session = aws_session()
+    dynamodb = session.client("dynamodb", endpoint_url=aws_endpoint)
+    streams = session.client("dynamodbstreams", endpoint_url=aws_endpoint)
+    invoke = f"{functions_url}/2015-03-31/functions/event-publisher/invocations"
+    arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    iterators = {}
+    # moto writes a transaction's update to the stream twice (the key alone, then the item); DynamoDB writes a change
+    # once (and no record for a write that changes nothing), so a record of a bare key, or whose images repeat the
+    # key's previous record, is moto's echo.
+    last = {}
+
+    def fresh(record):
+        change = record["dynamodb"]
+        if record["eventName"] != "REMOVE" and set(change.get("NewImage", {})) <= {"pk", "sk"}:
+            return False  # moto's first record of a transaction's update: the key alone, before the update
+        key = json.dumps(change.get("Keys"), sort_keys=True, default=str)
+        images = json.dumps([change.get("OldImage"), change.get("NewImage")], sort_keys=True, default=str)
+        repeated = last.get(key) == images
+        last[key] = images
+        return not repeated
+    while not stop.is_set():
+        busy = False
+        try:
+            for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+                if shard["ShardId"] not in iterators:
+                    iterators[shard["ShardId"]] = streams.get_shard_iterator(
+                        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            for shard_id, iterator in list(iterators.items()):
+                if iterator is None:
+                    continue
+                answer = streams.get_records(ShardIterator=iterator, Limit=100)
+                records = [{
+                    "eventID": r["eventID"], "eventName": r["eventName"], "eventSource": "aws:dynamodb",
+                    "eventSourceARN": arn, "awsRegion": "us-east-1",
+                    "dynamodb": {**lambda_image({k: v for k, v in r["dynamodb"].items()
+                                                 if k != "ApproximateCreationDateTime"}),
+                                 "ApproximateCreationDateTime": r["dynamodb"]["ApproximateCreationDateTime"].timestamp()},
+                } for r in answer.get("Records", []) if keep(r) and fresh(r)]
+                if records:
+                    busy = True
+                    for attempt in range(10):
+                        request = urllib.request.Request(invoke, data=json.dumps({"Records": records}).encode(),
+                                                         headers={"Content-Type": "application/json"}, method="POST")
+                        try:
+                            with urllib.request.urlopen(request, timeout=120) as response:
+                                response.read()
+                            break
+                        except Exception as e:  # noqa: BLE001 - Lambda would retry the batch
+                            log(f"event publisher invocation failed ({e}); retrying the batch")
+                            time.sleep(1 + attempt)
+                iterators[shard_id] = answer.get("NextShardIterator")
+        except Exception as e:  # noqa: BLE001 - moto restarting or stopping: try again
+            if stop.is_set():
+                return
+            log(f"reading the stream of {table} failed ({e}); trying again")
+            time.sleep(1)
+        if not busy:
+            time.sleep(0.3)
+
+
+def print_events(aws_endpoint, queue_url, stop):
+    """`make dev`: every event on the bus, one line each as it comes (and whole in .dev/logs/events.log)."""
+    sqs = aws_session().client("sqs", endpoint_url=aws_endpoint)
+    with open(STATE / "logs" / "events.log", "a") as whole:
+        while not stop.is_set():
+            try:
+                messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                               WaitTimeSeconds=1).get("Messages", [])
+            except Exception:  # noqa: BLE001 - moto stopping
+                time.sleep(1)
+                continue
+            for message in messages:
+                event = json.loads(message["Body"])
+                detail = event.get("detail", {})
+                what = " ".join(str(detail[k]) for k in ("object_type", "key", "status", "reason") if detail.get(k))
+                changed = f" changed={','.join(detail['changed'])}" if detail.get("changed") else ""
+                print(f"[event] {event.get('detail-type')}: {detail.get('tenant_id')} {detail.get('connection_id')} "
+                      f"{what}{changed}", flush=True)
+                whole.write(json.dumps(event) + "\n")
+                whole.flush()
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
@@ -254,6 +373,7 @@ def up():
         "STATE_TABLE": tables["StateTable"],
         "MIRROR_TABLE": tables["MirrorTable"],
         "SYNC_QUEUE_URL": tables["SyncQueue"],
+        "EVENT_BUS_NAME": tables["EventBus"],
         "PUBLIC_BASE_URL": functions_url,
         "ATLASSIAN_AUTH_BASE_URL": auth_base,
         "ATLASSIAN_API_BASE_URL": api_base,
@@ -295,6 +415,10 @@ def start_functions(watch_env, env_file, fn_port, functions_url, aws_endpoint, t
     for _ in range(2):
         threading.Thread(target=deliver, args=(aws_endpoint, tables["SyncQueue"], functions_url, stop_delivery),
                          daemon=True).start()
+    threading.Thread(target=publish_stream, daemon=True,
+                     args=(aws_endpoint, tables["StateTable"], functions_url, stop_delivery, state_filter)).start()
+    threading.Thread(target=publish_stream, daemon=True,
+                     args=(aws_endpoint, tables["MirrorTable"], functions_url, stop_delivery)).start()
 
 
 def export(aws_endpoint, functions_url, auth_base, tables, management_key, secret_ids, client_id, client_secret):
@@ -306,6 +430,8 @@ def export(aws_endpoint, functions_url, auth_base, tables, management_key, secre
         "STACK_MIRROR_TABLE": tables["MirrorTable"],
         "STACK_SYNC_QUEUE_URL": tables["SyncQueue"],
         "STACK_SYNC_DLQ_URL": tables["SyncDeadLetterQueue"],
+        "STACK_EVENT_BUS": tables["EventBus"],
+        "STACK_EVENTS_QUEUE_URL": tables["EventsTap"],
         "STACK_MANAGEMENT_API_KEY": management_key,
         "STACK_TOKEN_KEYS_SECRET_ID": secret_ids["TOKEN_KEYS_SECRET_ID"],
         "STACK_FUNCTION_LOG": str(STATE / "logs" / "functions.log"),
@@ -362,6 +488,10 @@ def main():
     curl -s -H 'Authorization: Bearer {stack['STACK_MANAGEMENT_API_KEY']}' -H 'Content-Type: application/json' \\
       -d '{body}' '{stack['STACK_FUNCTIONS_URL']}/connections'
 """
+        import threading
+
+        threading.Thread(target=print_events, args=(stack["STACK_AWS_ENDPOINT"], stack["STACK_EVENTS_QUEUE_URL"],
+                                                    threading.Event()), daemon=True).start()
         print(f"""
 The local stack is up (logs in .dev/logs, variables in .dev/stack.env).
 
@@ -373,6 +503,7 @@ The local stack is up (logs in .dev/logs, variables in .dev/stack.env).
   Proxy (once connected: the connection id from the listing above, a cloud id from its sites):
     curl -s -H 'Authorization: Bearer {stack['STACK_MANAGEMENT_API_KEY']}' \\
       '{stack['STACK_FUNCTIONS_URL']}/connections/<connection id>/proxy/jira/rest/api/3/search/jql?jql=order%20by%20key&maxResults=5&cloud_id=<cloud id>'
+  Events:          printed below as they happen ([event] …), whole in .dev/logs/events.log
   Atlassian:       {stack['STACK_ATLASSIAN_URL']}
   AWS (moto):      {stack['STACK_AWS_ENDPOINT']}   table {stack['STACK_STATE_TABLE']}
 

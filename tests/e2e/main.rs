@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokens::KeyRing;
 
+mod events;
 mod proxy;
 
 struct Connected {

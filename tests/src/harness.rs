@@ -23,6 +23,8 @@ pub struct Stack {
     pub client_id: String,
     pub client_secret: String,
     pub dead_letter_queue_url: String,
+    /// A queue with every event of the stack's bus (`scripts/stack.py`'s tap).
+    pub events_queue_url: String,
 }
 
 fn var(name: &str) -> String {
@@ -45,6 +47,7 @@ impl Stack {
             client_id: var("STACK_CLIENT_ID"),
             client_secret: var("STACK_CLIENT_SECRET"),
             dead_letter_queue_url: var("STACK_SYNC_DLQ_URL"),
+            events_queue_url: var("STACK_EVENTS_QUEUE_URL"),
         }
     }
 

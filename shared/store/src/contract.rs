@@ -75,6 +75,7 @@ pub fn connection(tenant_id: &str, connection_id: &str) -> Connection {
         token_version: 0,
         created_at: now,
         updated_at: now,
+        connected_at: Some(now),
     }
 }
 

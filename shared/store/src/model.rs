@@ -113,6 +113,10 @@ pub struct Connection {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// When the customer last connected (consented, or gave admin-key credentials): a token refresh leaves it, a
+    /// reconnect moves it (the `Connection Reconnected` event comes from that).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub connected_at: Option<OffsetDateTime>,
 }
 
 impl Connection {

@@ -54,6 +54,26 @@ impl<'a, S, A> Refreshing<'a, S, A> {
     }
 }
 
+impl<S: ConnectionStore + CredentialStore, A: AtlassianApi> Refreshing<'_, S, A> {
+    /// Atlassian refused the token this run holds although it had not expired: replaces it (a refresh, unless
+    /// someone already did), so a revoked grant is found out now (`RefreshError::NeedsReauth`), not in an hour.
+    pub async fn after_refusal(&self) -> Result<(), SyncError> {
+        let Some(refused) = self.held().as_ref().map(|f| f.token.clone()) else { return Ok(()) };
+        let fresh = refresh::replace_refused(
+            self.store,
+            self.atlassian,
+            self.keys,
+            self.policy,
+            self.connection_id,
+            &self.owner,
+            &refused,
+        )
+        .await?;
+        *self.held() = Some(fresh);
+        Ok(())
+    }
+}
+
 impl<S: ConnectionStore + CredentialStore, A: AtlassianApi> TokenSource for Refreshing<'_, S, A> {
     fn token(&self, valid_for: std::time::Duration) -> BoxFuture<'_, Result<AccessToken, SyncError>> {
         Box::pin(async move {

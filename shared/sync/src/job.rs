@@ -364,17 +364,49 @@ where
     if connection.mode == ConnectionMode::AdminApiKey {
         return sync_admin(deps, connection, plan).await;
     }
-    let Plan { object_type, run_id, resume, pacing, guard, now } = plan;
     // The lease owner names this invocation: two deliveries of one run must not both refresh.
-    let owner = format!("{run_id}/{}", nonce());
+    let owner = format!("{}/{}", plan.run_id, nonce());
     let tokens = Refreshing::new(deps.store, deps.atlassian, deps.keys, deps.refresh, &connection.connection_id, owner);
+    let ended = sync_oauth(deps, connection, &tokens, plan).await;
+    let refused = matches!(
+        &ended,
+        Err(Failure::Transient(RunError::TokenRefused(_)))
+            | Err(Failure::Failed(RunError::Sites(ApiError::Unauthorized { .. })))
+    );
+    if !refused {
+        return ended;
+    }
+    // Atlassian refused a token that had not expired: a revoked grant shows now, in the refresh; a token that
+    // refreshes is tried again (the run waits and resumes with it).
+    match tokens.after_refusal().await {
+        Err(SyncError::Token(RefreshError::NeedsReauth { reason })) => Err(Failure::NeedsReauth(reason)),
+        _ => ended.map_err(|failure| match failure {
+            Failure::Failed(error @ RunError::Sites(_)) => Failure::Transient(error),
+            other => other,
+        }),
+    }
+}
+
+async fn sync_oauth<S, M, A, B, Q>(
+    deps: &Deps<'_, S, M, A, B, Q>,
+    connection: &store::Connection,
+    tokens: &Refreshing<'_, S, A>,
+    plan: Plan<'_>,
+) -> Result<Step, Failure>
+where
+    S: ConnectionStore + CredentialStore + RunStore + CheckpointStore,
+    M: MirrorStore,
+    A: AtlassianApi + DirectoryApi + AdminApi,
+    B: Budget,
+{
+    let Plan { object_type, run_id, resume, pacing, guard, now } = plan;
     let token = tokens.token(pacing.token_horizon()).await.map_err(failure)?;
     let connection = &refresh_sites(deps, connection, &token).await?;
     let sites = connection.sites_for(object_type);
     if resume.is_none() {
         connection.availability(object_type).map_err(|e| Failure::NotAvailable(e.into()))?;
     }
-    let source = OauthSource::new(deps.atlassian, deps.budget, &tokens, pacing.clone());
+    let source = OauthSource::new(deps.atlassian, deps.budget, tokens, pacing.clone());
     let run = engine::Run {
         source: &source,
         mirror: deps.mirror,

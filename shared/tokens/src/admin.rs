@@ -314,6 +314,7 @@ async fn validated_connection<A: AdminApi>(
         token_version: 0,
         created_at: now,
         updated_at: now,
+        connected_at: Some(now),
     };
     Ok(connection)
 }

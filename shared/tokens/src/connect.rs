@@ -390,6 +390,7 @@ where
         token_version: 0,
         created_at: now,
         updated_at: now,
+        connected_at: Some(now),
     };
     store.complete_connect(&session.id_hash, &connection).await.map_err(|error| match error {
         CompleteError::SessionUsed => ConnectError::SessionUsed,

@@ -119,16 +119,54 @@ where
     S: ConnectionStore + CredentialStore,
     A: AtlassianApi,
 {
+    obtain(store, atlassian, keys, policy, connection_id, owner, valid_for, None).await
+}
+
+/// A token to replace `refused`, which Atlassian answered 401 although it had not expired: the customer may have
+/// revoked the app's access (Atlassian then refuses the refresh too, and the connection turns `needs_reauth` at
+/// once, not when the token would have expired), or the token was revoked alone. Refreshes (rotation-safely) unless
+/// the stored token is already another one.
+pub async fn replace_refused<S, A>(
+    store: &S,
+    atlassian: &A,
+    keys: &KeyRing,
+    policy: &RefreshPolicy,
+    connection_id: &str,
+    owner: &str,
+    refused: &AccessToken,
+) -> Result<Fresh, RefreshError>
+where
+    S: ConnectionStore + CredentialStore,
+    A: AtlassianApi,
+{
+    obtain(store, atlassian, keys, policy, connection_id, owner, Duration::ZERO, Some(refused)).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn obtain<S, A>(
+    store: &S,
+    atlassian: &A,
+    keys: &KeyRing,
+    policy: &RefreshPolicy,
+    connection_id: &str,
+    owner: &str,
+    valid_for: Duration,
+    refused: Option<&AccessToken>,
+) -> Result<Fresh, RefreshError>
+where
+    S: ConnectionStore + CredentialStore,
+    A: AtlassianApi,
+{
     let policy = &RefreshPolicy { margin: policy.margin.max(valid_for.min(Duration::minutes(30))), ..policy.clone() };
     let deadline = OffsetDateTime::now_utc() + policy.wait;
     loop {
         let (connection, credentials) = read(store, keys, connection_id).await?;
         let now = OffsetDateTime::now_utc();
-        if fresh(&credentials, policy, now) {
+        if usable(&credentials, policy, now, refused) {
             return Ok(Fresh { token: credentials.access_token, expires_at: credentials.expires_at });
         }
         if store.try_lease(connection_id, owner, now, now + policy.lease).await? {
-            let result = refresh_holding_lease(store, atlassian, keys, policy, connection_id, owner).await;
+            let result = refresh_holding_lease(store, atlassian, keys, policy, connection_id, owner, refused).await;
             if !matches!(result, Ok(Leased::Saved(_))) {
                 // Saving drops the lease; no other ending may leave the others waiting for it.
                 store.release_lease(connection_id, owner).await?;
@@ -164,6 +202,7 @@ async fn refresh_holding_lease<S, A>(
     policy: &RefreshPolicy,
     connection_id: &str,
     owner: &str,
+    refused: Option<&AccessToken>,
 ) -> Result<Leased, RefreshError>
 where
     S: ConnectionStore + CredentialStore,
@@ -171,7 +210,7 @@ where
 {
     let (connection, credentials) = read(store, keys, connection_id).await?;
     let now = OffsetDateTime::now_utc();
-    if fresh(&credentials, policy, now) {
+    if usable(&credentials, policy, now, refused) {
         return Ok(Leased::AlreadyFresh(Fresh { token: credentials.access_token, expires_at: credentials.expires_at }));
     }
     let Some(refresh_token) = credentials.refresh_token.clone() else {
@@ -258,6 +297,16 @@ async fn read<S: ConnectionStore>(
 
 fn fresh(credentials: &Credentials, policy: &RefreshPolicy, now: OffsetDateTime) -> bool {
     credentials.expires_at - now > policy.margin
+}
+
+/// Fresh, and not the token Atlassian just refused.
+fn usable(
+    credentials: &Credentials,
+    policy: &RefreshPolicy,
+    now: OffsetDateTime,
+    refused: Option<&AccessToken>,
+) -> bool {
+    fresh(credentials, policy, now) && refused.is_none_or(|r| r.secret() != credentials.access_token.secret())
 }
 
 async fn tokio_sleep(duration: Duration) {

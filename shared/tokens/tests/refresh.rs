@@ -93,6 +93,26 @@ async fn a_missing_rotated_token_keeps_the_old_one() {
 }
 
 #[tokio::test]
+async fn a_token_atlassian_refused_before_it_expired_is_replaced_once_and_a_revoked_grant_shows_at_once() {
+    let policy = RefreshPolicy { poll: Duration::milliseconds(5), ..RefreshPolicy::default() };
+    let refused = AccessToken::new("access-old".into());
+    // Refused while fresh: refreshed, and a second caller with the same refused token gets the new one.
+    let h = Harness::new(Duration::minutes(50)).await;
+    let fake = atlassian();
+    let fresh = refresh::replace_refused(&*h.store, &fake, &h.keys, &policy, &h.id, "w", &refused).await.unwrap();
+    assert_eq!(fresh.token.secret(), "access-refreshed-1");
+    let again = refresh::replace_refused(&*h.store, &fake, &h.keys, &policy, &h.id, "w2", &refused).await.unwrap();
+    assert_eq!((again.token.secret().as_str(), fake.refresh_count()), ("access-refreshed-1", 1));
+
+    // The customer revoked the app: the refresh is refused too, and the connection needs re-authorising now.
+    let h = Harness::new(Duration::minutes(50)).await;
+    let fake = atlassian().then_refresh(Err(OAuthError::InvalidGrant { code: "invalid_grant".into() }));
+    let error = refresh::replace_refused(&*h.store, &fake, &h.keys, &policy, &h.id, "w", &refused).await;
+    assert!(matches!(error, Err(RefreshError::NeedsReauth { .. })), "{error:?}");
+    assert_eq!(h.stored().await.0.status, ConnectionStatus::NeedsReauth);
+}
+
+#[tokio::test]
 async fn a_refused_refresh_token_turns_the_connection_needs_reauth() {
     let h = Harness::new(Duration::minutes(-5)).await;
     let atlassian = atlassian().then_refresh(Err(OAuthError::InvalidGrant { code: "invalid_grant".into() }));

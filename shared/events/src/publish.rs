@@ -1,0 +1,243 @@
+//! Publishing a stream batch's events: each names its tenant (read once per connection per batch), none speaks for
+//! a connection that is gone or revoked (but the revocation itself), and each goes to the bus in entries of ten,
+//! what the bus refuses retried; what still fails fails the batch, which Lambda delivers again (the events' ids
+//! let consumers drop what they already had).
+
+use crate::stream::StreamBatch;
+use crate::{CONNECTED, Event, NEEDS_REAUTH, RECONNECTED, REVOKED, SITE_ADDED, SITE_LOST, SOURCE, derive};
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+use store::{ConnectionStatus, ConnectionStore, StoreError};
+use thiserror::Error;
+
+/// EventBridge's limit per `PutEvents` entry is 256 KB; a detail past this loses its object (flagged `truncated`).
+const MAX_DETAIL: usize = 240 * 1024;
+/// `PutEvents` takes at most ten entries.
+const ENTRIES_PER_PUT: usize = 10;
+const ATTEMPTS: u32 = 4;
+
+#[derive(Debug, Error)]
+pub enum PublishError {
+    #[error("the connection store failed")]
+    Store(#[from] StoreError),
+    #[error("the event bus refused {0} events after retries")]
+    Refused(usize),
+    #[error("the event bus could not be reached")]
+    Bus(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Where events go.
+pub trait Bus: Send + Sync {
+    /// Puts up to ten events; answers the indexes of those the bus refused (to be tried again).
+    fn put(&self, events: &[Event]) -> impl Future<Output = Result<Vec<usize>, PublishError>> + Send;
+}
+
+/// What a connection's events carry of it.
+pub trait Tenants: Send + Sync {
+    /// The connection's tenant and status, if it exists.
+    fn tenant(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<Option<(String, ConnectionStatus)>, StoreError>> + Send;
+}
+
+impl<S: ConnectionStore> Tenants for S {
+    async fn tenant(&self, connection_id: &str) -> Result<Option<(String, ConnectionStatus)>, StoreError> {
+        Ok(self.get_connection(connection_id).await?.map(|c| (c.tenant_id, c.status)))
+    }
+}
+
+/// What a batch gave.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub events: usize,
+    /// Events of connections that are gone or revoked, not published.
+    pub dropped: usize,
+    /// Stream records that could not be read (logged).
+    pub unreadable: usize,
+}
+
+fn is_connection_event(event: &Event) -> bool {
+    [CONNECTED, RECONNECTED, NEEDS_REAUTH, REVOKED, SITE_LOST, SITE_ADDED].contains(&event.detail_type)
+}
+
+pub async fn publish<T: Tenants, B: Bus>(tenants: &T, bus: &B, batch: &StreamBatch) -> Result<Published, PublishError> {
+    let mut events = Vec::new();
+    let mut published = Published::default();
+    for record in &batch.records {
+        match derive(record) {
+            Ok(derived) => events.extend(derived),
+            // A record this version cannot read would otherwise hold up its shard for a day of retries: it is
+            // logged (with its id, to find it) and passed over.
+            Err(error) => {
+                tracing::error!(error = %error, event_id = %record.event_id, "a stream record could not be read; its events are lost");
+                published.unreadable += 1;
+            }
+        }
+    }
+    let mut known: HashMap<String, Option<(String, ConnectionStatus)>> = HashMap::new();
+    let mut kept = Vec::with_capacity(events.len());
+    for mut event in events {
+        if is_connection_event(&event) {
+            kept.push(event);
+            continue;
+        }
+        let id = event.connection_id().to_owned();
+        if !known.contains_key(&id) {
+            let found = tenants.tenant(&id).await?;
+            known.insert(id.clone(), found);
+        }
+        match &known[&id] {
+            Some((tenant, status)) if *status != ConnectionStatus::Revoked => {
+                event.detail.insert("tenant_id".into(), tenant.clone().into());
+                kept.push(event);
+            }
+            _ => published.dropped += 1,
+        }
+    }
+    for event in &mut kept {
+        fit(event);
+    }
+    for entries in kept.chunks(ENTRIES_PER_PUT) {
+        let mut pending: Vec<Event> = entries.to_vec();
+        for attempt in 0..ATTEMPTS {
+            let refused = bus.put(&pending).await?;
+            pending = refused.into_iter().filter_map(|i| pending.get(i).cloned()).collect();
+            if pending.is_empty() {
+                break;
+            }
+            tracing::warn!(refused = pending.len(), attempt, "the event bus refused some events; trying them again");
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        if !pending.is_empty() {
+            return Err(PublishError::Refused(pending.len()));
+        }
+        published.events += entries.len();
+    }
+    Ok(published)
+}
+
+/// Keeps an event under the bus's size limit: past it, the object (and its previous values) are left out, and the
+/// event says so; the product reads the object from the objects API.
+fn fit(event: &mut Event) {
+    let size = serde_json::to_string(&event.detail).map_or(0, |s| s.len());
+    if size > MAX_DETAIL {
+        event.detail.remove("object");
+        event.detail.remove("previous");
+        event.detail.insert("truncated".into(), true.into());
+    }
+}
+
+/// The stack's EventBridge bus.
+#[derive(Debug, Clone)]
+pub struct EventBridgeBus {
+    client: aws_sdk_eventbridge::Client,
+    bus: String,
+}
+
+impl EventBridgeBus {
+    pub fn new(client: aws_sdk_eventbridge::Client, bus: impl Into<String>) -> Self {
+        Self { client, bus: bus.into() }
+    }
+}
+
+impl Bus for EventBridgeBus {
+    async fn put(&self, events: &[Event]) -> Result<Vec<usize>, PublishError> {
+        use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+        let entries = events.iter().map(|event| {
+            PutEventsRequestEntry::builder()
+                .event_bus_name(&self.bus)
+                .source(SOURCE)
+                .detail_type(event.detail_type)
+                .detail(serde_json::to_string(&event.detail).unwrap_or_default())
+                .build()
+        });
+        let output = self
+            .client
+            .put_events()
+            .set_entries(Some(entries.collect()))
+            .send()
+            .await
+            .map_err(|e| PublishError::Bus(Box::new(e)))?;
+        Ok(output
+            .entries()
+            .iter()
+            .enumerate()
+            .filter(|(_, entry)| entry.error_code().is_some())
+            .map(|(i, _)| i)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::derive::tests::{conn, object, record};
+    use std::sync::Mutex;
+    use store::MemoryStore;
+
+    /// Refuses each event the first time it sees it, then takes it.
+    #[derive(Default)]
+    struct Flaky {
+        seen: Mutex<Vec<String>>,
+        taken: Mutex<Vec<Event>>,
+    }
+
+    impl Bus for Flaky {
+        async fn put(&self, events: &[Event]) -> Result<Vec<usize>, PublishError> {
+            assert!(events.len() <= ENTRIES_PER_PUT);
+            let mut seen = self.seen.lock().unwrap();
+            let mut refused = Vec::new();
+            for (i, event) in events.iter().enumerate() {
+                if seen.contains(&event.event_id().to_owned()) {
+                    self.taken.lock().unwrap().push(event.clone());
+                } else {
+                    seen.push(event.event_id().to_owned());
+                    refused.push(i);
+                }
+            }
+            Ok(refused)
+        }
+    }
+
+    #[tokio::test]
+    async fn events_name_their_tenant_survive_refusals_and_a_revoked_connection_says_nothing_more() {
+        let store = MemoryStore::new();
+        let connection = store::contract::connection("tenant-9", "con_1");
+        store.upsert_connection(&connection).await.unwrap();
+        let user = |n: usize| object(&format!("a{n}"), serde_json::json!({"account_id": format!("a{n}")}), false, 0);
+        let mut records: Vec<_> = (0..12).map(|n| record(&format!("o{n}"), None, Some(user(n)))).collect();
+        records.push(record("c1", None, Some(conn(&connection))));
+        // A connection item this version cannot read: passed over, not a batch stuck for a day.
+        let mut unreadable = conn(&connection);
+        unreadable.remove("connection_id");
+        records.push(record("c2", None, Some(unreadable)));
+        let batch = StreamBatch { records };
+        let bus = Flaky::default();
+        let published = publish(&store, &bus, &batch).await.unwrap();
+        assert_eq!(published, Published { events: 13, unreadable: 1, ..Published::default() });
+        let taken = bus.taken.lock().unwrap().clone();
+        assert_eq!(taken.len(), 13, "every refused event was tried again");
+        assert!(taken.iter().all(|e| e.detail["tenant_id"] == "tenant-9"), "{taken:?}");
+
+        store.revoke_connection("con_1", time::OffsetDateTime::now_utc()).await.unwrap();
+        let late = StreamBatch { records: vec![record("o99", None, Some(user(99)))] };
+        let published = publish(&store, &Flaky::default(), &late).await.unwrap();
+        assert_eq!(
+            published,
+            Published { dropped: 1, ..Published::default() },
+            "nothing of a revoked connection's data"
+        );
+    }
+
+    #[test]
+    fn an_event_past_the_bus_limit_leaves_its_object_out() {
+        let mut event = Event { detail_type: crate::OBJECT_UPDATED, detail: serde_json::Map::new() };
+        event.detail.insert("object".into(), "x".repeat(MAX_DETAIL + 1).into());
+        event.detail.insert("previous".into(), serde_json::json!({}));
+        event.detail.insert("key".into(), "k".into());
+        fit(&mut event);
+        assert_eq!(serde_json::Value::Object(event.detail), serde_json::json!({"key": "k", "truncated": true}));
+    }
+}
