@@ -122,8 +122,10 @@ async fn a_mass_departure_is_held_until_the_next_run_sees_it_too() {
 
 #[tokio::test]
 async fn a_spent_quota_is_waited_for_and_never_exceeded() {
-    // A users sync of ~4,400 points against a pool of 1,500 points per 3-second window, budgeted alike.
-    let window = std::time::Duration::from_secs(3);
+    // A users sync of ~4,400 points against a pool of 1,500 points per 6-second window, budgeted alike: at least
+    // three windows' worth, so a run that does not wait would have to take 18 s on its own (with 3-second windows a
+    // loaded machine let one pass without a wait).
+    let window = std::time::Duration::from_secs(6);
     let quota = Quota { global_points: Some(1500), window, ..Quota::default() };
     let org = OrgSize { users: 1100, ..OrgSize::default() };
     let flow = Flow::with_sandbox(SandboxConfig { org, quota, ..SandboxConfig::default() }).await;
@@ -146,8 +148,6 @@ async fn a_spent_quota_is_waited_for_and_never_exceeded() {
     let (outcome, _, waits) = harness::run_through(&deps, Job::new(&id, ObjectType::Users)).await;
     let Outcome::Finished(RunStatus::Succeeded, counts) = outcome else { panic!("{outcome:?}") };
     assert_eq!(counts.created, 1100);
-    // (At least one wait: ~4,400 points cannot fit one 1,500-point window, though on a loaded machine the run's own
-    // pace may let a window or two pass without waiting.)
     assert!(!waits.is_empty(), "the run waited for the quota: {waits:?}");
     assert!(waits.iter().all(|w| w.error.as_deref().is_some_and(|e| e.contains("points budget"))));
     let stats = flow.sandbox_stats().await;
