@@ -13,7 +13,9 @@ they come, tests read them. Everything it starts is stopped when it ends.
 
 Variables that point the same stack at a real Atlassian app (or any server speaking Atlassian's API):
 ATLASSIAN_AUTH_BASE_URL, ATLASSIAN_API_BASE_URL, ATLASSIAN_CLIENT_ID, ATLASSIAN_CLIENT_SECRET, MANAGEMENT_API_KEY.
-Ports: STACK_AWS_PORT (5050), STACK_FUNCTIONS_PORT (9000), STACK_SANDBOX_PORT (9911).
+Ports: STACK_AWS_PORT (5050), STACK_FUNCTIONS_PORT (9000), STACK_SANDBOX_PORT (9911), STACK_WEBHOOK_PORT (9950: a
+local webhook receiver that checks each delivery's signature; `GET /__receiver/deliveries` lists them, `POST
+/__receiver/fail {"count": N}` makes it refuse the next N).
 """
 
 import json
@@ -146,7 +148,7 @@ def aws_session():
     return boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
 
 
-def create_resources(aws_endpoint, prefix, oauth_client, management_key):
+def create_resources(aws_endpoint, prefix, oauth_client, management_key, webhook_secret):
     session = aws_session()
     dynamodb = session.client("dynamodb", endpoint_url=aws_endpoint)
     names = {}
@@ -164,6 +166,7 @@ def create_resources(aws_endpoint, prefix, oauth_client, management_key):
         ("OAUTH_CLIENT_SECRET_ID", "oauth-client", json.dumps(oauth_client)),
         ("TOKEN_KEYS_SECRET_ID", "token-keys", json.dumps(key_ring)),
         ("MANAGEMENT_API_KEY_SECRET_ID", "management-api-key", management_key),
+        ("WEBHOOK_SECRET_ID", "webhook-secret", webhook_secret),
     ]:
         ids[env_name] = sm.create_secret(Name=f"{prefix}/{secret_name}", SecretString=value)["ARN"]
     sqs = session.client("sqs", endpoint_url=aws_endpoint)
@@ -186,36 +189,46 @@ def create_resources(aws_endpoint, prefix, oauth_client, management_key):
                     EventPattern=json.dumps({"source": ["atlassian-connector"]}))
     events.put_targets(Rule=f"{prefix}-tap", EventBusName=names["EventBus"], Targets=[{"Id": "tap", "Arn": tap_arn}])
     names["EventsTap"] = tap
+    # The template's webhook rule: every event to the webhook queue.
+    webhook_arn = sqs.get_queue_attributes(QueueUrl=names["WebhookQueue"],
+                                           AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=f"{prefix}-webhooks", EventBusName=names["EventBus"],
+                    EventPattern=json.dumps({"source": ["atlassian-connector"]}))
+    events.put_targets(Rule=f"{prefix}-webhooks", EventBusName=names["EventBus"],
+                       Targets=[{"Id": "webhooks", "Arn": webhook_arn}])
     return names, ids
 
 
-def deliver(aws_endpoint, queue_url, functions_url, stop):
-    """What Lambda's SQS event source does for the worker: receive, invoke with a batch of one, delete what the
-    worker did not report as failed."""
+def deliver(aws_endpoint, queue_url, functions_url, stop, function="sync-worker", batch=1):
+    """What Lambda's SQS event source does: receive up to `batch` messages (with their receive count and sent time),
+    invoke `function` with them, delete those it did not report as failed."""
     sqs = aws_session().client("sqs", endpoint_url=aws_endpoint)
-    invoke = f"{functions_url}/2015-03-31/functions/sync-worker/invocations"
+    invoke = f"{functions_url}/2015-03-31/functions/{function}/invocations"
     while not stop.is_set():
         try:
-            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1).get("Messages", [])
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=1,
+                                           AttributeNames=["All"]).get("Messages", [])
         except Exception:  # noqa: BLE001 - moto restarting or stopping: try again
             time.sleep(1)
             continue
+        if not messages:
+            continue
+        event = {"Records": [{
+            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+            "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs", "eventSourceARN": f"arn:aws:sqs:us-east-1:000000000000:{function}",
+            "awsRegion": "us-east-1",
+        } for m in messages]}
+        request = urllib.request.Request(invoke, data=json.dumps(event).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=900) as response:
+                failures = {f["itemIdentifier"] for f in json.load(response).get("batchItemFailures", [])}
+        except Exception as e:  # noqa: BLE001 - the invocation failed: the messages come back
+            log(f"{function} invocation failed: {e}")
+            continue
         for message in messages:
-            event = {"Records": [{
-                "messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
-                "attributes": {}, "messageAttributes": {}, "md5OfBody": message.get("MD5OfBody", ""),
-                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:sync",
-                "awsRegion": "us-east-1",
-            }]}
-            request = urllib.request.Request(invoke, data=json.dumps(event).encode(),
-                                             headers={"Content-Type": "application/json"}, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=900) as response:
-                    failures = json.load(response).get("batchItemFailures", [])
-            except Exception as e:  # noqa: BLE001 - the invocation failed: the message comes back
-                log(f"sync worker invocation failed: {e}")
-                continue
-            if not failures:
+            if message["MessageId"] not in failures:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
@@ -324,12 +337,77 @@ def print_events(aws_endpoint, queue_url, stop):
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
+def receiver(port, secret, printing):
+    """A webhook endpoint of the product's, for the local stack: checks each delivery's signature (HMAC-SHA256 of
+    `{t}.{body}`, five minutes of tolerance) and keeps what it got."""
+    import hashlib
+    import hmac
+    import http.server
+    import threading
+
+    state = {"deliveries": [], "fail": 0}
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status, body=b""):
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if self.path == "/__receiver/deliveries":
+                with lock:
+                    self.answer(200, json.dumps(state["deliveries"]).encode())
+            else:
+                self.answer(404)
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.path == "/__receiver/fail":
+                with lock:
+                    state["fail"] = int(json.loads(body or b"{}").get("count", 0))
+                return self.answer(204)
+            if self.path != "/webhook":
+                return self.answer(404)
+            fields = dict(part.split("=", 1) for part in self.headers.get(
+                "Atlassian-Connector-Signature", "").split(",") if "=" in part)
+            signatures = [p.split("=", 1)[1] for p in self.headers.get("Atlassian-Connector-Signature", "").split(",")
+                          if p.startswith("v1=")]
+            t = fields.get("t", "0")
+            expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+            recent = t.isdigit() and abs(time.time() - int(t)) <= 300
+            verified = recent and any(hmac.compare_digest(expected, s) for s in signatures)
+            event = json.loads(body or b"{}")
+            with lock:
+                refused = state["fail"] > 0
+                state["fail"] -= 1 if refused else 0
+                state["deliveries"].append({
+                    "event_id": self.headers.get("Atlassian-Connector-Event-Id"), "verified": verified,
+                    "refused": refused, "detail_type": event.get("detail-type"),
+                    "connection_id": event.get("detail", {}).get("connection_id"), "t": t,
+                })
+            if printing:
+                mark = "signature verified" if verified else "SIGNATURE NOT VERIFIED"
+                print(f"[webhook] {event.get('detail-type')} {self.headers.get('Atlassian-Connector-Event-Id')} "
+                      f"({mark}{', refused on purpose' if refused else ''})", flush=True)
+            self.answer(500 if refused or not verified else 200)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
 def up():
     STATE.mkdir(exist_ok=True)
     aws_port = int(os.environ.get("STACK_AWS_PORT", "5050"))
     fn_port = int(os.environ.get("STACK_FUNCTIONS_PORT", "9000"))
     sandbox_port = int(os.environ.get("STACK_SANDBOX_PORT", "9911"))
-    for port, what in [(aws_port, "STACK_AWS_PORT"), (fn_port, "STACK_FUNCTIONS_PORT")]:
+    webhook_port = int(os.environ.get("STACK_WEBHOOK_PORT", "9950"))
+    for port, what in [(aws_port, "STACK_AWS_PORT"), (fn_port, "STACK_FUNCTIONS_PORT"), (webhook_port, "STACK_WEBHOOK_PORT")]:
         if not port_free(port):
             raise SystemExit(f"port {port} is taken: stop what uses it or set {what}")
 
@@ -359,8 +437,10 @@ def up():
     wait_for(f"{aws_endpoint}/moto-api/", "moto", 60)
     prefix = f"dev{int(time.time())}-{secrets.token_hex(2)}"
     management_key = os.environ.get("MANAGEMENT_API_KEY") or f"mk_{secrets.token_urlsafe(24)}"
+    webhook_secret = f"whsec_{secrets.token_urlsafe(32)}"
     tables, secret_ids = create_resources(
-        aws_endpoint, prefix, {"client_id": client_id, "client_secret": client_secret}, management_key)
+        aws_endpoint, prefix, {"client_id": client_id, "client_secret": client_secret}, management_key, webhook_secret)
+    receiver(webhook_port, webhook_secret, printing=len(sys.argv) > 1 and sys.argv[1] == "dev")
     log(f"tables and queues {', '.join(n.rsplit('/', 1)[-1] for n in tables.values())} created from infra/template.yaml")
 
     function_env = {
@@ -374,6 +454,9 @@ def up():
         "MIRROR_TABLE": tables["MirrorTable"],
         "SYNC_QUEUE_URL": tables["SyncQueue"],
         "EVENT_BUS_NAME": tables["EventBus"],
+        "WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}/webhook",
+        "WEBHOOK_QUEUE_URL": tables["WebhookQueue"],
+        "WEBHOOK_DEAD_LETTER_QUEUE_URL": tables["WebhookDeadLetterQueue"],
         "PUBLIC_BASE_URL": functions_url,
         "ATLASSIAN_AUTH_BASE_URL": auth_base,
         "ATLASSIAN_API_BASE_URL": api_base,
@@ -382,7 +465,8 @@ def up():
     }
     # Optional settings passed through as they are (e.g. SYNC_MAX_PAGES_PER_INVOCATION=1 forces continuations).
     for name, value in os.environ.items():
-        passed = name.startswith(("SYNC_", "ATLASSIAN_QUOTA_")) or name in ("OAUTH_SCOPES", "ATLASSIAN_TENANT_QUOTAS")
+        passed = name.startswith(("SYNC_", "ATLASSIAN_QUOTA_", "WEBHOOK_RETRY_", "WEBHOOK_GIVE_UP_")) \
+            or name in ("OAUTH_SCOPES", "ATLASSIAN_TENANT_QUOTAS")
         if passed and name != "SYNC_QUEUE_URL":
             function_env[name] = value
     env_file = STATE / "functions.env"
@@ -396,7 +480,8 @@ def up():
     watch_env.pop("MANAGEMENT_API_KEY", None)
     if functions:
         start_functions(watch_env, env_file, fn_port, functions_url, aws_endpoint, tables)
-    return export(aws_endpoint, functions_url, auth_base, tables, management_key, secret_ids, client_id, client_secret)
+    return export(aws_endpoint, functions_url, auth_base, tables, management_key, secret_ids, client_id, client_secret,
+                  webhook_port)
 
 
 def start_functions(watch_env, env_file, fn_port, functions_url, aws_endpoint, tables):
@@ -419,9 +504,12 @@ def start_functions(watch_env, env_file, fn_port, functions_url, aws_endpoint, t
                      args=(aws_endpoint, tables["StateTable"], functions_url, stop_delivery, state_filter)).start()
     threading.Thread(target=publish_stream, daemon=True,
                      args=(aws_endpoint, tables["MirrorTable"], functions_url, stop_delivery)).start()
+    threading.Thread(target=deliver, daemon=True, args=(aws_endpoint, tables["WebhookQueue"], functions_url,
+                                                       stop_delivery, "webhook-sender", 10)).start()
 
 
-def export(aws_endpoint, functions_url, auth_base, tables, management_key, secret_ids, client_id, client_secret):
+def export(aws_endpoint, functions_url, auth_base, tables, management_key, secret_ids, client_id, client_secret,
+           webhook_port):
     stack_env = {
         "STACK_AWS_ENDPOINT": aws_endpoint,
         "STACK_FUNCTIONS_URL": functions_url,
@@ -432,6 +520,9 @@ def export(aws_endpoint, functions_url, auth_base, tables, management_key, secre
         "STACK_SYNC_DLQ_URL": tables["SyncDeadLetterQueue"],
         "STACK_EVENT_BUS": tables["EventBus"],
         "STACK_EVENTS_QUEUE_URL": tables["EventsTap"],
+        "STACK_WEBHOOK_RECEIVER": f"http://127.0.0.1:{webhook_port}",
+        "STACK_WEBHOOK_QUEUE_URL": tables["WebhookQueue"],
+        "STACK_WEBHOOK_DLQ_URL": tables["WebhookDeadLetterQueue"],
         "STACK_MANAGEMENT_API_KEY": management_key,
         "STACK_TOKEN_KEYS_SECRET_ID": secret_ids["TOKEN_KEYS_SECRET_ID"],
         "STACK_FUNCTION_LOG": str(STATE / "logs" / "functions.log"),
@@ -503,7 +594,8 @@ The local stack is up (logs in .dev/logs, variables in .dev/stack.env).
   Proxy (once connected: the connection id from the listing above, a cloud id from its sites):
     curl -s -H 'Authorization: Bearer {stack['STACK_MANAGEMENT_API_KEY']}' \\
       '{stack['STACK_FUNCTIONS_URL']}/connections/<connection id>/proxy/jira/rest/api/3/search/jql?jql=order%20by%20key&maxResults=5&cloud_id=<cloud id>'
-  Events:          printed below as they happen ([event] …), whole in .dev/logs/events.log
+  Events:          printed below as they happen ([event] …), whole in .dev/logs/events.log; each also reaches
+                   a local webhook receiver, signed ([webhook] …, {stack['STACK_WEBHOOK_RECEIVER']}/__receiver/deliveries)
   Atlassian:       {stack['STACK_ATLASSIAN_URL']}
   AWS (moto):      {stack['STACK_AWS_ENDPOINT']}   table {stack['STACK_STATE_TABLE']}
 

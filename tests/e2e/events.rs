@@ -208,6 +208,8 @@ async fn a_connections_life_as_events_end_to_end() {
     let (_, c) = connect(&stack, &unique("e2e-events"), None, &consent).await;
     let id = c.connection_id;
     let connected = events_of(&stack, &id, 1).await;
+    let mut all_ids: Vec<String> =
+        connected.iter().map(|e| e["detail"]["event_id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(seen(&connected), [("Connection Connected".to_owned(), String::new())]);
     let detail = &connected[0]["detail"];
     assert_eq!(
@@ -225,6 +227,7 @@ async fn a_connections_life_as_events_end_to_end() {
     assert_eq!(created.unwrap()["source"], "atlassian-connector");
     let runs_ended: Vec<Value> = events.iter().filter(|e| e["detail-type"] == "Sync Run Finished").cloned().collect();
     assert!(runs_ended.iter().all(|r| r["detail"]["status"] == "succeeded"), "{runs_ended:?}");
+    all_ids.extend(events.iter().map(|e| e["detail"]["event_id"].as_str().unwrap().to_owned()));
     assert_eq!(replica.apply(events), runs());
     replica.assert_is(&first);
 
@@ -238,6 +241,7 @@ async fn a_connections_life_as_events_end_to_end() {
     for kind in ["Object Created", "Object Updated", "Object Deleted", "Group Members Changed"] {
         assert!(kinds.contains(kind), "a mutation brings {kind}: {kinds:?}");
     }
+    all_ids.extend(events.iter().map(|e| e["detail"]["event_id"].as_str().unwrap().to_owned()));
     assert_eq!(replica.apply(events), runs());
     replica.assert_is(&second);
 
@@ -285,4 +289,25 @@ async fn a_connections_life_as_events_end_to_end() {
     assert_eq!(response.status(), 200);
     let events = events_of(&stack, &id, 1).await;
     assert_eq!(seen(&events), [("Connection Revoked".to_owned(), String::new())]);
+    all_ids.extend(events.iter().map(|e| e["detail"]["event_id"].as_str().unwrap().to_owned()));
+
+    // Every one of them also reached the product's webhook endpoint, signed.
+    let wanted: std::collections::BTreeSet<String> = all_ids.into_iter().collect();
+    let mut missing = wanted.clone();
+    for _ in 0..120 {
+        let delivered: std::collections::BTreeSet<String> = stack
+            .webhook_deliveries()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|d| d["verified"] == true && d["refused"] == false)
+            .filter_map(|d| d["event_id"].as_str().map(str::to_owned))
+            .collect();
+        missing = wanted.difference(&delivered).cloned().collect();
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(missing.is_empty(), "{} of {} events never reached the webhook: {missing:?}", missing.len(), wanted.len());
 }

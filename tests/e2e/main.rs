@@ -12,6 +12,7 @@ use tokens::KeyRing;
 
 mod events;
 mod proxy;
+mod webhooks;
 
 struct Connected {
     connection_id: String,

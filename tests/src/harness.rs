@@ -25,6 +25,10 @@ pub struct Stack {
     pub dead_letter_queue_url: String,
     /// A queue with every event of the stack's bus (`scripts/stack.py`'s tap).
     pub events_queue_url: String,
+    /// The local webhook receiver (`scripts/stack.py`), and the webhook queue and its dead-letter queue.
+    pub webhook_receiver: Url,
+    pub webhook_queue_url: String,
+    pub webhook_dead_letter_queue_url: String,
 }
 
 fn var(name: &str) -> String {
@@ -48,6 +52,9 @@ impl Stack {
             client_secret: var("STACK_CLIENT_SECRET"),
             dead_letter_queue_url: var("STACK_SYNC_DLQ_URL"),
             events_queue_url: var("STACK_EVENTS_QUEUE_URL"),
+            webhook_receiver: Url::parse(&var("STACK_WEBHOOK_RECEIVER")).expect("STACK_WEBHOOK_RECEIVER"),
+            webhook_queue_url: var("STACK_WEBHOOK_QUEUE_URL"),
+            webhook_dead_letter_queue_url: var("STACK_WEBHOOK_DLQ_URL"),
         }
     }
 
@@ -76,6 +83,19 @@ impl Stack {
 
     pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
         aws_sdk_secretsmanager::Client::new(&self.sdk_config())
+    }
+
+    /// What the local webhook receiver got: `{event_id, verified, refused, detail_type, connection_id, t}` each.
+    pub async fn webhook_deliveries(&self) -> Result<Vec<serde_json::Value>> {
+        let url = self.webhook_receiver.join("/__receiver/deliveries")?;
+        Ok(client().get(url).send().await?.json().await?)
+    }
+
+    /// Makes the local webhook receiver refuse (`500`) the next `count` deliveries.
+    pub async fn webhook_refuse(&self, count: u64) -> Result<()> {
+        let url = self.webhook_receiver.join("/__receiver/fail")?;
+        client().post(url).json(&serde_json::json!({"count": count})).send().await?;
+        Ok(())
     }
 
     pub fn url(&self, path: &str) -> Url {

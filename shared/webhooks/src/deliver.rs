@@ -1,0 +1,228 @@
+//! One batch of the webhook queue: each event signed and POSTed; what the endpoint did not take is tried again
+//! later (its message hidden for the backoff, and handed back), and what it has not taken for a day is parked on the
+//! dead-letter queue.
+
+use crate::signature::{EVENT_ID_HEADER, SIGNATURE_HEADER, Secrets, sign};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use std::future::Future;
+use std::time::Duration;
+use thiserror::Error;
+
+/// How deliveries are retried.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The first wait after a failed delivery; each next one doubles, up to `max`.
+    pub first: Duration,
+    pub max: Duration,
+    /// How long a delivery is tried before it is parked.
+    pub give_up_after: Duration,
+    /// How long the endpoint has to answer.
+    pub timeout: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_secs(30),
+            max: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(86_400),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What becomes of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Delivered,
+    RetryIn(Duration),
+    Park,
+}
+
+/// After the `receives`th try of a delivery first queued `age` ago, answered `answer`.
+pub fn decide(policy: &Policy, receives: u32, age: Duration, answer: &Result<u16, SendError>) -> Decision {
+    if matches!(answer, Ok(status) if (200..300).contains(status)) {
+        return Decision::Delivered;
+    }
+    let doublings = receives.saturating_sub(1).min(20);
+    let delay = policy.first.saturating_mul(1 << doublings).min(policy.max);
+    if age + delay > policy.give_up_after { Decision::Park } else { Decision::RetryIn(delay) }
+}
+
+#[derive(Debug, Error)]
+pub enum SendError {
+    #[error("the endpoint could not be reached or did not answer in time")]
+    Unreachable(#[source] reqwest::Error),
+    #[error("the HTTP client could not be built")]
+    Setup(String),
+}
+
+/// Where deliveries go.
+pub trait Sender: Send + Sync {
+    /// POSTs `body` with `headers`; answers the status.
+    fn post(
+        &self,
+        body: &str,
+        headers: &[(&'static str, String)],
+    ) -> impl Future<Output = Result<u16, SendError>> + Send;
+}
+
+/// The deployment's endpoint, over HTTPS (or HTTP on loopback), no redirects followed.
+pub struct HttpSender {
+    client: Result<reqwest::Client, String>,
+    url: String,
+}
+
+impl HttpSender {
+    pub fn new(url: &str, timeout: Duration) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .user_agent(concat!("atlassian-connector-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string());
+        Self { client, url: url.to_owned() }
+    }
+}
+
+impl Sender for HttpSender {
+    async fn post(&self, body: &str, headers: &[(&'static str, String)]) -> Result<u16, SendError> {
+        let client = self.client.as_ref().map_err(|e| SendError::Setup(e.clone()))?;
+        let mut request = client.post(&self.url).body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.map_err(SendError::Unreachable)?;
+        Ok(response.status().as_u16())
+    }
+}
+
+/// What happens to a delivery that is not done.
+pub trait Parking: Send + Sync {
+    /// Hides the message for `delay` before it comes back (the next try).
+    fn retry_in(&self, receipt: &str, delay: Duration) -> impl Future<Output = Result<(), String>> + Send;
+    /// Puts the delivery on the dead-letter queue, with why.
+    fn park(&self, body: &str, reason: &str) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The webhook queue and its dead-letter queue.
+pub struct SqsParking {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    dead_letter_url: String,
+}
+
+impl SqsParking {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>, dead_letter_url: impl Into<String>) -> Self {
+        Self { client, queue_url: queue_url.into(), dead_letter_url: dead_letter_url.into() }
+    }
+}
+
+impl Parking for SqsParking {
+    async fn retry_in(&self, receipt: &str, delay: Duration) -> Result<(), String> {
+        let seconds = delay.as_secs().min(43_200) as i32;
+        let change = self.client.change_message_visibility().queue_url(&self.queue_url).receipt_handle(receipt);
+        change.visibility_timeout(seconds).send().await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn park(&self, body: &str, reason: &str) -> Result<(), String> {
+        use aws_sdk_sqs::types::MessageAttributeValue;
+        let reason = MessageAttributeValue::builder().data_type("String").string_value(reason).build();
+        let send = self.client.send_message().queue_url(&self.dead_letter_url).message_body(body);
+        let send = send.message_attributes("reason", reason.map_err(|e| e.to_string())?);
+        send.send().await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// Delivers a batch of the webhook queue at `now` (Unix seconds); answers the messages to hand back.
+pub async fn deliver<S: Sender, P: Parking>(
+    sender: &S,
+    parking: &P,
+    secrets: &Secrets,
+    policy: &Policy,
+    event: SqsEvent,
+    now: i64,
+) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for message in event.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        if !deliver_one(sender, parking, secrets, policy, &message, now).await {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+/// Whether the message is done with (delivered or parked).
+async fn deliver_one<S: Sender, P: Parking>(
+    sender: &S,
+    parking: &P,
+    secrets: &Secrets,
+    policy: &Policy,
+    message: &SqsMessage,
+    now: i64,
+) -> bool {
+    let body = message.body.clone().unwrap_or_default();
+    let attribute = |name: &str| message.attributes.get(name).and_then(|v| v.parse::<u64>().ok());
+    let receives = attribute("ApproximateReceiveCount").unwrap_or(1) as u32;
+    let sent_ms = attribute("SentTimestamp").unwrap_or((now.max(0) as u64) * 1000);
+    let age = Duration::from_millis(((now.max(0) as u64) * 1000).saturating_sub(sent_ms));
+    let event_id = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|e| e["detail"]["event_id"].as_str().map(str::to_owned));
+    let Some(event_id) = event_id else {
+        // Not an event of the bus: nothing a retry can change.
+        tracing::error!(message_id = ?message.message_id, "a webhook message is not an event; parking it");
+        return parking.park(&body, "not an event").await.is_ok();
+    };
+    let headers = [
+        ("content-type", "application/json".to_owned()),
+        (SIGNATURE_HEADER, sign(secrets, now, body.as_bytes())),
+        (EVENT_ID_HEADER, event_id.clone()),
+    ];
+    let answer = sender.post(&body, &headers).await;
+    let decision = decide(policy, receives, age, &answer);
+    let status = answer.as_ref().ok().copied();
+    match decision {
+        Decision::Delivered => {
+            tracing::info!(event_id, receives, "webhook delivered");
+            true
+        }
+        Decision::RetryIn(delay) => {
+            let error = answer.err().map(|e| e.to_string());
+            tracing::warn!(
+                event_id,
+                receives,
+                ?status,
+                ?error,
+                delay_s = delay.as_secs(),
+                "webhook not taken; retrying"
+            );
+            if let Some(receipt) = &message.receipt_handle
+                && let Err(error) = parking.retry_in(receipt, delay).await
+            {
+                tracing::warn!(event_id, error, "could not delay the webhook's next try; it comes back sooner");
+            }
+            false
+        }
+        Decision::Park => {
+            tracing::error!(
+                event_id,
+                receives,
+                ?status,
+                "webhook not taken for a day; parked on the dead-letter queue"
+            );
+            let reason = match status {
+                Some(status) => format!("the endpoint answered HTTP {status}"),
+                None => "the endpoint could not be reached".to_owned(),
+            };
+            parking.park(&body, &reason).await.is_ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
