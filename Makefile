@@ -38,18 +38,20 @@ E2E_QUOTA_SANDBOX := --quota-points 1500 --quota-window-secs 4
 E2E_QUOTA_CONNECTOR := ATLASSIAN_QUOTA_POINTS=1500 ATLASSIAN_QUOTA_WINDOW_SECONDS=4 ATLASSIAN_QUOTA_RESERVE_PERCENT=10 \
   SYNC_QUOTA_SLEEP_SECONDS=0 WEBHOOK_RETRY_FIRST_SECONDS=1 WEBHOOK_GIVE_UP_SECONDS=8
 
-## Everything: formatting, the template lint, unit tests, then integration, end-to-end and browser tests against
-## the local stack.
+## Everything: formatting, the template lint, unit tests, then integration tests against the local stack's AWS (the
+## engine and the functions' handlers in-process), end-to-end and browser tests against the whole stack (functions
+## under `cargo lambda watch`, the sandbox, the events), and the small load test.
 test: tools node_modules/.installed /usr/bin/chromium
 	cargo fmt --all --check
 	$(VENV)/bin/cfn-lint infra/template.yaml
 	$(PY) scripts/check_iam.py --self-test && $(PY) scripts/check_iam.py
 	cargo test --workspace
 	cargo build --workspace --bins
+	STACK_FUNCTIONS=0 $(PY) scripts/stack.py run -- cargo test -p tests --features stack --test integration -- --test-threads 4
 	STACK_WATCH_FLAGS=--ignore-changes SYNC_MAX_PAGES_PER_INVOCATION=1 \
 	  STACK_SANDBOX_FLAGS="$(E2E_ORG) $(E2E_QUOTA_SANDBOX)" $(E2E_QUOTA_CONNECTOR) \
 	  $(PY) scripts/stack.py run -- \
-	  bash -c 'cargo test -p tests --features stack -- --test-threads 4 && node tests/browser/connect.mjs'
+	  bash -c 'cargo test -p tests --features stack --test e2e -- --test-threads 4 && node tests/browser/connect.mjs'
 	STACK_FUNCTIONS=0 LOAD_TEST=1 $(LOAD_SMALL) $(PY) scripts/stack.py run -- cargo test -p tests --features stack --test load
 
 ## The load test's small version (in `make test`): 30 tenants, 2 of them big, under a quota that binds.

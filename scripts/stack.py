@@ -500,12 +500,15 @@ def start_functions(watch_env, env_file, fn_port, functions_url, aws_endpoint, t
     for _ in range(2):
         threading.Thread(target=deliver, args=(aws_endpoint, tables["SyncQueue"], functions_url, stop_delivery),
                          daemon=True).start()
-    threading.Thread(target=publish_stream, daemon=True,
-                     args=(aws_endpoint, tables["StateTable"], functions_url, stop_delivery, state_filter)).start()
-    threading.Thread(target=publish_stream, daemon=True,
-                     args=(aws_endpoint, tables["MirrorTable"], functions_url, stop_delivery)).start()
-    threading.Thread(target=deliver, daemon=True, args=(aws_endpoint, tables["WebhookQueue"], functions_url,
-                                                       stop_delivery, "webhook-sender", 10)).start()
+    # STACK_EVENTS=0: no events (the integration tests run the engine in-process and need none; reading the
+    # streams of their big syncs would only load the machine).
+    if os.environ.get("STACK_EVENTS", "1") != "0":
+        threading.Thread(target=publish_stream, daemon=True,
+                         args=(aws_endpoint, tables["StateTable"], functions_url, stop_delivery, state_filter)).start()
+        threading.Thread(target=publish_stream, daemon=True,
+                         args=(aws_endpoint, tables["MirrorTable"], functions_url, stop_delivery)).start()
+        threading.Thread(target=deliver, daemon=True, args=(aws_endpoint, tables["WebhookQueue"], functions_url,
+                                                           stop_delivery, "webhook-sender", 10)).start()
 
 
 def export(aws_endpoint, functions_url, auth_base, tables, management_key, secret_ids, client_id, client_secret,

@@ -145,10 +145,13 @@ async fn a_spent_quota_is_waited_for_and_never_exceeded() {
         pacing: sync::engine::Pacing::default(),
         guard: sync::engine::DeletionGuard::default(),
     };
+    let started = std::time::Instant::now();
     let (outcome, _, waits) = harness::run_through(&deps, Job::new(&id, ObjectType::Users)).await;
     let Outcome::Finished(RunStatus::Succeeded, counts) = outcome else { panic!("{outcome:?}") };
     assert_eq!(counts.created, 1100);
-    assert!(!waits.is_empty(), "the run waited for the quota: {waits:?}");
+    // The run waited for the quota; or, on a machine slow enough, it took the windows it needed on its own.
+    let needed = window * (counts.points / 1350) as u32;
+    assert!(!waits.is_empty() || started.elapsed() >= needed, "the run waited for the quota: {waits:?}");
     assert!(waits.iter().all(|w| w.error.as_deref().is_some_and(|e| e.contains("points budget"))));
     let stats = flow.sandbox_stats().await;
     assert_eq!(stats["quota_429s"], 0, "the budget kept the run inside Atlassian's quota: {stats}");
