@@ -507,8 +507,9 @@ def start_functions(watch_env, env_file, fn_port, functions_url, aws_endpoint, t
                          args=(aws_endpoint, tables["StateTable"], functions_url, stop_delivery, state_filter)).start()
         threading.Thread(target=publish_stream, daemon=True,
                          args=(aws_endpoint, tables["MirrorTable"], functions_url, stop_delivery)).start()
-        threading.Thread(target=deliver, daemon=True, args=(aws_endpoint, tables["WebhookQueue"], functions_url,
-                                                           stop_delivery, "webhook-sender", 10)).start()
+        for _ in range(3):
+            threading.Thread(target=deliver, daemon=True, args=(aws_endpoint, tables["WebhookQueue"], functions_url,
+                                                               stop_delivery, "webhook-sender", 10)).start()
 
 
 def export(aws_endpoint, functions_url, auth_base, tables, management_key, secret_ids, client_id, client_secret,

@@ -339,12 +339,17 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
     // several invocations (`make test` pauses runs after every page). The org's first sync costs several times the
     // points quota `make test` gives the stack in a window, so runs wait for the next window and resume.
     let stats_before = sandbox_stats(&stack).await;
+    let started = std::time::Instant::now();
     let (connection, waits) = sync_all(&stack, &c.connection_id, &Value::Null).await;
     let stats = sandbox_stats(&stack).await;
     let spent = stats["points"].as_u64().unwrap() - stats_before["points"].as_u64().unwrap();
     let quota = stats["quota"]["global_points"].as_u64().expect("make test gives the sandbox a quota");
     assert!(spent > 2 * quota, "the first sync costs several windows' quota: {spent} points, {quota} a window");
-    assert!(!waits.is_empty(), "the status API showed the runs waiting for the quota");
+    // The status API showed the runs waiting for the quota; or, on a machine slow enough to spend less than a window's
+    // points a window, the syncs took the windows they needed on their own.
+    let window = std::time::Duration::from_secs(4);
+    let needed = window * (spent / quota) as u32;
+    assert!(!waits.is_empty() || started.elapsed() >= needed, "the status API showed the runs waiting for the quota");
     for (_, until) in &waits {
         OffsetDateTime::parse(until, &Rfc3339).expect("an RFC 3339 time");
     }

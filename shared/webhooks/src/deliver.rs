@@ -144,12 +144,16 @@ pub async fn deliver<S: Sender, P: Parking>(
     event: SqsEvent,
     now: i64,
 ) -> SqsBatchResponse {
+    // All at once: one slow endpoint answer must not hold the batch's others for its ten seconds.
+    let done = futures_util::future::join_all(
+        event.records.iter().map(|message| deliver_one(sender, parking, secrets, policy, message, now)),
+    )
+    .await;
     let mut response = SqsBatchResponse::default();
-    for message in event.records {
-        let id = message.message_id.clone().unwrap_or_default();
-        if !deliver_one(sender, parking, secrets, policy, &message, now).await {
+    for (message, done) in event.records.iter().zip(done) {
+        if !done {
             let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
+            failure.item_identifier = message.message_id.clone().unwrap_or_default();
             response.batch_item_failures.push(failure);
         }
     }
