@@ -15,7 +15,8 @@ Variables that point the same stack at a real Atlassian app (or any server speak
 ATLASSIAN_AUTH_BASE_URL, ATLASSIAN_API_BASE_URL, ATLASSIAN_CLIENT_ID, ATLASSIAN_CLIENT_SECRET, MANAGEMENT_API_KEY.
 Ports: STACK_AWS_PORT (5050), STACK_FUNCTIONS_PORT (9000), STACK_SANDBOX_PORT (9911), STACK_WEBHOOK_PORT (9950: a
 local webhook receiver that checks each delivery's signature; `GET /__receiver/deliveries` lists them, `POST
-/__receiver/fail {"count": N}` makes it refuse the next N).
+/__receiver/fail {"count": N}` makes it refuse the next N, `{"event_id": ID, "refuse": true|false}` every delivery of
+one event until told otherwise).
 """
 
 import json
@@ -345,7 +346,7 @@ def receiver(port, secret, printing):
     import http.server
     import threading
 
-    state = {"deliveries": [], "fail": 0}
+    state = {"deliveries": [], "fail": 0, "refused_events": set()}
     lock = threading.Lock()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -369,8 +370,13 @@ def receiver(port, secret, printing):
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.path == "/__receiver/fail":
+                asked = json.loads(body or b"{}")
                 with lock:
-                    state["fail"] = int(json.loads(body or b"{}").get("count", 0))
+                    if "event_id" in asked:
+                        (state["refused_events"].add if asked.get("refuse", True) else
+                         state["refused_events"].discard)(asked["event_id"])
+                    else:
+                        state["fail"] = int(asked.get("count", 0))
                 return self.answer(204)
             if self.path != "/webhook":
                 return self.answer(404)
@@ -383,9 +389,10 @@ def receiver(port, secret, printing):
             recent = t.isdigit() and abs(time.time() - int(t)) <= 300
             verified = recent and any(hmac.compare_digest(expected, s) for s in signatures)
             event = json.loads(body or b"{}")
+            event_id = self.headers.get("Atlassian-Connector-Event-Id")
             with lock:
-                refused = state["fail"] > 0
-                state["fail"] -= 1 if refused else 0
+                refused = state["fail"] > 0 or event_id in state["refused_events"]
+                state["fail"] -= 1 if state["fail"] > 0 else 0
                 state["deliveries"].append({
                     "event_id": self.headers.get("Atlassian-Connector-Event-Id"), "verified": verified,
                     "refused": refused, "detail_type": event.get("detail-type"),

@@ -91,10 +91,10 @@ impl Stack {
         Ok(client().get(url).send().await?.json().await?)
     }
 
-    /// Makes the local webhook receiver refuse (`500`) the next `count` deliveries.
-    pub async fn webhook_refuse(&self, count: u64) -> Result<()> {
+    /// Makes the local webhook receiver refuse (`500`) every delivery of one event (`refuse`), or take them again.
+    pub async fn webhook_refuse(&self, event_id: &str, refuse: bool) -> Result<()> {
         let url = self.webhook_receiver.join("/__receiver/fail")?;
-        client().post(url).json(&serde_json::json!({"count": count})).send().await?;
+        client().post(url).json(&serde_json::json!({"event_id": event_id, "refuse": refuse})).send().await?;
         Ok(())
     }
 
