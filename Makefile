@@ -79,7 +79,8 @@ lint: tools clippy
 ## The release artifacts SAM deploys, cross-built for arm64 with zig (from PyPI's ziglang).
 build-arm64: tools
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO_LAMBDA) lambda build --release --arm64 \
-	  --package connect --package callback --package api --package sync-worker --package sync-scheduler
+	  --package connect --package callback --package api --package sync-worker --package sync-scheduler \
+	  --package event-publisher --package webhook-sender
 
 ## Cold starts: each release binary from process start to its first poll of a local Runtime API, its secrets read
 ## from the local stack (BENCHMARKS.md).

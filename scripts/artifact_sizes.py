@@ -7,7 +7,7 @@ import os
 import sys
 import zipfile
 
-FUNCTIONS = ["connect", "callback", "api", "sync-scheduler", "sync-worker"]
+FUNCTIONS = ["connect", "callback", "api", "sync-scheduler", "sync-worker", "event-publisher", "webhook-sender"]
 
 
 def main() -> int:
