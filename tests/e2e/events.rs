@@ -280,13 +280,7 @@ async fn a_connections_life_as_events_end_to_end() {
     assert!(!reauth["detail"]["reason"].as_str().unwrap().is_empty());
 
     // The product disconnects: one event, and nothing of the cleared mirror.
-    let response = harness::client()
-        .delete(stack.url(&format!("/connections/{id}")))
-        .bearer_auth(&stack.management_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(disconnect(&stack, &id).await.0, 200);
     let events = events_of(&stack, &id, 1).await;
     assert_eq!(seen(&events), [("Connection Revoked".to_owned(), String::new())]);
     all_ids.extend(events.iter().map(|e| e["detail"]["event_id"].as_str().unwrap().to_owned()));

@@ -409,14 +409,8 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
     }
 
     // Disconnecting destroys the tokens at once and empties the mirror.
-    let response = harness::client()
-        .delete(stack.url(&format!("/connections/{}", c.connection_id)))
-        .bearer_auth(&stack.management_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = disconnect(&stack, &c.connection_id).await;
+    assert_eq!(status, 200);
     assert_eq!(body["status"], "revoked");
     let item = stored_item(&stack, &c.connection_id).await;
     assert!(!item.contains_key("credentials"), "tokens destroyed");
@@ -455,6 +449,17 @@ async fn dead_letters(stack: &Stack) -> u64 {
         .cloned()
         .unwrap_or_default();
     count.parse().unwrap()
+}
+
+/// `DELETE /connections/{id}`: (status, the answer).
+async fn disconnect(stack: &Stack, connection_id: &str) -> (u16, Value) {
+    let response = harness::client()
+        .delete(stack.url(&format!("/connections/{connection_id}")))
+        .bearer_auth(&stack.management_key)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
 }
 
 async fn post(stack: &Stack, path: &str, body: Value) -> (u16, Value) {

@@ -189,13 +189,7 @@ async fn proxying_jira_and_confluence_through_an_oauth_connection_end_to_end() {
     assert_eq!(headers["ratelimit-reason"], "jira-burst-based");
 
     // Disconnected: the proxy refuses it.
-    let response = harness::client()
-        .delete(stack.url(&format!("/connections/{id}")))
-        .bearer_auth(&stack.management_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(disconnect(&stack, &id).await.0, 200);
     let (status, _, answer) =
         proxied(&stack, reqwest::Method::GET, &format!("{search}&cloud_id={}", sites[0]), &[]).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("connection_revoked")), "{answer}");

@@ -4,7 +4,7 @@
 //! checkpoint). A run that would outlast the invocation pauses and queues its own continuation.
 
 use atlassian::{AtlassianApi, DirectoryApi};
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use runtime::config::{ConfigError, Env, Source};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::mirror::MirrorStore;
@@ -103,13 +103,11 @@ where
             }
             Err(error @ (JobError::Continuation(_) | JobError::Store(_))) => {
                 tracing::warn!(connection_id = %job.connection_id, object_type = job.object_type.as_str(), error = %runtime::error_chain(&error), "sync job failed; it will be retried");
-                failures.push(failure(id));
+                failures.push(id);
             }
         }
     }
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failures;
-    response
+    runtime::sqs::hand_back(failures)
 }
 
 /// What the worker builds from its secrets: the Atlassian client (with the OAuth app's credentials) and the token
@@ -139,15 +137,5 @@ impl Secured {
 /// The answer while the secrets cannot be read: every message goes back to the queue, to come again after its
 /// visibility timeout, untouched (no job of it has started).
 pub fn unavailable(event: &SqsEvent) -> SqsBatchResponse {
-    let ids = event.records.iter().map(|message| message.message_id.clone().unwrap_or_default());
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = ids.map(failure).collect();
-    response
-}
-
-/// A message handed back to the queue.
-fn failure(message_id: String) -> BatchItemFailure {
-    let mut failure = BatchItemFailure::default();
-    failure.item_identifier = message_id;
-    failure
+    runtime::sqs::hand_back_all(event)
 }

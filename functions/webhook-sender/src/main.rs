@@ -1,7 +1,7 @@
 //! The webhook sender: a batch of the webhook queue in, each event signed and POSTed to `WEBHOOK_URL`; what the
 //! endpoint did not take comes back later (partial batch failures), what it has not taken for a day is parked.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use runtime::config::{Env, ProcessEnv};
 use runtime::{Deferred, secrets};
@@ -37,21 +37,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (sender, parking, policy, secrets) = (&sender, &parking, &policy, &secrets);
     run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
         let Some(secrets) = secrets.get().await else {
-            return Ok::<_, lambda_runtime::Error>(hand_back(&event.payload));
+            return Ok::<_, lambda_runtime::Error>(runtime::sqs::hand_back_all(&event.payload));
         };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs() as i64;
         Ok(webhooks::deliver(sender, parking, secrets, policy, event.payload, now).await)
     }))
     .await
-}
-
-/// Every message of the batch, handed back untouched.
-fn hand_back(event: &SqsEvent) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
-    for message in &event.records {
-        let mut failure = BatchItemFailure::default();
-        failure.item_identifier = message.message_id.clone().unwrap_or_default();
-        response.batch_item_failures.push(failure);
-    }
-    response
 }

@@ -7,6 +7,8 @@ pub mod config;
 pub mod deferred;
 pub mod http;
 pub mod secrets;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 
 pub use config::ConfigError;
 pub use deferred::Deferred;

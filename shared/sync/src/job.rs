@@ -368,22 +368,14 @@ where
     let owner = format!("{}/{}", plan.run_id, nonce());
     let tokens = Refreshing::new(deps.store, deps.atlassian, deps.keys, deps.refresh, &connection.connection_id, owner);
     let ended = sync_oauth(deps, connection, &tokens, plan).await;
-    let refused = matches!(
-        &ended,
-        Err(Failure::Transient(RunError::TokenRefused(_)))
-            | Err(Failure::Failed(RunError::Sites(ApiError::Unauthorized { .. })))
-    );
-    if !refused {
+    if !matches!(&ended, Err(Failure::Transient(RunError::TokenRefused(_)))) {
         return ended;
     }
     // Atlassian refused a token that had not expired: a revoked grant shows now, in the refresh; a token that
     // refreshes is tried again (the run waits and resumes with it).
     match tokens.after_refusal().await {
         Err(SyncError::Token(RefreshError::NeedsReauth { reason })) => Err(Failure::NeedsReauth(reason)),
-        _ => ended.map_err(|failure| match failure {
-            Failure::Failed(error @ RunError::Sites(_)) => Failure::Transient(error),
-            other => other,
-        }),
+        _ => ended,
     }
 }
 
@@ -507,9 +499,11 @@ where
     S: ConnectionStore,
     A: AtlassianApi,
 {
-    let resources = deps.atlassian.accessible_resources(token).await.map_err(|e| match e.is_transient() {
-        true => Failure::Transient(RunError::Sites(e)),
-        false => Failure::Failed(RunError::Sites(e)),
+    let resources = deps.atlassian.accessible_resources(token).await.map_err(|e| match e {
+        // The token itself refused: the run replaces it (see `sync`), as for a refusal mid-run.
+        ApiError::Unauthorized { .. } => Failure::Transient(RunError::TokenRefused(SyncError::Atlassian(e))),
+        e if e.is_transient() => Failure::Transient(RunError::Sites(e)),
+        e => Failure::Failed(RunError::Sites(e)),
     })?;
     let resources = tokens::connect::merge_sites(resources);
     let now = OffsetDateTime::now_utc();

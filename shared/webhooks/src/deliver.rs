@@ -3,7 +3,7 @@
 //! dead-letter queue.
 
 use crate::signature::{EVENT_ID_HEADER, SIGNATURE_HEADER, Secrets, sign};
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use std::future::Future;
 use std::time::Duration;
 use thiserror::Error;
@@ -149,15 +149,8 @@ pub async fn deliver<S: Sender, P: Parking>(
         event.records.iter().map(|message| deliver_one(sender, parking, secrets, policy, message, now)),
     )
     .await;
-    let mut response = SqsBatchResponse::default();
-    for (message, done) in event.records.iter().zip(done) {
-        if !done {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message.message_id.clone().unwrap_or_default();
-            response.batch_item_failures.push(failure);
-        }
-    }
-    response
+    let undone = event.records.iter().zip(done).filter(|(_, done)| !done);
+    runtime::sqs::hand_back(undone.map(|(message, _)| message.message_id.clone().unwrap_or_default()))
 }
 
 /// Whether the message is done with (delivered or parked).

@@ -346,16 +346,22 @@ async fn spaces(
     spaces_page(&sandbox, &cloud_id, &q, true)
 }
 
+/// A position as an opaque cursor (`after:{n}`, base64), as Confluence's v2 and Jira's `nextPageToken` look.
+pub(super) fn token(after: usize) -> String {
+    URL_SAFE_NO_PAD.encode(format!("after:{after}"))
+}
+
+/// The position an opaque cursor names, if it is one of [`token`]'s.
+pub(super) fn untoken(token: &str) -> Option<usize> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
+    text.strip_prefix("after:")?.parse().ok()
+}
+
 /// A page of v2 `spaces` on a site, however the caller got in (`metered`: through the gateway).
 pub(super) fn spaces_page(sandbox: &Sandbox, cloud_id: &str, q: &HashMap<String, String>, metered: bool) -> Response {
     let start = match q.get("cursor") {
         None => 0,
-        Some(cursor) => match URL_SAFE_NO_PAD
-            .decode(cursor)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.strip_prefix("after:").and_then(|n| n.parse().ok()))
-        {
+        Some(cursor) => match untoken(cursor) {
             Some(start) => start,
             None => {
                 let body = json!({"errors": [{"status": 400, "code": "INVALID_REQUEST_PARAMETER", "title": "Invalid cursor"}]});
@@ -384,7 +390,7 @@ pub(super) fn spaces_page(sandbox: &Sandbox, cloud_id: &str, q: &HashMap<String,
     let mut links = json!({"base": format!("{site}/wiki")});
     let mut response_headers = HeaderMap::new();
     if start + results.len() < on_site.len() {
-        let cursor = URL_SAFE_NO_PAD.encode(format!("after:{}", start + limit));
+        let cursor = token(start + limit);
         let next = format!("/wiki/api/v2/spaces?cursor={cursor}&limit={limit}");
         let link = format!("<{next}>; rel=\"next\", <{site}/wiki>; rel=\"base\"");
         if let Ok(value) = HeaderValue::from_str(&link) {

@@ -12,13 +12,12 @@
 //! 400 for a JQL it cannot parse.
 
 use super::Sandbox;
+use super::rest::{token, untoken};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -33,16 +32,6 @@ pub fn routes() -> Router<Sandbox> {
 }
 
 type Params = Query<HashMap<String, String>>;
-
-/// `after:{n}` as an opaque token, and back.
-fn token(after: usize) -> String {
-    URL_SAFE_NO_PAD.encode(format!("after:{after}"))
-}
-
-fn untoken(token: &str) -> Option<usize> {
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
-    text.strip_prefix("after:")?.parse().ok()
-}
 
 fn bad_request(message: &str) -> Response {
     (StatusCode::BAD_REQUEST, axum::Json(json!({"errorMessages": [message], "errors": {}}))).into_response()
