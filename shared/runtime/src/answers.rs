@@ -44,10 +44,20 @@ impl ApiError {
         Self::new(500, "internal_error", "The connector hit an internal error.")
     }
 
+    /// The management API key is missing or wrong.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "unauthorized", "A valid management API key is required.")
+    }
+
     pub fn into_response(self) -> Response<Body> {
+        use lambda_http::http::{HeaderValue, header};
         let mut response = http::json_error(self.status, &self.code, &self.message);
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(lambda_http::http::header::RETRY_AFTER, seconds.into());
+            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+        }
+        if self.status == 401 {
+            // A 401 names the scheme it wants (RFC 9110 §11.6.1).
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

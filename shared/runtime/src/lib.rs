@@ -14,10 +14,28 @@ pub use config::ConfigError;
 pub use deferred::Deferred;
 pub use secrets::{OAuthClient, SecretError};
 
-/// JSON logs through the Lambda runtime's subscriber (JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, as the SAM template
-/// and the local stack set it). Handlers log allow-listed fields only, never tokens, codes, states or whole events.
+/// Logs as Lambda's advanced logging controls ask: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON` (as the SAM template and
+/// the local stack set it), at `AWS_LAMBDA_LOG_LEVEL`, else by the directives of `RUST_LOG` (`warn,sync=debug`:
+/// levels per target, no span filters), else `INFO`. It is the Lambda runtime's default subscriber without its
+/// `EnvFilter`, whose regex engine the functions do not need. Handlers log allow-listed fields only, never tokens,
+/// codes, states or whole events.
 pub fn init_tracing() {
-    lambda_http::tracing::init_default_subscriber();
+    use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt};
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG")).ok();
+    let logs = tracing_subscriber::registry().with(log_filter(level.as_deref()));
+    let lines = fmt::layer().with_target(false).without_time();
+    // A second call (tests) keeps the first subscriber.
+    let _ = if json { logs.with(lines.json()).try_init() } else { logs.with(lines).try_init() };
+}
+
+/// The filter for a level or `RUST_LOG`-style directives; `FATAL` (a Lambda level) is `error`, anything unreadable
+/// is `INFO`.
+fn log_filter(directives: Option<&str>) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let directives = directives.map(str::trim).filter(|d| !d.is_empty());
+    let directives = directives.map(|d| if d.eq_ignore_ascii_case("fatal") { "error" } else { d });
+    directives.and_then(|d| d.parse::<Targets>().ok()).unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// The AWS SDK configuration. Endpoints come only from the SDK's own variables (`AWS_ENDPOINT_URL`, …), so the
@@ -83,5 +101,23 @@ mod tests {
     fn the_chain_names_every_cause() {
         let error = Outer(std::io::Error::other("connection reset"));
         assert_eq!(super::error_chain(&error), "the store failed: connection reset");
+    }
+
+    #[test]
+    fn logs_are_filtered_by_lambda_levels_and_rust_log_directives() {
+        use tracing::Level;
+        fn passes(directives: Option<&str>, level: Level, target: &str) -> bool {
+            super::log_filter(directives).would_enable(target, &level)
+        }
+        assert!(passes(None, Level::INFO, "sync"));
+        assert!(!passes(None, Level::DEBUG, "sync"));
+        assert!(passes(Some("DEBUG"), Level::DEBUG, "sync"));
+        assert!(!passes(Some("WARN"), Level::INFO, "sync"));
+        assert!(!passes(Some("FATAL"), Level::WARN, "sync"));
+        assert!(passes(Some("FATAL"), Level::ERROR, "sync"));
+        assert!(passes(Some("warn,sync=debug"), Level::DEBUG, "sync::engine"));
+        assert!(!passes(Some("warn,sync=debug"), Level::INFO, "store"));
+        assert!(passes(Some("not a level ==="), Level::INFO, "sync"));
+        assert!(!passes(Some("not a level ==="), Level::DEBUG, "sync"));
     }
 }
