@@ -22,7 +22,6 @@
 use jobs::JobQueue;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
-use runtime::http;
 use store::mirror::MirrorStore;
 use store::{BudgetStore, ConnectionStore, CredentialStore, RunStore, SessionStore};
 use tokens::connect::SessionSettings;
@@ -64,9 +63,7 @@ where
     A: atlassian::AdminApi + atlassian::AtlassianApi + atlassian::ForwardApi,
 {
     if !authorized(deps, &request) {
-        let mut response = http::json_error(401, "unauthorized", "A valid management API key is required.");
-        response.headers_mut().insert("www-authenticate", lambda_http::http::HeaderValue::from_static("Bearer"));
-        return Ok(response);
+        return Ok(ApiError::unauthorized().into_response());
     }
     let answer = match input::check(&request) {
         Ok(()) => route(deps, &request).await,
