@@ -73,7 +73,7 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
 /// for that builds it [`Http::in_background`] (it is then usually ready by the first request) or
 /// [`Http::on_first_use`] (for one that seldom calls Atlassian).
 #[derive(Debug, Clone)]
-pub struct Http(std::sync::Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>);
+pub struct Http(std::sync::Arc<std::sync::OnceLock<Result<reqwest::Client, std::sync::Arc<reqwest::Error>>>>);
 
 impl Http {
     pub fn on_first_use() -> Self {
@@ -92,12 +92,12 @@ impl Http {
 
     /// The client, built now (or waited for) if it is not ready; why not, if it cannot be built.
     fn get(&self) -> Result<&reqwest::Client, ApiError> {
-        self.0.get_or_init(build).as_ref().map_err(|why| ApiError::Setup(why.clone()))
+        self.0.get_or_init(build).as_ref().map_err(|why| ApiError::Setup(std::sync::Arc::clone(why)))
     }
 }
 
-fn build() -> Result<reqwest::Client, String> {
-    http_client().map_err(|e| e.to_string())
+fn build() -> Result<reqwest::Client, std::sync::Arc<reqwest::Error>> {
+    http_client().map_err(std::sync::Arc::new)
 }
 
 impl From<reqwest::Client> for Http {

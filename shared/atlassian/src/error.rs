@@ -48,8 +48,8 @@ pub enum ApiError {
     #[error("Atlassian's answer is longer than {limit} bytes")]
     TooLarge { limit: usize },
     /// The HTTP client could not be built (its TLS setup failed): no request was made.
-    #[error("the HTTP client could not be built: {0}")]
-    Setup(String),
+    #[error("the HTTP client could not be built")]
+    Setup(#[source] std::sync::Arc<reqwest::Error>),
 }
 
 impl ApiError {

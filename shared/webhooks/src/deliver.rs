@@ -54,7 +54,22 @@ pub enum SendError {
     #[error("the endpoint could not be reached or did not answer in time")]
     Unreachable(#[source] reqwest::Error),
     #[error("the HTTP client could not be built")]
-    Setup(String),
+    Setup(#[source] std::sync::Arc<reqwest::Error>),
+}
+
+/// The webhook queue or its dead-letter queue refused a move.
+#[derive(Debug, Error)]
+#[error("the webhook queue refused to {what}")]
+pub struct ParkingError {
+    what: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ParkingError {
+    pub fn new(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { what, source: Box::new(source) }
+    }
 }
 
 /// Where deliveries go.
@@ -69,7 +84,7 @@ pub trait Sender: Send + Sync {
 
 /// The deployment's endpoint, over HTTPS (or HTTP on loopback), no redirects followed.
 pub struct HttpSender {
-    client: Result<reqwest::Client, String>,
+    client: Result<reqwest::Client, std::sync::Arc<reqwest::Error>>,
     url: String,
 }
 
@@ -81,14 +96,14 @@ impl HttpSender {
             .timeout(timeout)
             .user_agent(concat!("atlassian-connector-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| e.to_string());
+            .map_err(std::sync::Arc::new);
         Self { client, url: url.to_owned() }
     }
 }
 
 impl Sender for HttpSender {
     async fn post(&self, body: &str, headers: &[(&'static str, String)]) -> Result<u16, SendError> {
-        let client = self.client.as_ref().map_err(|e| SendError::Setup(e.clone()))?;
+        let client = self.client.as_ref().map_err(|e| SendError::Setup(std::sync::Arc::clone(e)))?;
         let mut request = client.post(&self.url).body(body.to_owned());
         for (name, value) in headers {
             request = request.header(*name, value);
@@ -101,9 +116,9 @@ impl Sender for HttpSender {
 /// What happens to a delivery that is not done.
 pub trait Parking: Send + Sync {
     /// Hides the message for `delay` before it comes back (the next try).
-    fn retry_in(&self, receipt: &str, delay: Duration) -> impl Future<Output = Result<(), String>> + Send;
+    fn retry_in(&self, receipt: &str, delay: Duration) -> impl Future<Output = Result<(), ParkingError>> + Send;
     /// Puts the delivery on the dead-letter queue, with why.
-    fn park(&self, body: &str, reason: &str) -> impl Future<Output = Result<(), String>> + Send;
+    fn park(&self, body: &str, reason: &str) -> impl Future<Output = Result<(), ParkingError>> + Send;
 }
 
 /// The webhook queue and its dead-letter queue.
@@ -120,18 +135,18 @@ impl SqsParking {
 }
 
 impl Parking for SqsParking {
-    async fn retry_in(&self, receipt: &str, delay: Duration) -> Result<(), String> {
+    async fn retry_in(&self, receipt: &str, delay: Duration) -> Result<(), ParkingError> {
         let seconds = delay.as_secs().min(43_200) as i32;
         let change = self.client.change_message_visibility().queue_url(&self.queue_url).receipt_handle(receipt);
-        change.visibility_timeout(seconds).send().await.map(|_| ()).map_err(|e| e.to_string())
+        change.visibility_timeout(seconds).send().await.map(|_| ()).map_err(|e| ParkingError::new("delay a retry", e))
     }
 
-    async fn park(&self, body: &str, reason: &str) -> Result<(), String> {
+    async fn park(&self, body: &str, reason: &str) -> Result<(), ParkingError> {
         use aws_sdk_sqs::types::MessageAttributeValue;
         let reason = MessageAttributeValue::builder().data_type("String").string_value(reason).build();
         let send = self.client.send_message().queue_url(&self.dead_letter_url).message_body(body);
-        let send = send.message_attributes("reason", reason.map_err(|e| e.to_string())?);
-        send.send().await.map(|_| ()).map_err(|e| e.to_string())
+        let send = send.message_attributes("reason", reason.map_err(|e| ParkingError::new("park a delivery", e))?);
+        send.send().await.map(|_| ()).map_err(|e| ParkingError::new("park a delivery", e))
     }
 }
 
@@ -189,7 +204,7 @@ async fn deliver_one<S: Sender, P: Parking>(
             true
         }
         Decision::RetryIn(delay) => {
-            let error = answer.err().map(|e| e.to_string());
+            let error = answer.as_ref().err().map(|e| runtime::error_chain(e));
             tracing::warn!(
                 event_id,
                 receives,
@@ -201,6 +216,7 @@ async fn deliver_one<S: Sender, P: Parking>(
             if let Some(receipt) = &message.receipt_handle
                 && let Err(error) = parking.retry_in(receipt, delay).await
             {
+                let error = runtime::error_chain(&error);
                 tracing::warn!(event_id, error, "could not delay the webhook's next try; it comes back sooner");
             }
             false
@@ -216,7 +232,14 @@ async fn deliver_one<S: Sender, P: Parking>(
                 Some(status) => format!("the endpoint answered HTTP {status}"),
                 None => "the endpoint could not be reached".to_owned(),
             };
-            parking.park(&body, &reason).await.is_ok()
+            match parking.park(&body, &reason).await {
+                Ok(()) => true,
+                Err(error) => {
+                    let error = runtime::error_chain(&error);
+                    tracing::error!(event_id, error, "could not park the webhook; the queue tries it again");
+                    false
+                }
+            }
         }
     }
 }

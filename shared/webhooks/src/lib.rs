@@ -16,5 +16,7 @@
 mod deliver;
 mod signature;
 
-pub use deliver::{Decision, HttpSender, Parking, Policy, SendError, Sender, SqsParking, decide, deliver};
+pub use deliver::{
+    Decision, HttpSender, Parking, ParkingError, Policy, SendError, Sender, SqsParking, decide, deliver,
+};
 pub use signature::{EVENT_ID_HEADER, SIGNATURE_HEADER, Secrets, VerifyError, sign, verify};

@@ -44,11 +44,11 @@ struct Queue {
 }
 
 impl Parking for Queue {
-    async fn retry_in(&self, receipt: &str, delay: Duration) -> Result<(), String> {
+    async fn retry_in(&self, receipt: &str, delay: Duration) -> Result<(), ParkingError> {
         self.delayed.lock().unwrap().push((receipt.to_owned(), delay));
         Ok(())
     }
-    async fn park(&self, body: &str, reason: &str) -> Result<(), String> {
+    async fn park(&self, body: &str, reason: &str) -> Result<(), ParkingError> {
         self.parked.lock().unwrap().push((body.to_owned(), reason.to_owned()));
         Ok(())
     }
