@@ -28,6 +28,7 @@ async fn events_of(stack: &Stack, connection_id: &str, expected: usize) -> Vec<V
             .unwrap_or_default();
         for message in &messages {
             let event: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+            keep_for_the_schema_check(message.body().unwrap());
             if event["detail"]["connection_id"] == connection_id {
                 mine.push(event);
             }
@@ -45,6 +46,15 @@ async fn events_of(stack: &Stack, connection_id: &str, expected: usize) -> Vec<V
         }
     }
     mine
+}
+
+/// Every event taken off the tap goes into `.dev/e2e-events.jsonl`, which `make test` then checks against the
+/// schemas in `docs/schemas` (`scripts/check_event_schemas.py`).
+fn keep_for_the_schema_check(event: &str) {
+    use std::io::Write;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.dev/e2e-events.jsonl");
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
+    file.and_then(|mut f| writeln!(f, "{}", event.replace('\n', " "))).expect("the events file is writable");
 }
 
 fn seen(events: &[Value]) -> Vec<Seen> {
@@ -264,6 +274,7 @@ async fn a_connections_life_as_events_end_to_end() {
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[0]["detail"]["event_id"], events[1]["detail"]["event_id"]);
     assert_eq!(events[0]["detail"]["event_id"], replayed["eventID"]);
+    all_ids.extend(events.iter().map(|e| e["detail"]["event_id"].as_str().unwrap().to_owned()));
 
     // The customer revokes the grant: the next sync finds out.
     let revoke = stack.atlassian_url.join(&format!("/__sandbox/grants/{account}/revoke")).unwrap();
@@ -288,14 +299,14 @@ async fn a_connections_life_as_events_end_to_end() {
     // Every one of them also reached the product's webhook endpoint, signed.
     let wanted: std::collections::BTreeSet<String> = all_ids.into_iter().collect();
     // (Behind whatever the other tests' syncs put on the webhook queue: up to a few minutes on a loaded machine.)
-    let mut missing = wanted.clone();
+    let (mut missing, mut delivered) = (wanted.clone(), std::collections::BTreeSet::new());
     for _ in 0..360 {
-        let delivered: std::collections::BTreeSet<String> = stack
+        delivered = stack
             .webhook_deliveries()
             .await
             .unwrap()
             .iter()
-            .filter(|d| d["verified"] == true && d["refused"] == false)
+            .filter(|d| d["verified"] == true && d["refused"] == false && d["connection_id"] == id.as_str())
             .filter_map(|d| d["event_id"].as_str().map(str::to_owned))
             .collect();
         missing = wanted.difference(&delivered).cloned().collect();
@@ -305,4 +316,7 @@ async fn a_connections_life_as_events_end_to_end() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     assert!(missing.is_empty(), "{} of {} events never reached the webhook: {missing:?}", missing.len(), wanted.len());
+    // And nothing else of this connection did: the webhook carries exactly the bus's events.
+    let extra: Vec<_> = delivered.difference(&wanted).collect();
+    assert!(extra.is_empty(), "the webhook got events the bus never carried: {extra:?}");
 }

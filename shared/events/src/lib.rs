@@ -2,8 +2,9 @@
 //! connection change (connected, reconnected, needs re-authorisation, revoked, a site lost or added), every run's
 //! end, and every change the mirror writes (an object created, updated with the fields that changed, deleted; a
 //! group's members added and removed). Each event carries an `event_id` derived from the stream record, the same
-//! however often the record is delivered, so a consumer drops duplicates by it. The schemas are in
-//! `docs/events.md`.
+//! however often the record is delivered, so a consumer drops duplicates by it. One JSON Schema per detail-type is
+//! in `docs/schemas` (described in `docs/events.md`); `make test` checks the events the end-to-end tests see
+//! against them.
 
 mod derive;
 mod publish;
@@ -15,7 +16,7 @@ pub use publish::{Bus, EventBridgeBus, PublishError, Published, Tenants, publish
 /// The `source` of every event on the bus.
 pub const SOURCE: &str = "atlassian-connector";
 
-/// Every `detail-type`, in `docs/events.md`'s order.
+/// Every `detail-type`, in `docs/events.md`'s order (`docs/schemas/index.json` has a schema for each).
 pub const DETAIL_TYPES: &[&str] = &[
     CONNECTED,
     RECONNECTED,
