@@ -333,6 +333,23 @@ async fn a_sync_through_every_fault_of_the_answers_ends_exact() {
     let stats = harness::sandbox_stats(&world.sandbox).await.unwrap();
     let requests: u64 = stats["rest_requests"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert!(requests >= 13, "every fault was met ({requests} requests)");
+    assert!(stats["server_errors"].as_u64().unwrap() >= 3, "500, 502 and 503 were each met: {stats}");
+}
+
+#[tokio::test]
+async fn a_storm_of_burst_429s_with_retry_after_zero_is_ridden_out_and_the_sync_ends_exact() {
+    // Every third request is a burst 429 whose `Retry-After` is 0 (the client clamps it to a short floor rather
+    // than hammering), on every route: each is retried, none is taken for the end of a listing or for a spent
+    // quota, and the mirror ends exactly the org, object by object, with every run succeeded.
+    // (Each 429 costs the client's one-second floor: the client may sleep that long here.)
+    let faults = tests::sandbox::Faults { rate_limit_every: 3, retry_after_secs: 0, ..Default::default() };
+    let mut world = World::new(SandboxConfig { faults, ..SandboxConfig::default() }).await;
+    let retries = atlassian::RetryPolicy { max_delay: Duration::from_secs(2), ..QUICK_RETRIES };
+    world.client = world.client.clone().with_retry(retries);
+    every_type_ends_exactly_the_org(&world).await;
+    let stats = harness::sandbox_stats(&world.sandbox).await.unwrap();
+    let requests: u64 = stats["rest_requests"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert!(stats["burst_429s"].as_u64().unwrap() >= requests / 3 - 1, "a 429 every third request: {stats}");
 }
 
 #[tokio::test]

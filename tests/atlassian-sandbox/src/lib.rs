@@ -135,6 +135,8 @@ struct Inner {
     users_pages: u64,
     /// 429s from `Faults::rate_limit_every` (burst limits), apart from the quota's.
     burst_429s: u64,
+    /// 5xx answers from `Faults::error_every`.
+    server_errors: u64,
     lost_refresh_replies: u64,
     /// Requests stalled by `Faults::stall_every`.
     stalled: u64,
@@ -564,6 +566,7 @@ async fn stats(State(sandbox): State<Sandbox>) -> Response {
         "rest_requests": inner.rest_requests,
         "points": inner.points,
         "burst_429s": inner.burst_429s,
+        "server_errors": inner.server_errors,
         "lost_refresh_replies": inner.lost_refresh_replies,
         "stalled": inner.stalled,
     });

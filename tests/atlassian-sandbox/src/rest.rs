@@ -47,7 +47,7 @@ pub struct Faults {
     /// Only this route answers those `429`s (a route's name as `/__sandbox/stats` counts it, e.g. `search/jql`);
     /// empty: every route.
     pub rate_limit_route: String,
-    /// Every Nth REST request answers `500` (0: never).
+    /// Every Nth REST request answers `500`, `502` or `503`, in turn (0: never), counted as `server_errors`.
     pub error_every: u64,
     /// Every Nth REST request drops its connection mid-answer: no complete response arrives (0: never).
     pub drop_every: u64,
@@ -151,7 +151,11 @@ impl Sandbox {
             return Err((StatusCode::TOO_MANY_REQUESTS, headers, body).into_response());
         }
         if faults.error_every > 0 && n % faults.error_every == 0 {
-            return Err((StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response());
+            // 500, 502 and 503 in turn: Atlassian's own failures and those of the gateways in front of it.
+            let status = [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE]
+                [(n / faults.error_every % 3) as usize];
+            self.lock().server_errors += 1;
+            return Err((status, status.canonical_reason().unwrap_or("error")).into_response());
         }
         if faults.drop_every > 0 && n % faults.drop_every == 0 {
             return Err(dropped_connection());
