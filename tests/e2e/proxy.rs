@@ -188,11 +188,17 @@ async fn proxying_jira_and_confluence_through_an_oauth_connection_end_to_end() {
     assert_eq!(headers["retry-after"], "7");
     assert_eq!(headers["ratelimit-reason"], "jira-burst-based");
 
-    // Disconnected: the proxy refuses it.
+    // Disconnected: the proxy refuses it, and neither Atlassian nor the store sees the call.
     assert_eq!(disconnect(&stack, &id).await.0, 200);
+    let disconnected = (stored_item(&stack, &id).await, rest_requests(&stack).await);
     let (status, _, answer) =
         proxied(&stack, reqwest::Method::GET, &format!("{search}&cloud_id={}", sites[0]), &[]).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("connection_revoked")), "{answer}");
+    assert_eq!(
+        (stored_item(&stack, &id).await, rest_requests(&stack).await),
+        disconnected,
+        "a refusal changes nothing"
+    );
 
     // Every call is logged, never with a token (the refreshed ones included).
     let log = std::fs::read_to_string(&stack.function_log).unwrap_or_default();

@@ -106,6 +106,7 @@ async fn every_refusal_is_a_json_4xx_that_reaches_neither_atlassian_nor_the_stor
         let (got, answer) = call(&deps, request).await;
         assert_eq!(got.as_u16(), status, "{case}: {answer}");
         assert_eq!(answer["error"]["code"], code, "{case}: {answer}");
+        assert_eq!(snapshot(&deps).await, before, "{case}: the store is as it was");
     }
     // A revoked connection is refused too.
     deps.store.revoke_connection("con_1", time::OffsetDateTime::now_utc()).await.unwrap();
