@@ -84,7 +84,8 @@ pub fn verify(secrets: &Secrets, header: &str, body: &[u8], now: i64, tolerance_
     if signatures.is_empty() {
         return Err(VerifyError::Malformed);
     }
-    if (now - timestamp).abs() > tolerance_secs {
+    // (`abs_diff`: a forged `t` far from now must not overflow the subtraction.)
+    if now.abs_diff(timestamp) > tolerance_secs.max(0).unsigned_abs() {
         return Err(VerifyError::Stale);
     }
     let matches = secrets.0.iter().any(|secret| {
