@@ -71,7 +71,7 @@ pub async fn publish<T: Tenants, B: Bus>(tenants: &T, bus: &B, batch: &StreamBat
             // A record this version cannot read would otherwise hold up its shard for a day of retries: it is
             // logged (with its id, to find it) and passed over.
             Err(error) => {
-                tracing::error!(error = %error, event_id = %record.event_id, "a stream record could not be read; its events are lost");
+                tracing::error!(error = %runtime::error_chain(&error), event_id = %record.event_id, "a stream record could not be read; its events are lost");
                 published.unreadable += 1;
             }
         }
