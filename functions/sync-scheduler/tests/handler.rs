@@ -39,3 +39,46 @@ async fn every_active_connection_gets_a_job() {
     let request: Request = serde_json::from_str(r#"{"object_type": "spaces"}"#).unwrap();
     assert_eq!(request.object_type, ObjectType::Spaces);
 }
+
+mod properties {
+    //! Whatever a schedule (or a hand) sends: a request is read only when it names one of the four types, and
+    //! anything else is refused before a connection is listed.
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn payload() -> impl Strategy<Value = Value> {
+        let value = prop_oneof![
+            3 => prop::sample::select(vec!["users", "groups", "projects", "spaces", "Users", "sites", ""])
+                .prop_map(Value::from),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => ".{0,20}".prop_map(Value::from),
+            1 => Just(Value::Null),
+        ];
+        let key = prop::sample::select(vec!["object_type", "objectType", "type"]);
+        prop_oneof![
+            3 => proptest::collection::btree_map(key, value, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+            1 => ".{0,20}".prop_map(Value::from),
+            1 => Just(json!([])),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn only_a_request_naming_a_type_is_read(payload in payload()) {
+            let named = payload.get("object_type").and_then(Value::as_str);
+            let known = named.is_some_and(|t| ["users", "groups", "projects", "spaces"].contains(&t));
+            match serde_json::from_value::<Request>(payload.clone()) {
+                Ok(request) => {
+                    prop_assert!(known, "{payload}");
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    let queue = MemoryQueue::default();
+                    let response = runtime.block_on(handle(&MemoryStore::new(), &queue, request)).unwrap();
+                    prop_assert_eq!((response.enqueued, response.skipped), (0, 0));
+                }
+                Err(_) => prop_assert!(!known, "{payload}"),
+            }
+        }
+    }
+}
