@@ -178,6 +178,103 @@ async fn runs_pause_after_every_page_resume_from_their_checkpoints_and_end_exact
 }
 
 #[tokio::test]
+async fn a_429_on_one_member_fetch_does_not_hold_up_the_others() {
+    // Every fourth member request is a burst 429 with `Retry-After: 1`: its fetch sleeps a second and tries again
+    // while the other member fetches go on. Taken one after another, the waits alone would add up to a second per
+    // 429; in the pipeline they overlap.
+    let faults = tests::sandbox::Faults {
+        rate_limit_every: 4,
+        retry_after_secs: 1,
+        rate_limit_route: "group/member".into(),
+        ..Default::default()
+    };
+    let org = OrgSize { groups: 32, sites: 1, ..OrgSize::default() };
+    let mut world = World::new(SandboxConfig { org, faults, ..SandboxConfig::default() }).await;
+    world.client =
+        world.client.clone().with_retry(atlassian::RetryPolicy { max_delay: Duration::from_secs(2), ..QUICK_RETRIES });
+    let sites = sites(1);
+    let id = world.connect(&sites).await;
+    let deps = world.deps(&Unlimited, Pacing::default());
+    let started = std::time::Instant::now();
+    succeeded(harness::run_through(&deps, Job::new(&id, ObjectType::Groups)).await.0);
+    let took = started.elapsed();
+    let expected = harness::expected_mirror(&world.org().await, "groups", &sites);
+    assert_eq!(world.mirrored(&id, ObjectType::Groups).await, (expected, 0), "exactly the org");
+    let stats = harness::sandbox_stats(&world.sandbox).await.unwrap();
+    let limited = stats["burst_429s"].as_u64().unwrap();
+    assert!(limited >= 6, "the member fetches met 429s: {stats}");
+    let one_after_another = Duration::from_secs(limited);
+    assert!(took < one_after_another * 6 / 10, "{took:?} for {limited} waits of a second: they did not overlap");
+}
+
+#[tokio::test]
+async fn an_object_served_on_two_pages_is_mirrored_and_counted_once() {
+    // Confluence's v2 spaces (250 a page): every second page after a first starts with the previous page's last
+    // space again. It is mirrored once, counted once, and the run ends exactly the org.
+    let faults = tests::sandbox::Faults { repeat_every: 2, ..Default::default() };
+    let org = OrgSize { spaces: 1200, ..OrgSize::default() };
+    let world = World::new(SandboxConfig { org, faults, ..SandboxConfig::default() }).await;
+    let sites = sites(org.sites);
+    let id = world.connect(&sites).await;
+    let deps = world.deps(&Unlimited, Pacing::default());
+    let counts = succeeded(harness::run_through(&deps, Job::new(&id, ObjectType::Spaces)).await.0);
+    let expected = harness::expected_mirror(&world.org().await, "spaces", &sites);
+    assert_eq!(counts.created as usize, expected.len(), "each space counted once: {counts:?}");
+    assert_eq!(world.mirrored(&id, ObjectType::Spaces).await, (expected, 0), "exactly the org");
+    let stats = harness::sandbox_stats(&world.sandbox).await.unwrap();
+    assert!(stats["repeated"].as_u64().unwrap() >= 2, "records were served twice: {stats}");
+}
+
+#[tokio::test]
+async fn a_continuation_delivered_twice_at_once_and_out_of_order_ends_exact_and_counted_once() {
+    // SQS delivers at least once and in no particular order: a run's continuation arrives twice at the same moment,
+    // and later ones are taken newest first. One delivery carries the run on and the other stands aside (or finds
+    // nothing left to do); the run ends succeeded, with the exact mirror and every user counted once.
+    let org = OrgSize { users: 430, groups: 6, projects: 5, spaces: 4, sites: 1 };
+    let world = World::new(SandboxConfig { org, ..SandboxConfig::default() }).await;
+    let sites = sites(1);
+    let id = world.connect(&sites).await;
+    let paced = world.deps(&Unlimited, Pacing { max_pages: 1, ..Pacing::default() });
+    let first = job::run(&paced, &Job::new(&id, ObjectType::Users), "first", None).await.unwrap();
+    assert!(matches!(first, Outcome::Continued(_)), "{first:?}");
+    let (continuation, _) = world.queue.take().remove(0);
+    let (a, b) = tokio::join!(
+        job::run(&paced, &continuation, "twice-a", None),
+        job::run(&paced, &continuation, "twice-b", None)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(
+        matches!((&a, &b), (Outcome::Continued(_), Outcome::AlreadyRunning | Outcome::Skipped))
+            || matches!((&a, &b), (Outcome::AlreadyRunning | Outcome::Skipped, Outcome::Continued(_))),
+        "one delivery carries the run on: {a:?}, {b:?}"
+    );
+    // Every later continuation, delivered newest first, and each once more after it was taken.
+    let mut pending: Vec<Job> = world.queue.take().into_iter().map(|(job, _)| job).collect();
+    let mut taken = Vec::new();
+    for n in 0.. {
+        assert!(n < 200, "the run did not end");
+        let Some(next) = pending.pop() else { break };
+        job::run(&paced, &next, &format!("delivery-{n}"), None).await.unwrap();
+        pending.extend(world.queue.take().into_iter().map(|(job, _)| job));
+        taken.push(next);
+        if pending.is_empty()
+            && let Some(again) = taken.first().cloned()
+        {
+            // A stale copy of an early continuation, after the run moved on (or ended): it changes nothing.
+            let outcome = job::run(&paced, &again, "stale", None).await.unwrap();
+            assert!(matches!(outcome, Outcome::AlreadyRunning | Outcome::Skipped), "{outcome:?}");
+            pending.extend(world.queue.take().into_iter().map(|(job, _)| job));
+            taken.clear();
+        }
+    }
+    let record = world.store.get_run(&id, ObjectType::Users).await.unwrap().unwrap();
+    let expected = harness::expected_mirror(&world.org().await, "users", &sites);
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    assert_eq!(record.counts.created as usize, expected.len(), "each user counted once: {record:?}");
+    assert_eq!(world.mirrored(&id, ObjectType::Users).await, (expected, 0), "exactly the org");
+}
+
+#[tokio::test]
 async fn only_a_complete_run_decides_deletions_and_a_mass_departure_is_held_until_confirmed() {
     let world = World::new(SandboxConfig::default()).await;
     let sites = sites(OrgSize::default().sites);

@@ -137,6 +137,9 @@ struct Inner {
     burst_429s: u64,
     /// 5xx answers from `Faults::error_every`.
     server_errors: u64,
+    /// Cursor pages served (after a first), and those that repeated a record (`Faults::repeat_every`).
+    cursor_pages: u64,
+    repeated: u64,
     lost_refresh_replies: u64,
     /// Requests stalled by `Faults::stall_every`.
     stalled: u64,
@@ -567,6 +570,7 @@ async fn stats(State(sandbox): State<Sandbox>) -> Response {
         "points": inner.points,
         "burst_429s": inner.burst_429s,
         "server_errors": inner.server_errors,
+        "repeated": inner.repeated,
         "lost_refresh_replies": inner.lost_refresh_replies,
         "stalled": inner.stalled,
     });

@@ -68,6 +68,9 @@ pub struct Faults {
     /// The next N successful refreshes (`grant_type=refresh_token`) rotate the grant's tokens as usual, then lose
     /// the answer: the connection drops mid-answer, so the client never sees the new refresh token.
     pub lose_refresh_replies: u64,
+    /// Every Nth page of a cursor listing (Confluence's v2 spaces) after the first starts one record early: the
+    /// previous page's last record is served again (0: never), counted as `repeated`.
+    pub repeat_every: u64,
 }
 
 pub fn routes() -> Router<Sandbox> {
@@ -169,6 +172,19 @@ impl Sandbox {
             return Err((StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], page).into_response());
         }
         Ok(())
+    }
+
+    /// Whether this cursor page serves the previous page's last record again ([`Faults::repeat_every`]).
+    fn repeats(&self) -> bool {
+        let mut inner = self.lock();
+        let every = inner.faults.repeat_every;
+        if every == 0 {
+            return false;
+        }
+        inner.cursor_pages += 1;
+        let repeat = inner.cursor_pages.is_multiple_of(every);
+        inner.repeated += u64::from(repeat);
+        repeat
     }
 
     /// How many users a page serves: `maxResults` (already clamped) under the cap, and, every
@@ -374,6 +390,7 @@ pub(super) fn spaces_page(sandbox: &Sandbox, cloud_id: &str, q: &HashMap<String,
         },
     };
     let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(25).clamp(1, 250);
+    let start = if start > 0 && sandbox.repeats() { start - 1 } else { start };
     let site = sandbox.site_url(cloud_id);
     let org = sandbox.read_org();
     let mut on_site: Vec<_> = org.spaces.iter().filter(|s| s.site == cloud_id).collect();
