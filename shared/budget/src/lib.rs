@@ -380,6 +380,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn near_limit_alone_is_taken_for_four_fifths_spent() {
+        // Atlassian says only `X-RateLimit-NearLimit: true` (less than 20 % left, no numbers): the pool is taken
+        // for four fifths spent, so this deployment draws at most the last fifth of the window.
+        let store = MemoryStore::new();
+        let watch = QuotaWatch::default();
+        let budget = SharedBudget::new(&store, "app", config(1000)).watching(watch.clone());
+        let mut near = reqwest::header::HeaderMap::new();
+        near.insert("x-ratelimit-nearlimit", reqwest::header::HeaderValue::from_static("true"));
+        watch.record(atlassian::QuotaReport::from_headers(&near, Some("site".into())).unwrap());
+        let mut spent = 0;
+        while let Ok(reserved) = budget.before("site", 50, None).await {
+            budget.spent("site", reserved, 50);
+            spent += 50;
+            assert!(spent <= 1000, "the pool never runs dry");
+        }
+        assert_eq!(spent, 200, "a fifth of the window");
+        // Without the header the same window would have granted all of it.
+        let fresh = MemoryStore::new();
+        let blind = SharedBudget::new(&fresh, "app", config(1000));
+        let reserved = blind.before("site", 900, None).await.unwrap();
+        assert_eq!(reserved.points, 900);
+    }
+
+    #[tokio::test]
     async fn tenant_pools_are_separate() {
         let store = MemoryStore::new();
         let mut config = config(300);
