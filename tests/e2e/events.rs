@@ -215,7 +215,8 @@ async fn a_connections_life_as_events_end_to_end() {
     // The syncing test's admin: the two take turns on the org, and so on the account's one grant.
     let account = "5b10ac8d82e05b22cc7d0001";
     let consent = Consent { account_id: account.into(), ..Consent::default() };
-    let (_, c) = connect(&stack, &unique("e2e-events"), None, &consent).await;
+    let tenant = unique("e2e-events");
+    let (_, c) = connect(&stack, &tenant, None, &consent).await;
     let id = c.connection_id;
     let connected = events_of(&stack, &id, 1).await;
     let mut all_ids: Vec<String> =
@@ -227,6 +228,14 @@ async fn a_connections_life_as_events_end_to_end() {
         (Some("atlassian-connector"), Some("active"))
     );
     assert!(detail["tenant_id"].as_str().unwrap().starts_with("e2e-events"));
+
+    // The customer's admin consents again (after a scope change, say): the same connection, one event.
+    let (answer, again) = connect(&stack, &tenant, None, &consent).await;
+    assert_eq!((answer.status, again.connection_id.as_str()), (200, id.as_str()), "{}", answer.body);
+    let reconnected = events_of(&stack, &id, 1).await;
+    assert_eq!(seen(&reconnected), [("Connection Reconnected".to_owned(), String::new())]);
+    assert_eq!(reconnected[0]["detail"]["status"], "active");
+    all_ids.extend(reconnected.iter().map(|e| e["detail"]["event_id"].as_str().unwrap().to_owned()));
 
     // The first sync: a consumer that applies the events alone ends with the mirror, and hears each type's run end.
     let mut replica = Replica::default();
@@ -289,6 +298,7 @@ async fn a_connections_life_as_events_end_to_end() {
     );
     let reauth = events.iter().find(|e| e["detail-type"] == "Connection Needs Reauth").unwrap();
     assert!(!reauth["detail"]["reason"].as_str().unwrap().is_empty());
+    all_ids.extend(events.iter().map(|e| e["detail"]["event_id"].as_str().unwrap().to_owned()));
 
     // The product disconnects: one event, and nothing of the cleared mirror.
     assert_eq!(disconnect(&stack, &id).await.0, 200);
