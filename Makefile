@@ -87,7 +87,8 @@ build-arm64: tools
 ## Cold starts: each release binary from process start to its first poll of a local Runtime API, its secrets read
 ## from the local stack (BENCHMARKS.md).
 cold-start: tools
-	cargo build --release --bins -p connect -p callback -p api -p sync-worker -p sync-scheduler
+	cargo build --release --bins -p connect -p callback -p api -p sync-worker -p sync-scheduler -p event-publisher \
+	  -p webhook-sender
 	STACK_FUNCTIONS=0 $(PY) scripts/stack.py run -- python3 scripts/cold_start.py
 
 ## The release artifacts' sizes, raw and zipped (BENCHMARKS.md).

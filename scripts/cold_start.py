@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONS = ["connect", "callback", "api", "sync-scheduler", "sync-worker"]
+FUNCTIONS = ["connect", "callback", "api", "sync-scheduler", "sync-worker", "event-publisher", "webhook-sender"]
 
 
 class RuntimeApi(http.server.BaseHTTPRequestHandler):

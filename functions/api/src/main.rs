@@ -84,7 +84,7 @@ async fn refresh_keys(client: aws_sdk_secretsmanager::Client, secret_id: String,
         match secrets::read(&client, &secret_id).await.map(|secret| ManagementKeys::parse(&secret)) {
             Ok(Ok(fresh)) => *keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh,
             Ok(Err(error)) => {
-                tracing::warn!(error = %error, "the management key secret is malformed; keeping the keys")
+                tracing::warn!(error = %runtime::error_chain(&error), "the management key secret is malformed; keeping the keys")
             }
             Err(error) => {
                 tracing::warn!(error = %runtime::error_chain(&error), "could not re-read the management keys")

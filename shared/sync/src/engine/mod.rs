@@ -328,7 +328,9 @@ impl<M: MirrorStore, C: CheckpointStore> Run<'_, M, C> {
                     if state.unsaved > 0 {
                         match self.save(&mut state).await {
                             Err(SyncError::Superseded) => return Err(SyncError::Superseded),
-                            Err(save) => tracing::warn!(error = %save, "could not checkpoint a stopping run"),
+                            Err(save) => {
+                                tracing::warn!(error = %runtime::error_chain(&save), "could not checkpoint a stopping run")
+                            }
                             Ok(()) => {}
                         }
                     }
