@@ -28,6 +28,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                         events = published.events,
                         dropped = published.dropped,
                         unreadable = published.unreadable,
+                        repeated = published.repeated,
                         "published"
                     );
                     Ok(())

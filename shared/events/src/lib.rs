@@ -2,7 +2,8 @@
 //! connection change (connected, reconnected, needs re-authorisation, revoked, a site lost or added), every run's
 //! end, and every change the mirror writes (an object created, updated with the fields that changed, deleted; a
 //! group's members added and removed). Each event carries an `event_id` derived from the stream record, the same
-//! however often the record is delivered, so a consumer drops duplicates by it. One JSON Schema per detail-type is
+//! however often the record is delivered: the publisher's ledger keeps a record delivered again from putting it on
+//! the bus twice, and a consumer drops the rare duplicate (a crash between putting and noting) by it. One JSON Schema per detail-type is
 //! in `docs/schemas` (described in `docs/events.md`); `make test` checks the events the end-to-end tests see
 //! against them.
 

@@ -1,14 +1,16 @@
 //! Publishing a stream batch's events: each names its tenant (read once per connection per batch), none speaks for
-//! a connection that is gone or revoked (but the revocation itself), and each goes to the bus in entries of ten,
-//! what the bus refuses retried; what still fails fails the batch, which Lambda delivers again (the events' ids
-//! let consumers drop what they already had).
+//! a connection that is gone or revoked (but the revocation itself), none that is already on the bus goes again
+//! (the store's event ledger: a stream record delivered twice, or a batch retried after part of it went out), and
+//! each goes to the bus in entries of ten, what the bus refuses retried; what still fails fails the batch, which
+//! Lambda delivers again. (Only a crash between putting events and noting them can repeat one: consumers still
+//! drop duplicates by `event_id`.)
 
 use crate::stream::StreamBatch;
 use crate::{CONNECTED, Event, NEEDS_REAUTH, RECONNECTED, REVOKED, SITE_ADDED, SITE_LOST, SOURCE, derive};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
-use store::{ConnectionStatus, ConnectionStore, StoreError};
+use store::{ConnectionStatus, ConnectionStore, EventLedger, StoreError};
 use thiserror::Error;
 
 /// EventBridge's limit per `PutEvents` entry is 256 KB; a detail past this loses its object (flagged `truncated`).
@@ -56,13 +58,19 @@ pub struct Published {
     pub dropped: usize,
     /// Stream records that could not be read (logged).
     pub unreadable: usize,
+    /// Events already on the bus (a record delivered again), not published twice.
+    pub repeated: usize,
 }
 
 fn is_connection_event(event: &Event) -> bool {
     [CONNECTED, RECONNECTED, NEEDS_REAUTH, REVOKED, SITE_LOST, SITE_ADDED].contains(&event.detail_type)
 }
 
-pub async fn publish<T: Tenants, B: Bus>(tenants: &T, bus: &B, batch: &StreamBatch) -> Result<Published, PublishError> {
+pub async fn publish<T: Tenants + EventLedger, B: Bus>(
+    tenants: &T,
+    bus: &B,
+    batch: &StreamBatch,
+) -> Result<Published, PublishError> {
     let mut events = Vec::new();
     let mut published = Published::default();
     for record in &batch.records {
@@ -96,6 +104,12 @@ pub async fn publish<T: Tenants, B: Bus>(tenants: &T, bus: &B, batch: &StreamBat
             _ => published.dropped += 1,
         }
     }
+    // Once each: not again within the batch, nor what an earlier delivery already put on the bus.
+    let ids: Vec<String> = kept.iter().map(|e| e.event_id().to_owned()).collect();
+    let mut done: HashSet<String> = tenants.published(&ids).await?;
+    let before = kept.len();
+    kept.retain(|event| done.insert(event.event_id().to_owned()));
+    published.repeated = before - kept.len();
     for event in &mut kept {
         fit(event);
     }
@@ -113,6 +127,8 @@ pub async fn publish<T: Tenants, B: Bus>(tenants: &T, bus: &B, batch: &StreamBat
         if !pending.is_empty() {
             return Err(PublishError::Refused(pending.len()));
         }
+        let ids: Vec<String> = entries.iter().map(|e| e.event_id().to_owned()).collect();
+        tenants.note_published(&ids, time::OffsetDateTime::now_utc()).await?;
         published.events += entries.len();
     }
     Ok(published)
@@ -229,6 +245,25 @@ mod tests {
             Published { dropped: 1, ..Published::default() },
             "nothing of a revoked connection's data"
         );
+    }
+
+    #[tokio::test]
+    async fn a_record_delivered_again_or_a_batch_retried_puts_nothing_twice() {
+        let store = MemoryStore::new();
+        let connection = store::contract::connection("tenant-9", "con_1");
+        store.upsert_connection(&connection).await.unwrap();
+        let user = |n: usize| object(&format!("a{n}"), serde_json::json!({"account_id": format!("a{n}")}), false, 0);
+        // One record twice in a batch: one event.
+        let twice = StreamBatch { records: vec![record("o1", None, Some(user(1))), record("o1", None, Some(user(1)))] };
+        let bus = Flaky::default();
+        let published = publish(&store, &bus, &twice).await.unwrap();
+        assert_eq!((published.events, published.repeated), (1, 1));
+        // The batch delivered again, with a record it did not have: only the new one goes.
+        let again = StreamBatch { records: vec![record("o1", None, Some(user(1))), record("o2", None, Some(user(2)))] };
+        let published = publish(&store, &bus, &again).await.unwrap();
+        assert_eq!((published.events, published.repeated), (1, 1));
+        let ids: Vec<String> = bus.taken.lock().unwrap().iter().map(|e| e.event_id().to_owned()).collect();
+        assert_eq!(ids, ["o1", "o2"]);
     }
 
     #[test]

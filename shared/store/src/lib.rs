@@ -35,6 +35,7 @@ pub use model::{
 };
 pub use runs::{HeldDeletions, RunCounts, RunRecord, RunStatus};
 
+use std::collections::HashSet;
 use std::future::Future;
 use time::OffsetDateTime;
 
@@ -98,6 +99,19 @@ pub trait CredentialStore: Send + Sync {
         reason: &str,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The events already put on the bus, by id, kept longer than a stream keeps a record (two days): a stream record
+/// delivered again gives no second event.
+pub trait EventLedger: Send + Sync {
+    /// Which of `ids` were put on the bus before.
+    fn published(&self, ids: &[String]) -> impl Future<Output = Result<HashSet<String>, StoreError>> + Send;
+    /// Notes `ids` as put on the bus at `now`.
+    fn note_published(
+        &self,
+        ids: &[String],
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The points quota's pools (see [`budget`]).

@@ -29,6 +29,8 @@ struct Inner {
     runs: HashMap<(String, crate::ObjectType), crate::RunRecord>,
     /// Per (connection, type): the header, and every chunk written under it (listed or not).
     checkpoints: HashMap<(String, crate::ObjectType), CheckpointSlot>,
+    /// The ids of the events put on the bus.
+    published: std::collections::HashSet<String>,
 }
 
 impl MemoryStore {
@@ -265,6 +267,18 @@ impl CredentialStore for MemoryStore {
         connection.updated_at = now;
         inner.leases.remove(connection_id);
         Ok(true)
+    }
+}
+
+impl crate::EventLedger for MemoryStore {
+    async fn published(&self, ids: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
+        let inner = self.lock();
+        Ok(ids.iter().filter(|id| inner.published.contains(*id)).cloned().collect())
+    }
+
+    async fn note_published(&self, ids: &[String], _: OffsetDateTime) -> Result<(), StoreError> {
+        self.lock().published.extend(ids.iter().cloned());
+        Ok(())
     }
 }
 

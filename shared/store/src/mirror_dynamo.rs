@@ -4,6 +4,7 @@
 use crate::StoreError;
 use crate::mirror::{Cursor, MemberChunk, MirrorObject, MirrorStore, Scope, Stored, bucket};
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::builders::KeysAndAttributesBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, WriteRequest};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -69,74 +70,79 @@ impl DynamoMirror {
         Self { client, table: table.into() }
     }
 
-    /// BatchWriteItem in chunks of 25, retrying what DynamoDB leaves unprocessed.
     async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
-        for chunk in requests.chunks(BATCH_WRITE) {
-            let mut pending = chunk.to_vec();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send()
-                    .await
-                    .map_err(StoreError::dynamo)?;
-                pending = output.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
-                if !pending.is_empty() {
-                    attempt += 1;
-                    if attempt > BATCH_RETRIES {
-                        return Err(StoreError::Unprocessed("items"));
-                    }
-                    backoff(attempt).await;
-                }
+        batch_write(&self.client, &self.table, requests).await
+    }
+
+    /// The items of `keys` in `scope`: only what a comparison reads when `compare`.
+    async fn batch_get(&self, scope: &Scope, keys: &[String], compare: bool) -> Result<Vec<Item>, StoreError> {
+        let mut unique: Vec<&String> = keys.iter().collect();
+        unique.sort();
+        unique.dedup();
+        let keys = unique.iter().map(|k| key_of(scope, k)).collect();
+        batch_get(&self.client, &self.table, keys, |request| {
+            if compare {
+                request
+                    .projection_expression("#k, #h, deleted")
+                    .expression_attribute_names("#k", "key")
+                    .expression_attribute_names("#h", "hash")
+            } else {
+                request
             }
-        }
-        Ok(())
+        })
+        .await
     }
 }
 
-impl DynamoMirror {
-    /// BatchGetItem of `keys` (100 a call, unprocessed keys retried): only what a comparison reads when `compare`.
-    async fn batch_get(&self, scope: &Scope, keys: &[String], compare: bool) -> Result<Vec<Item>, StoreError> {
-        let mut found = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(BATCH_GET) {
-            let mut unique: Vec<&String> = chunk.iter().collect();
-            unique.sort();
-            unique.dedup();
-            let mut request = KeysAndAttributes::builder()
-                .set_keys(Some(unique.iter().map(|k| key_of(scope, k)).collect()))
-                .consistent_read(true);
-            if compare {
-                request = request
-                    .projection_expression("#k, #h, deleted")
-                    .expression_attribute_names("#k", "key")
-                    .expression_attribute_names("#h", "hash");
-            }
-            let mut pending = Some(request.build().map_err(StoreError::dynamo)?);
-            let mut attempt = 0;
-            while let Some(request) = pending.take() {
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(StoreError::dynamo)?;
-                found.extend(output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default());
-                pending =
-                    output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys().is_empty());
-                if pending.is_some() {
-                    attempt += 1;
-                    if attempt > BATCH_RETRIES {
-                        return Err(StoreError::Unprocessed("keys"));
-                    }
-                    backoff(attempt).await;
+/// BatchWriteItem in chunks of 25, retrying what DynamoDB leaves unprocessed.
+pub(crate) async fn batch_write(client: &Client, table: &str, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+    for chunk in requests.chunks(BATCH_WRITE) {
+        let mut pending = chunk.to_vec();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let output =
+                client.batch_write_item().request_items(table, pending).send().await.map_err(StoreError::dynamo)?;
+            pending = output.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
+            if !pending.is_empty() {
+                attempt += 1;
+                if attempt > BATCH_RETRIES {
+                    return Err(StoreError::Unprocessed("items"));
                 }
+                backoff(attempt).await;
             }
         }
-        Ok(found)
     }
+    Ok(())
+}
+
+/// BatchGetItem of `keys` (100 a call, strongly consistent, unprocessed keys retried), each call's request shaped
+/// by `shape` (a projection).
+pub(crate) async fn batch_get(
+    client: &Client,
+    table: &str,
+    keys: Vec<Item>,
+    shape: impl Fn(KeysAndAttributesBuilder) -> KeysAndAttributesBuilder,
+) -> Result<Vec<Item>, StoreError> {
+    let mut found = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(BATCH_GET) {
+        let request = shape(KeysAndAttributes::builder().set_keys(Some(chunk.to_vec())).consistent_read(true));
+        let mut pending = Some(request.build().map_err(StoreError::dynamo)?);
+        let mut attempt = 0;
+        while let Some(request) = pending.take() {
+            let output =
+                client.batch_get_item().request_items(table, request).send().await.map_err(StoreError::dynamo)?;
+            found.extend(output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
+            pending = output.unprocessed_keys.and_then(|mut u| u.remove(table)).filter(|k| !k.keys().is_empty());
+            if pending.is_some() {
+                attempt += 1;
+                if attempt > BATCH_RETRIES {
+                    return Err(StoreError::Unprocessed("keys"));
+                }
+                backoff(attempt).await;
+            }
+        }
+    }
+    Ok(found)
 }
 
 impl MirrorStore for DynamoMirror {

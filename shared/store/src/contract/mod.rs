@@ -12,6 +12,7 @@ use mirror::{big_groups_keep_their_members_in_chunks, the_mirror_round_trips_com
 pub async fn run_all<S, M>(store: std::sync::Arc<S>, mirror: &M)
 where
     S: SessionStore + StateStore + ConnectionStore + CredentialStore + RunStore + CheckpointStore + BudgetStore,
+    S: EventLedger,
     S: Send + Sync + 'static,
     M: MirrorStore,
 {
@@ -26,6 +27,7 @@ where
         the_active_connections_are_listed_and_no_others(state),
         one_run_per_type_at_a_time(state),
         checkpoints_append_and_refuse_a_stale_base(state),
+        the_ledger_remembers_published_events(state),
         the_mirror_round_trips_compares_and_clears(mirror),
         big_groups_keep_their_members_in_chunks(mirror),
     );
@@ -309,6 +311,23 @@ async fn the_points_budget_is_shared<S: BudgetStore + 'static>(store: std::sync:
     assert_eq!(back.granted, 5, "what a worker gives back can be drawn again");
     let later = store.take_points(&name, limits, want(5), now + Duration::seconds(3600)).await.expect("take");
     assert_eq!(later.granted, 5);
+}
+
+async fn the_ledger_remembers_published_events(store: &impl EventLedger) {
+    let (a, b, c) = (unique("evt"), unique("evt"), unique("evt"));
+    assert!(store.published(&[a.clone(), b.clone()]).await.expect("published").is_empty());
+    // 130 ids (more than one batch), one of them twice.
+    let mut many: Vec<String> = (0..130).map(|_| unique("evt")).collect();
+    many.push(many[0].clone());
+    many.push(a.clone());
+    store.note_published(&many, now()).await.expect("note");
+    store.note_published(std::slice::from_ref(&c), now()).await.expect("note again");
+    let mut asked = many.clone();
+    asked.push(b.clone());
+    let found = store.published(&asked).await.expect("published");
+    assert_eq!(found.len(), 131, "every noted id, once");
+    assert!(found.contains(&a) && found.contains(&many[129]) && !found.contains(&b));
+    assert_eq!(store.published(std::slice::from_ref(&c)).await.expect("published").len(), 1);
 }
 
 async fn one_run_per_type_at_a_time(store: &impl RunStore) {

@@ -12,14 +12,16 @@
 //! | points budget   | `BUDGET#<name>`       | `BUDGET`  |                    |              |     |
 //! | run checkpoint  | `CONN#<connection id>`| `CKPT#<type>` |                |              | yes |
 //! | checkpoint chunk| `CONN#<connection id>`| `CKPT#<type>#<key>` |          |              | yes |
+//! | published event | `EVENT#<event id>`    | `EVENT`   |                    |              | yes |
 //!
 //! Connections and their credentials are in [`connections`]; run records, checkpoints and the points pools in
-//! [`runs`].
+//! [`runs`]; the ids of the events put on the bus in [`ledger`].
 //!
 //! A connection item also carries the refresh lease (`lease_owner`, `lease_until` in epoch milliseconds) outside
 //! the record: only [`CredentialStore`] reads or writes it.
 
 mod connections;
+mod ledger;
 mod runs;
 
 use crate::{ConnectSession, OAuthState, SessionStore, StateStore, StoreError};
