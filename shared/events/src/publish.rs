@@ -17,6 +17,10 @@ use thiserror::Error;
 const MAX_DETAIL: usize = 240 * 1024;
 /// `PutEvents` takes at most ten entries.
 const ENTRIES_PER_PUT: usize = 10;
+/// EventBridge's limit for a whole `PutEvents` request is 256 KB; the details, with room for each entry's source,
+/// detail-type and bus name.
+const MAX_PUT: usize = 250 * 1024;
+const ENTRY_OVERHEAD: usize = 200;
 const ATTEMPTS: u32 = 4;
 
 #[derive(Debug, Error)]
@@ -113,7 +117,7 @@ pub async fn publish<T: Tenants + EventLedger, B: Bus>(
     for event in &mut kept {
         fit(event);
     }
-    for entries in kept.chunks(ENTRIES_PER_PUT) {
+    for entries in puts(&kept) {
         let mut pending: Vec<Event> = entries.to_vec();
         for attempt in 0..ATTEMPTS {
             let refused = bus.put(&pending).await?;
@@ -124,21 +128,46 @@ pub async fn publish<T: Tenants + EventLedger, B: Bus>(
             tracing::warn!(refused = pending.len(), attempt, "the event bus refused some events; trying them again");
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
         }
+        // What the bus took is noted even when some entries still failed: the batch's retry puts only the rest.
+        let still: HashSet<&str> = pending.iter().map(Event::event_id).collect();
+        let taken: Vec<String> =
+            entries.iter().map(|e| e.event_id()).filter(|id| !still.contains(id)).map(str::to_owned).collect();
+        tenants.note_published(&taken, time::OffsetDateTime::now_utc()).await?;
+        published.events += taken.len();
         if !pending.is_empty() {
             return Err(PublishError::Refused(pending.len()));
         }
-        let ids: Vec<String> = entries.iter().map(|e| e.event_id().to_owned()).collect();
-        tenants.note_published(&ids, time::OffsetDateTime::now_utc()).await?;
-        published.events += entries.len();
     }
     Ok(published)
+}
+
+/// The events in `PutEvents` calls: at most ten entries, and at most [`MAX_PUT`] bytes of details together (the bus
+/// limits a whole request, not only an entry).
+fn puts(events: &[Event]) -> Vec<&[Event]> {
+    let mut calls = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, event) in events.iter().enumerate() {
+        let size = detail_size(event) + ENTRY_OVERHEAD;
+        if i > start && (i - start == ENTRIES_PER_PUT || bytes + size > MAX_PUT) {
+            calls.push(&events[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < events.len() {
+        calls.push(&events[start..]);
+    }
+    calls
+}
+
+fn detail_size(event: &Event) -> usize {
+    serde_json::to_string(&event.detail).map_or(0, |s| s.len())
 }
 
 /// Keeps an event under the bus's size limit: past it, the object (and its previous values) are left out, and the
 /// event says so; the product reads the object from the objects API.
 fn fit(event: &mut Event) {
-    let size = serde_json::to_string(&event.detail).map_or(0, |s| s.len());
-    if size > MAX_DETAIL {
+    if detail_size(event) > MAX_DETAIL {
         event.detail.remove("object");
         event.detail.remove("previous");
         event.detail.insert("truncated".into(), true.into());
@@ -264,6 +293,23 @@ mod tests {
         assert_eq!((published.events, published.repeated), (1, 1));
         let ids: Vec<String> = bus.taken.lock().unwrap().iter().map(|e| e.event_id().to_owned()).collect();
         assert_eq!(ids, ["o1", "o2"]);
+    }
+
+    #[test]
+    fn a_put_holds_ten_entries_and_stays_under_the_requests_size_limit() {
+        let sized = |bytes: usize| {
+            let mut event = Event { detail_type: crate::OBJECT_CREATED, detail: serde_json::Map::new() };
+            event.detail.insert("object".into(), "x".repeat(bytes).into());
+            event
+        };
+        let sizes = |events: &[Event]| puts(events).iter().map(|call| call.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(&vec![sized(10); 25]), [10, 10, 5]);
+        // 100 KB details: two a request (three would pass 256 KB).
+        assert_eq!(sizes(&vec![sized(100 * 1024); 5]), [2, 2, 1]);
+        // One as big as an entry may be goes alone, between small ones.
+        let mixed = [sized(20 * 1024), sized(MAX_DETAIL - 100), sized(20 * 1024), sized(20 * 1024)];
+        assert_eq!(sizes(&mixed), [1, 1, 2]);
+        assert!(puts(&[]).is_empty());
     }
 
     #[test]

@@ -25,7 +25,6 @@ fn attribute() -> impl Strategy<Value = Value> {
         1 => text(6).prop_map(|s| json!({"N": s})),
         1 => any::<bool>().prop_map(|b| json!({"BOOL": b})),
         1 => Just(json!({"NULL": true})),
-        1 => text(4).prop_map(|s| json!({"Q": s})),
     ];
     leaf.prop_recursive(2, 12, 4, |inner| {
         prop_oneof![
@@ -104,7 +103,9 @@ fn record() -> impl Strategy<Value = Value> {
             Just(Value::Null),
             any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ];
-        (text(20), name, keys, image(pk.clone(), sk.clone()), image(pk, sk), created).prop_map(
+        // Ids from a small set, so that a batch often holds one record twice.
+        let id = prop_oneof![3 => prop::sample::select(vec!["a", "b", "c"]).prop_map(str::to_owned), 1 => text(20)];
+        (id, name, keys, image(pk.clone(), sk.clone()), image(pk, sk), created).prop_map(
             |(id, name, keys, new, old, created)| {
                 let mut change = json!({"ApproximateCreationDateTime": created});
                 for (field, value) in [("Keys", keys), ("NewImage", new), ("OldImage", old)] {
@@ -133,7 +134,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_stream_batch_is_read_without_panic_and_published_or_counted(records in vec(record(), 0..6)) {
+    fn any_stream_batch_is_read_without_panic_and_published_or_counted(
+        records in vec(record(), 0..8),
+        foreign in prop::option::weighted(0.05, text(4)),
+    ) {
+        let mut records = records;
+        if let (Some(type_name), Some(first)) = (foreign, records.first_mut()) {
+            // An attribute type DynamoDB does not have: the whole batch is refused by Lambda's deserialisation.
+            let attribute: serde_json::Map<String, Value> = [(type_name, json!("x"))].into_iter().collect();
+            first["dynamodb"]["NewImage"] = json!({"pk": attribute});
+        }
         let Ok(batch) = serde_json::from_value::<StreamBatch>(json!({"Records": records})) else {
             // Not a stream batch at all: Lambda's own deserialisation refuses it before the handler runs.
             return Ok(());
