@@ -35,7 +35,12 @@ fn log_filter(directives: Option<&str>) -> tracing_subscriber::filter::Targets {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     let directives = directives.map(str::trim).filter(|d| !d.is_empty());
     let directives = directives.map(|d| if d.eq_ignore_ascii_case("fatal") { "error" } else { d });
-    directives.and_then(|d| d.parse::<Targets>().ok()).unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+    // A bare word must be a level: `Targets` would take `verbose` for a target and silence everything else.
+    let readable = |d: &&str| d.split(',').all(|part| part.contains('=') || part.trim().parse::<LevelFilter>().is_ok());
+    directives
+        .filter(readable)
+        .and_then(|d| d.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// The AWS SDK configuration. Endpoints come only from the SDK's own variables (`AWS_ENDPOINT_URL`, …), so the
@@ -118,6 +123,8 @@ mod tests {
         assert!(passes(Some("warn,sync=debug"), Level::DEBUG, "sync::engine"));
         assert!(!passes(Some("warn,sync=debug"), Level::INFO, "store"));
         assert!(passes(Some("not a level ==="), Level::INFO, "sync"));
+        assert!(passes(Some("verbose"), Level::INFO, "sync") && !passes(Some("verbose"), Level::DEBUG, "sync"));
+        assert!(passes(Some("WARNING"), Level::INFO, "store"), "an unknown level is INFO, not silence");
         assert!(!passes(Some("not a level ==="), Level::DEBUG, "sync"));
     }
 }
