@@ -59,14 +59,16 @@ fn message() -> impl Strategy<Value = SqsMessage> {
 /// An endpoint that answers each POST with the next status (200 when there is none left), and keeps what it got.
 struct Endpoint {
     answers: Mutex<Vec<u16>>,
-    got: Mutex<Vec<(String, String)>>,
+    /// Each POST: its body, its signature header, and the status it was answered.
+    got: Mutex<Vec<(String, String, u16)>>,
 }
 
 impl Sender for Endpoint {
     async fn post(&self, body: &str, headers: &[(&'static str, String)]) -> Result<u16, SendError> {
         let signature = headers.iter().find(|(name, _)| *name == webhooks::SIGNATURE_HEADER).map(|(_, v)| v.clone());
-        self.got.lock().unwrap().push((body.to_owned(), signature.unwrap_or_default()));
-        Ok(self.answers.lock().unwrap().pop().unwrap_or(200))
+        let status = self.answers.lock().unwrap().pop().unwrap_or(200);
+        self.got.lock().unwrap().push((body.to_owned(), signature.unwrap_or_default(), status));
+        Ok(status)
     }
 }
 
@@ -120,22 +122,35 @@ proptest! {
         let got = endpoint.got.lock().unwrap();
         let parked = queue.parked.lock().unwrap();
         // Only events are POSTed, each signed so that a receiver accepts it.
-        for (body, signature) in got.iter() {
+        for (body, signature, _) in got.iter() {
             let event: serde_json::Value = serde_json::from_str(body).unwrap();
             prop_assert!(event["detail"]["event_id"].is_string(), "{body}");
             prop_assert!(verify(&secrets(), signature, body.as_bytes(), now, 300).is_ok());
         }
-        // Each message was POSTed or parked; a message handed back to the queue was not parked.
+        // Message by message (posted in the batch's order): taken (2xx) and done; refused and handed back for a
+        // retry, or parked; never posted and parked. None is dropped.
+        let mut posts = got.iter();
+        let mut parked_left: Vec<String> = parked.clone();
         for message in &messages {
             let body = message.body.clone().unwrap();
-            let posted = got.iter().any(|(b, _)| *b == body);
-            let was_parked = parked.contains(&body);
-            prop_assert!(posted || was_parked, "{body:?} was neither sent nor parked");
             let id = message.message_id.clone().unwrap();
-            if handed_back.contains(&id) {
-                prop_assert!(posted, "{body:?} handed back without a try");
+            let back = handed_back.contains(&id);
+            let mut park = || parked_left.iter().position(|p| *p == body).map(|i| parked_left.remove(i)).is_some();
+            let is_event = serde_json::from_str::<serde_json::Value>(&body)
+                .is_ok_and(|e| e["detail"]["event_id"].is_string());
+            if !is_event {
+                prop_assert!(!back && park(), "{body:?}: never an event, parked");
+                continue;
+            }
+            let (posted, _, status) = posts.next().expect("every event is posted");
+            prop_assert_eq!(posted, &body);
+            if (200..300).contains(status) {
+                prop_assert!(!back, "{body:?}: taken, done");
+            } else {
+                prop_assert!(back != park(), "{body:?}: refused, so retried or parked (status {status})");
             }
         }
+        prop_assert!(posts.next().is_none() && parked_left.is_empty(), "nothing else was posted or parked");
         prop_assert!(handed_back.len() <= messages.len());
     }
 
