@@ -349,12 +349,21 @@ async fn syncing_and_reading_the_mirror_end_to_end() {
     // Ask for a sync: four jobs go on the queue and the worker (under cargo lambda watch) runs them, each across
     // several invocations (`make test` pauses runs after every page). The org's first sync costs several times the
     // points quota `make test` gives the stack in a window, so runs wait for the next window and resume.
-    // And Atlassian has just answered someone a quota 429 (another deployment of the app, say): the app's pool grants
-    // nothing for a few seconds, so however fast this machine is, the runs start by waiting, where the status API
-    // shows it.
-    block_the_apps_quota(&stack, std::time::Duration::from_secs(5)).await;
+    // And Atlassian keeps answering someone quota 429s (another deployment of the app, say): the app's pool grants
+    // nothing for 4 s at a time, three times over, so however fast or slow this machine is, runs wait where the
+    // status API shows it. (4 s at most each: the proxy test, running alongside, takes a Retry-After of up to 4.)
+    let blocking = {
+        let stack = Stack::from_env();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                block_the_apps_quota(&stack, std::time::Duration::from_secs(4)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+            }
+        })
+    };
     let stats_before = sandbox_stats(&stack).await;
     let (connection, waits) = sync_all(&stack, &c.connection_id, &Value::Null).await;
+    blocking.await.unwrap();
     let stats = sandbox_stats(&stack).await;
     let spent = stats["points"].as_u64().unwrap() - stats_before["points"].as_u64().unwrap();
     let quota = stats["quota"]["global_points"].as_u64().expect("make test gives the sandbox a quota");

@@ -204,7 +204,7 @@ async fn a_429_on_one_member_fetch_does_not_hold_up_the_others() {
     let limited = stats["burst_429s"].as_u64().unwrap();
     assert!(limited >= 6, "the member fetches met 429s: {stats}");
     let one_after_another = Duration::from_secs(limited);
-    assert!(took < one_after_another * 6 / 10, "{took:?} for {limited} waits of a second: they did not overlap");
+    assert!(took < one_after_another * 3 / 4, "{took:?} for {limited} waits of a second: they did not overlap");
 }
 
 #[tokio::test]
@@ -248,25 +248,24 @@ async fn a_continuation_delivered_twice_at_once_and_out_of_order_ends_exact_and_
             || matches!((&a, &b), (Outcome::AlreadyRunning | Outcome::Skipped, Outcome::Continued(_))),
         "one delivery carries the run on: {a:?}, {b:?}"
     );
-    // Every later continuation, delivered newest first, and each once more after it was taken.
-    let mut pending: Vec<Job> = world.queue.take().into_iter().map(|(job, _)| job).collect();
-    let mut taken = Vec::new();
+    // From here every continuation is delivered twice, the queue is taken newest first, and every third delivery
+    // an early continuation comes back late (mid-run: it resumes the same run from its checkpoint, as a duplicate
+    // does). Runs that find the run ended or taken over stand aside.
+    let twice = |queued: Vec<(Job, std::time::Duration)>| queued.into_iter().flat_map(|(job, _)| [job.clone(), job]);
+    let mut pending: Vec<Job> = twice(world.queue.take()).collect();
+    let (mut early, mut stood_aside) = (None, 0);
     for n in 0.. {
-        assert!(n < 200, "the run did not end");
+        assert!(n < 400, "the run did not end");
         let Some(next) = pending.pop() else { break };
-        job::run(&paced, &next, &format!("delivery-{n}"), None).await.unwrap();
-        pending.extend(world.queue.take().into_iter().map(|(job, _)| job));
-        taken.push(next);
-        if pending.is_empty()
-            && let Some(again) = taken.first().cloned()
-        {
-            // A stale copy of an early continuation, after the run moved on (or ended): it changes nothing.
-            let outcome = job::run(&paced, &again, "stale", None).await.unwrap();
-            assert!(matches!(outcome, Outcome::AlreadyRunning | Outcome::Skipped), "{outcome:?}");
-            pending.extend(world.queue.take().into_iter().map(|(job, _)| job));
-            taken.clear();
+        early.get_or_insert_with(|| next.clone());
+        let outcome = job::run(&paced, &next, &format!("delivery-{n}"), None).await.unwrap();
+        stood_aside += usize::from(matches!(outcome, Outcome::AlreadyRunning | Outcome::Skipped));
+        pending.extend(twice(world.queue.take()));
+        if n % 3 == 2 {
+            pending.push(early.clone().unwrap());
         }
     }
+    assert!(stood_aside >= 2, "duplicates met a run that had moved on ({stood_aside})");
     let record = world.store.get_run(&id, ObjectType::Users).await.unwrap().unwrap();
     let expected = harness::expected_mirror(&world.org().await, "users", &sites);
     assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
