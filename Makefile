@@ -57,7 +57,7 @@ test: tools node_modules/.installed /usr/bin/chromium
 
 ## The load test's small version (in `make test`): 30 tenants, 2 big ones that are most of the work, under a quota that
 ## binds.
-LOAD_SMALL := LOAD_TENANTS=30 LOAD_BIG=2 LOAD_BIG_USERS=5000 LOAD_QUOTA_POINTS=1200 LOAD_WINDOW_SECS=4 \
+LOAD_SMALL := LOAD_TENANTS=30 LOAD_BIG=2 LOAD_BIG_USERS=10000 LOAD_QUOTA_POINTS=1200 LOAD_WINDOW_SECS=4 \
   LOAD_TURN_POINTS=500 LOAD_TIMEOUT_SECS=900
 
 ## The load test: 1,000 tenants (20–200 users each, 5 of 5,000) synced through the scheduler, SQS and workers
