@@ -12,13 +12,6 @@ import yaml
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "template.yaml"
 
-# Actions AWS only grants on Resource "*" (they have no resource to name), each with the reason; a statement made of
-# these actions alone may use "*". None is needed today: no function has X-Ray tracing or publishes custom metrics.
-# Add one only with its reason, e.g.
-#   "xray:PutTraceSegments": "X-Ray has no resource-level permissions",
-#   "cloudwatch:PutMetricData": "metrics have no ARN (narrow it with a cloudwatch:namespace condition)",
-WILDCARD_ONLY_ACTIONS: dict[str, str] = {}
-
 # Reads a table whole. `dynamodb:PartiQLSelect` is one too: a SELECT without its key condition is a Scan.
 SCAN_ACTIONS = ("dynamodb:scan", "dynamodb:partiqlselect")
 # SAM policy templates that include dynamodb:Scan.
@@ -63,8 +56,7 @@ def grants_scan(action) -> bool:
     return isinstance(action, str) and any(fnmatch.fnmatchcase(a, action.lower()) for a in SCAN_ACTIONS)
 
 
-def problems(template: dict, wildcard_only_actions=None) -> list[str]:
-    allowed = {a.lower() for a in (WILDCARD_ONLY_ACTIONS if wildcard_only_actions is None else wildcard_only_actions)}
+def problems(template: dict) -> list[str]:
     found = []
     for name, resource in (template.get("Resources") or {}).items():
         properties = resource.get("Properties") or {}
@@ -96,15 +88,13 @@ def problems(template: dict, wildcard_only_actions=None) -> list[str]:
                     found.append(f"{name}: NotAction {statement['NotAction']} allows every other action")
                 if allows and any(grants_scan(a) for a in actions):
                     found.append(f"{name}: {actions} allows dynamodb:Scan; Query a key or an index instead")
-                exempt = bool(actions) and all(isinstance(a, str) and a.lower() in allowed for a in actions)
-                if not exempt:
-                    if any(r == "*" or (isinstance(r, str) and r.endswith(":*")) for r in resources):
-                        found.append(f"{name}: {actions} on Resource '*'")
-                    else:
-                        for r in resources:
-                            wild = [s for s in strings(r) if "*" in s]
-                            if wild:
-                                found.append(f"{name}: {actions} on a wildcard resource {wild[0]!r}; name it")
+                if any(r == "*" or (isinstance(r, str) and r.endswith(":*")) for r in resources):
+                    found.append(f"{name}: {actions} on Resource '*'")
+                else:
+                    for r in resources:
+                        wild = [s for s in strings(r) if "*" in s]
+                        if wild:
+                            found.append(f"{name}: {actions} on a wildcard resource {wild[0]!r}; name it")
                 if any(a == "*" or (isinstance(a, str) and a.endswith(":*")) for a in actions):
                     found.append(f"{name}: a wildcard action in {actions}")
     return found
@@ -149,25 +139,19 @@ def self_test() -> int:
             "wildcard resource"),
         "a wildcard in a SAM template": (function({"SQSSendMessagePolicy": {"QueueName": "sync-*"}}),
                                          "must name its resource"),
-        "an action an allow-list entry does not cover": (function(allow(["xray:PutTraceSegments", "sqs:SendMessage"],
-                                                                        "*")), "on Resource '*'"),
     }
     failed = 0
     for what, (template, expected) in cases.items():
-        found = problems(template, {"xray:PutTraceSegments": "test"})
+        found = problems(template)
         if not any(expected in p for p in found):
             print(f"least privilege self-test: {what} passed the check ({found})", file=sys.stderr)
             failed += 1
-    # What must pass: named resources, a Deny of Scan, and an allow-listed action on '*'.
+    # What must pass: named resources, and a Deny of Scan.
     good = function(allow(["dynamodb:Query"], {"Fn::Sub": "${T.Arn}/index/gsi2"}),
-                    {"Statement": [{"Effect": "Deny", "Action": "dynamodb:Scan", "Resource": table}]},
-                    allow("xray:PutTraceSegments", "*"))
-    wrongly = problems(good, {"xray:PutTraceSegments": "test"})
+                    {"Statement": [{"Effect": "Deny", "Action": "dynamodb:Scan", "Resource": table}]})
+    wrongly = problems(good)
     if wrongly:
         print(f"least privilege self-test: a named grant failed ({wrongly})", file=sys.stderr)
-        failed += 1
-    if not problems(function(allow("xray:PutTraceSegments", "*"))):
-        print("least privilege self-test: '*' passed without an allow-list entry", file=sys.stderr)
         failed += 1
     if failed:
         return 1
