@@ -114,10 +114,8 @@ pub async fn publish<T: Tenants + EventLedger, B: Bus>(
     let before = kept.len();
     kept.retain(|event| done.insert(event.event_id().to_owned()));
     published.repeated = before - kept.len();
-    for event in &mut kept {
-        fit(event);
-    }
-    for entries in puts(&kept) {
+    let sizes: Vec<usize> = kept.iter_mut().map(fit).collect();
+    for entries in puts(&kept, &sizes) {
         let mut pending: Vec<Event> = entries.to_vec();
         for attempt in 0..ATTEMPTS {
             let refused = bus.put(&pending).await?;
@@ -142,12 +140,12 @@ pub async fn publish<T: Tenants + EventLedger, B: Bus>(
 }
 
 /// The events in `PutEvents` calls: at most ten entries, and at most [`MAX_PUT`] bytes of details together (the bus
-/// limits a whole request, not only an entry).
-fn puts(events: &[Event]) -> Vec<&[Event]> {
+/// limits a whole request, not only an entry). `sizes`: each event's detail, serialised (what [`fit`] answers).
+fn puts<'e>(events: &'e [Event], sizes: &[usize]) -> Vec<&'e [Event]> {
     let mut calls = Vec::new();
     let (mut start, mut bytes) = (0, 0);
-    for (i, event) in events.iter().enumerate() {
-        let size = detail_size(event) + ENTRY_OVERHEAD;
+    for (i, detail) in sizes.iter().enumerate().take(events.len()) {
+        let size = detail + ENTRY_OVERHEAD;
         if i > start && (i - start == ENTRIES_PER_PUT || bytes + size > MAX_PUT) {
             calls.push(&events[start..i]);
             (start, bytes) = (i, 0);
@@ -165,13 +163,16 @@ fn detail_size(event: &Event) -> usize {
 }
 
 /// Keeps an event under the bus's size limit: past it, the object (and its previous values) are left out, and the
-/// event says so; the product reads the object from the objects API.
-fn fit(event: &mut Event) {
-    if detail_size(event) > MAX_DETAIL {
-        event.detail.remove("object");
-        event.detail.remove("previous");
-        event.detail.insert("truncated".into(), true.into());
+/// event says so; the product reads the object from the objects API. Answers the size of the detail as it goes out.
+fn fit(event: &mut Event) -> usize {
+    let size = detail_size(event);
+    if size <= MAX_DETAIL {
+        return size;
     }
+    event.detail.remove("object");
+    event.detail.remove("previous");
+    event.detail.insert("truncated".into(), true.into());
+    detail_size(event)
 }
 
 /// The stack's EventBridge bus.
@@ -246,12 +247,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn events_name_their_tenant_survive_refusals_and_a_revoked_connection_says_nothing_more() {
+    /// A store holding one active connection, `con_1` of `tenant-9`.
+    async fn with_connection() -> (MemoryStore, store::Connection) {
         let store = MemoryStore::new();
         let connection = store::contract::connection("tenant-9", "con_1");
         store.upsert_connection(&connection).await.unwrap();
-        let user = |n: usize| object(&format!("a{n}"), serde_json::json!({"account_id": format!("a{n}")}), false, 0);
+        (store, connection)
+    }
+
+    /// User `a{n}` as the mirror stores it.
+    fn user(n: usize) -> serde_dynamo::Item {
+        object(&format!("a{n}"), serde_json::json!({"account_id": format!("a{n}")}), false, 0)
+    }
+
+    #[tokio::test]
+    async fn events_name_their_tenant_survive_refusals_and_a_revoked_connection_says_nothing_more() {
+        let (store, connection) = with_connection().await;
         let mut records: Vec<_> = (0..12).map(|n| record(&format!("o{n}"), None, Some(user(n)))).collect();
         records.push(record("c1", None, Some(conn(&connection))));
         // A connection item this version cannot read: passed over, not a batch stuck for a day.
@@ -278,10 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_delivered_again_or_a_batch_retried_puts_nothing_twice() {
-        let store = MemoryStore::new();
-        let connection = store::contract::connection("tenant-9", "con_1");
-        store.upsert_connection(&connection).await.unwrap();
-        let user = |n: usize| object(&format!("a{n}"), serde_json::json!({"account_id": format!("a{n}")}), false, 0);
+        let (store, _) = with_connection().await;
         // One record twice in a batch: one event.
         let twice = StreamBatch { records: vec![record("o1", None, Some(user(1))), record("o1", None, Some(user(1)))] };
         let bus = Flaky::default();
@@ -302,14 +310,17 @@ mod tests {
             event.detail.insert("object".into(), "x".repeat(bytes).into());
             event
         };
-        let sizes = |events: &[Event]| puts(events).iter().map(|call| call.len()).collect::<Vec<_>>();
+        let sizes = |events: &[Event]| {
+            let sizes: Vec<usize> = events.iter().map(detail_size).collect();
+            puts(events, &sizes).iter().map(|call| call.len()).collect::<Vec<_>>()
+        };
         assert_eq!(sizes(&vec![sized(10); 25]), [10, 10, 5]);
         // 100 KB details: two a request (three would pass 256 KB).
         assert_eq!(sizes(&vec![sized(100 * 1024); 5]), [2, 2, 1]);
         // One as big as an entry may be goes alone, between small ones.
         let mixed = [sized(20 * 1024), sized(MAX_DETAIL - 100), sized(20 * 1024), sized(20 * 1024)];
         assert_eq!(sizes(&mixed), [1, 1, 2]);
-        assert!(puts(&[]).is_empty());
+        assert!(puts(&[], &[]).is_empty());
     }
 
     #[test]
